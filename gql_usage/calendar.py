@@ -1,0 +1,187 @@
+"""Calendar buckets in an IANA time zone, as exact UTC instants (microseconds).
+
+Pure Python, no database: the analytics layer turns the plan computed here into SQL.
+
+* ``offset_segments`` splits a UTC range into pieces of constant UTC offset.
+* ``buckets`` lists the HOUR/DAY/WEEK/MONTH buckets of a range, clipped to it.
+* ``bucket_key`` says, for a bucket, the integer key that ``key_sql`` computes in SQL for
+  any instant inside it, so rows grouped by that key map back onto buckets exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+US = 1_000_000
+DAY_S = 86_400
+HOUR_S = 3_600
+MAX_BUCKETS = 2_000
+EPOCH_DATE = date(1970, 1, 1)
+_SCAN_STEP_S = 6 * HOUR_S
+
+
+class Granularity(StrEnum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+class TooManyBuckets(ValueError):
+    pass
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone of that name; ``ValueError`` for anything else."""
+    if not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"unknown time zone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
+                         "'Europe/Berlin')") from None
+
+
+def to_us(value: datetime) -> int:
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * DAY_S + delta.seconds) * US + delta.microseconds
+
+
+def from_us(value: int, tz: ZoneInfo | None = None) -> datetime:
+    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
+    return dt.astimezone(tz) if tz else dt
+
+
+def _offset_s(tz: ZoneInfo, t_s: int) -> int:
+    off = datetime.fromtimestamp(t_s, tz=tz).utcoffset()
+    assert off is not None
+    return int(off.total_seconds())
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``[start_s, end_s)`` (whole seconds) during which the zone's offset is constant."""
+
+    start_s: int
+    end_s: int
+    offset_s: int
+
+
+def offset_segments(tz: ZoneInfo, start_us: int, end_us: int) -> list[Segment]:
+    start_s = start_us // US
+    end_s = -(-end_us // US)
+    segments: list[Segment] = []
+    seg_start = start_s
+    current = _offset_s(tz, start_s)
+    t = start_s
+    while t < end_s:
+        nxt = min(t + _SCAN_STEP_S, end_s - 1)
+        if nxt <= t:
+            break
+        if _offset_s(tz, nxt) != current:
+            lo, hi = t, nxt  # offset(lo) == current, offset(hi) != current
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if _offset_s(tz, mid) == current:
+                    lo = mid
+                else:
+                    hi = mid
+            segments.append(Segment(seg_start, hi, current))
+            seg_start, current = hi, _offset_s(tz, hi)
+            t = hi
+            continue
+        t = nxt
+    segments.append(Segment(seg_start, end_s, current))
+    return segments
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start_us: int
+    end_us: int
+    key: int
+
+
+def _local_midnight_us(tz: ZoneInfo, day: date) -> int:
+    # In a gap (midnight skipped by a DST change) fold=0 resolves to the transition
+    # instant, which is when that local day begins.
+    return to_us(datetime(day.year, day.month, day.day, tzinfo=tz))
+
+
+def _next_start(day: date, granularity: Granularity) -> date:
+    if granularity is Granularity.DAY:
+        return day + timedelta(days=1)
+    if granularity is Granularity.WEEK:
+        return day + timedelta(days=7)
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+
+
+def _floor_date(day: date, granularity: Granularity) -> date:
+    if granularity is Granularity.WEEK:
+        return day - timedelta(days=day.weekday())
+    if granularity is Granularity.MONTH:
+        return day.replace(day=1)
+    return day
+
+
+def local_day_number(t_s: int, offset_s: int) -> int:
+    return (t_s + offset_s) // DAY_S
+
+
+def buckets(tz: ZoneInfo, start_us: int, end_us: int, granularity: Granularity,
+            segments: list[Segment] | None = None) -> list[Bucket]:
+    """Every bucket intersecting ``[start_us, end_us)``, in order, clipped to the range.
+
+    For DAY/WEEK/MONTH the key is the local day number (days since 1970-01-01 in local
+    time) of the bucket's first local day; ``day_to_bucket`` maps any local day to it.
+    For HOUR the key is ``local_hour_number * 1024 + segment_index``.
+    Raises ``TooManyBuckets`` past ``MAX_BUCKETS``.
+    """
+    if granularity is Granularity.HOUR:
+        return _hour_buckets(segments or offset_segments(tz, start_us, end_us), start_us, end_us)
+    first_local = from_us(start_us, tz).date()
+    day = _floor_date(first_local, granularity)
+    out: list[Bucket] = []
+    while True:
+        nxt = _next_start(day, granularity)
+        b_start = max(_local_midnight_us(tz, day), start_us)
+        b_end = min(_local_midnight_us(tz, nxt), end_us)
+        if b_start < b_end:
+            if len(out) == MAX_BUCKETS:
+                raise TooManyBuckets(_too_many(granularity))
+            out.append(Bucket(b_start, b_end, (day - EPOCH_DATE).days))
+        if b_end >= end_us:
+            return out
+        day = nxt
+
+
+def _too_many(granularity: Granularity) -> str:
+    return (f"the range holds more than {MAX_BUCKETS:,} {granularity.value} buckets; "
+            "choose a coarser granularity or a shorter range")
+
+
+def _hour_buckets(segments: list[Segment], start_us: int, end_us: int) -> list[Bucket]:
+    out: list[Bucket] = []
+    for index, seg in enumerate(segments):
+        lo = max(seg.start_s * US, start_us)
+        hi = min(seg.end_s * US, end_us)
+        t = lo
+        while t < hi:
+            t_s = t // US
+            hour = (t_s + seg.offset_s) // HOUR_S
+            nxt_s = (hour + 1) * HOUR_S - seg.offset_s
+            b_end = min(nxt_s * US, hi)
+            if len(out) == MAX_BUCKETS:
+                raise TooManyBuckets(_too_many(Granularity.HOUR))
+            out.append(Bucket(t, b_end, hour * 1024 + index))
+            t = b_end
+    return out
+
+
+def day_to_bucket_start(day_number: int, granularity: Granularity) -> int:
+    """Local day number of the first day of the DAY/WEEK/MONTH bucket holding that day."""
+    day = EPOCH_DATE + timedelta(days=day_number)
+    return (_floor_date(day, granularity) - EPOCH_DATE).days

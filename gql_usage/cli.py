@@ -1,0 +1,115 @@
+"""``gql-usage``: serve, token, export-schema, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import sys
+
+from gql_usage.settings import MissingSetting, Settings, load_settings
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from gql_usage.app import create_app
+
+    if args.demo:
+        settings = _prepare_demo(settings)
+    else:
+        settings.require("jwt_secret", "service_token")
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
+                workers=None, proxy_headers=False)
+    return 0
+
+
+def _prepare_demo(settings: Settings) -> Settings:
+    """Fill an empty database with the demo organisation and print ready-to-use tokens."""
+    from gql_usage.db import close_db, init_db
+    from gql_usage.demo import seed_demo
+
+    updates: dict[str, object] = {}
+    if not settings.jwt_secret:
+        updates["jwt_secret"] = "demo-secret-" + secrets.token_hex(16)
+    if not settings.service_token:
+        updates["service_token"] = "demo-service-" + secrets.token_hex(16)
+    settings = settings.model_copy(update=updates)
+
+    async def seed() -> dict[str, str]:
+        await init_db(settings.database_url)
+        try:
+            print("Preparing demo data (first run takes a little while)...", flush=True)
+            info = await seed_demo()
+            return info.tokens(str(settings.jwt_secret))
+        finally:
+            await close_db()
+
+    tokens = asyncio.run(seed())
+    print("\nDemo tokens (paste into GraphiQL's headers as "
+          '{"Authorization": "Bearer <token>"}):')
+    for label, token in tokens.items():
+        print(f"  {label}:\n    {token}")
+    print(f"\nService token: {settings.service_token}\n", flush=True)
+    return settings
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_usage.auth import issue_token
+
+    settings.require("jwt_secret")
+    print(issue_token(str(settings.jwt_secret), args.user, args.account, args.ttl))
+    return 0
+
+
+def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_usage.graphql.schema import schema
+
+    sys.stdout.write(schema.as_str() + "\n")
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from gql_usage.db import run_migrations
+
+    asyncio.run(run_migrations(settings.database_url))
+    print("migrations applied")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gql-usage", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true",
+                       help="fill an empty database with demo data and print tokens")
+    serve.set_defaults(func=_serve)
+    token = sub.add_parser("token", help="print a signed user JWT")
+    token.add_argument("--user", required=True, help="user external id (sub)")
+    token.add_argument("--account", required=True, help="account external id (acc)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    token.set_defaults(func=_token)
+    export = sub.add_parser("export-schema", help="print the GraphQL SDL")
+    export.set_defaults(func=_export_schema)
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.set_defaults(func=_migrate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+        return int(args.func(args, settings))
+    except MissingSetting as exc:
+        print(f"gql-usage: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

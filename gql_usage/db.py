@@ -1,0 +1,164 @@
+"""Database set-up: Tortoise configuration, migrations and the raw-SQL helper.
+
+Analytics and ingestion write their own SQL (GROUP BY over rollups, multi-row upserts);
+``Sql`` renders one statement for the connection's dialect (``?`` placeholders on SQLite,
+``$n`` on PostgreSQL) so that each statement is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+MODELS_MODULE = "gql_usage.models"
+MIGRATIONS_MODULE = "gql_usage.migrations"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            "models": {
+                "models": [MODELS_MODULE],
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def run_migrations(database_url: str) -> None:
+    """Apply pending migrations (``gql_usage/migrations``) to the database."""
+    from tortoise.migrations.api import migrate
+
+    await migrate(config=tortoise_config(database_url))
+    await Tortoise.close_connections()
+
+
+async def init_db(database_url: str, *, migrate: bool = True) -> None:
+    if migrate:
+        await run_migrations(database_url)
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+
+
+async def close_db() -> None:
+    await Tortoise.close_connections()
+
+
+def connection() -> BaseDBAsyncClient:
+    return connections.get("default")
+
+
+def dialect(conn: BaseDBAsyncClient | None = None) -> str:
+    """``"sqlite"`` or ``"postgres"``."""
+    return (conn or connection()).capabilities.dialect
+
+
+class Value:
+    """A bound parameter, for values that would otherwise read as SQL text (strings)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class Sql:
+    """A statement under construction: text with ``{}`` markers for parameters.
+
+    >>> q = Sql("postgres"); q.add("a = ", 1, " AND b = ", 2); q.text
+    'a = $1 AND b = $2'
+    """
+
+    def __init__(self, dialect_name: str) -> None:
+        self.dialect = dialect_name
+        self.parts: list[str] = []
+        self.params: list[Any] = []
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return "?" if self.dialect == "sqlite" else f"${len(self.params)}"
+
+    def add(self, *pieces: Any) -> Sql:
+        """Append pieces: ``str`` is SQL text, anything else becomes a bound parameter.
+
+        Wrap a string *value* in ``Value`` to bind it rather than splice it in.
+        """
+        for piece in pieces:
+            if isinstance(piece, str):
+                self.parts.append(piece)
+            elif isinstance(piece, Value):
+                self.parts.append(self.param(piece.value))
+            else:
+                self.parts.append(self.param(piece))
+        return self
+
+    def in_list(self, column: str, values: Sequence[Any]) -> Sql:
+        """``column IN (...)`` with one bound parameter per value (``FALSE`` when empty)."""
+        if not values:
+            return self.add("1 = 0")
+        marks = ", ".join(self.param(v) for v in values)
+        return self.add(f"{column} IN ({marks})")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+async def fetch(sql: Sql, conn: BaseDBAsyncClient | None = None) -> list[dict[str, Any]]:
+    return await (conn or connection()).execute_query_dict(sql.text, sql.params)
+
+
+async def fetch_rows(sql: Sql, conn: BaseDBAsyncClient | None = None) -> list[Sequence[Any]]:
+    """Rows as tuples (cheaper than dicts for large results)."""
+    _, rows = await (conn or connection()).execute_query(sql.text, sql.params)
+    return [tuple(r) for r in rows]
+
+
+#: For Tortoise's own CLI: ``tortoise -c gql_usage.db.TORTOISE_ORM makemigrations``.
+TORTOISE_ORM = tortoise_config("sqlite://:memory:")
+
+
+class StatementCounter:
+    """Counts the SQL statements Tortoise sends, from its ``tortoise.db_client`` log.
+
+    Used by the tests and the benchmark to show that a request costs a fixed number of
+    statements. Counting is independent of the code that builds the statements.
+    """
+
+    def __init__(self) -> None:
+        import logging
+
+        self.statements: list[str] = []
+        self._logger = logging.getLogger("tortoise.db_client")
+        counter = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                text = str(record.msg)
+                if text.startswith(("Created connection", "Closed connection")):
+                    return
+                counter.statements.append(record.getMessage())
+
+        self._handler = _Handler(level=logging.DEBUG)
+        self._old_level = self._logger.level
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    def __enter__(self) -> StatementCounter:
+        import logging
+
+        self._logger.addHandler(self._handler)
+        self._logger.setLevel(logging.DEBUG)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._old_level)

@@ -1,0 +1,1 @@
+"""The GraphQL read side: types, access directives, loaders' context and the schema."""

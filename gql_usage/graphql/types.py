@@ -1,0 +1,307 @@
+"""GraphQL object types. Plain data fields carry no resolver; only fields that load or
+aggregate do, and only guarded fields carry the access extension."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Annotated
+
+import strawberry
+from tortoise.expressions import Q
+
+from gql_usage import analytics, calendar, models
+from gql_usage.analytics import Dimension, GroupSpec, SeriesSpec, Totals, TotalsSpec, UsageQuery
+from gql_usage.graphql import ids
+from gql_usage.graphql.context import Context
+from gql_usage.graphql.directives import ADMIN_ONLY, PAID_PLAN, guarded
+from gql_usage.graphql.errors import BadUserInput
+from gql_usage.graphql.filters import UsageFilter, resolve_filter
+
+Info = strawberry.Info[Context, None]
+
+Plan = strawberry.enum(models.Plan, description="Subscription plan of an account.")
+Role = strawberry.enum(models.Role, description="Role of a user within their account.")
+
+
+@strawberry.enum(description="Calendar bucket size, in the filter's time zone.")
+class Granularity(Enum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+@strawberry.enum(description="What to group usage by.")
+class UsageDimension(Enum):
+    ENDPOINT = "ENDPOINT"
+    API_KEY = "API_KEY"
+    SOURCE = "SOURCE"
+    USER = "USER"
+
+
+_DIMENSIONS = {
+    UsageDimension.ENDPOINT: Dimension.ENDPOINT, UsageDimension.API_KEY: Dimension.API_KEY,
+    UsageDimension.SOURCE: Dimension.SOURCE, UsageDimension.USER: Dimension.USER,
+}
+
+
+@strawberry.interface(description="An object with a global id, fetchable with `node(id:)`.")
+class Node:
+    id: strawberry.ID
+
+
+@strawberry.type(description="Calls and credits.")
+class UsageTotals:
+    calls: int
+    credits: int
+
+
+async def _load(info: Info, query: UsageQuery, spec: analytics.Spec) -> object:
+    return await info.context.loaders.aggregates.load((query, spec))
+
+
+async def _group_totals(info: Info, f: UsageFilter, dim: Dimension, item_id: int) -> UsageTotals:
+    query = await resolve_filter(info, f)
+    by_id = await _load(info, query, GroupSpec(dim))
+    assert isinstance(by_id, dict)
+    t = by_id.get(item_id, Totals())
+    return UsageTotals(calls=t.calls, credits=t.credits)
+
+
+@strawberry.type(description="A member of an account.")
+class User(Node):
+    id: strawberry.ID
+    name: str
+    email: str
+    role: Role  # type: ignore[valid-type]
+
+    @classmethod
+    def from_model(cls, m: models.User) -> User:
+        return cls(id=strawberry.ID(ids.encode("User", m.external_id)), name=m.name,
+                   email=m.email, role=m.role)
+
+
+@strawberry.type(description="An API key of the account (the secret is never stored).")
+class ApiKey(Node):
+    id: strawberry.ID
+    name: str
+    prefix: str = strawberry.field(description="Display prefix of the key.")
+    created_at: datetime
+    revoked_at: datetime | None
+    _pk: strawberry.Private[int]
+    _created_by_id: strawberry.Private[int | None]
+
+    @classmethod
+    def from_model(cls, m: models.ApiKey) -> ApiKey:
+        return cls(id=strawberry.ID(ids.encode("ApiKey", m.external_id)), name=m.name,
+                   prefix=m.prefix, created_at=m.created_at, revoked_at=m.revoked_at,
+                   _pk=m.id, _created_by_id=m.created_by_id)
+
+    @strawberry.field(description="The user who created the key.")
+    async def created_by(self, info: Info) -> User | None:
+        if self._created_by_id is None:
+            return None
+        user = await info.context.loaders.users.load(self._created_by_id)
+        return User.from_model(user) if user else None
+
+    @strawberry.field(description="This key's usage (batched with every other key's).",
+                      extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    async def usage(self, info: Info, filter: UsageFilter) -> UsageTotals | None:
+        return await _group_totals(info, filter, Dimension.API_KEY, self._pk)
+
+
+@strawberry.type(description="A billable endpoint.")
+class Endpoint:
+    path: str
+    _pk: strawberry.Private[int]
+
+    @classmethod
+    def from_model(cls, m: models.Endpoint) -> Endpoint:
+        return cls(path=m.path, _pk=m.id)
+
+    @strawberry.field(description="This endpoint's usage (batched with every other's).",
+                      extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    async def usage(self, info: Info, filter: UsageFilter) -> UsageTotals | None:
+        return await _group_totals(info, filter, Dimension.ENDPOINT, self._pk)
+
+
+@strawberry.type(description="Where calls come from: `api`, `chrome_extension`, ...")
+class Source:
+    key: str
+    name: str
+
+    @classmethod
+    def from_model(cls, m: models.Source) -> Source:
+        return cls(key=m.key, name=m.name)
+
+
+@strawberry.type(description="One calendar bucket of a series, clipped to the range.")
+class UsageBucket:
+    start: datetime
+    end: datetime
+    calls: int
+    credits: int
+
+
+@strawberry.type(description="One row of a breakdown.")
+class UsageRow:
+    key: str = strawberry.field(description="Endpoint path, API key id, source key or user id.")
+    label: str = strawberry.field(description="What a person reads: path, key name, source "
+                                  "name, user name.")
+    endpoint: Endpoint | None
+    api_key: ApiKey | None
+    source: Source | None
+    user: User | None
+    calls: int
+    credits: int
+    share_of_credits: float = strawberry.field(
+        description="Percent of the report's credits, 0..100; 0 when the report has none.")
+
+
+@strawberry.type(description="Usage of the account for one filter.")
+class UsageReport:
+    _query: strawberry.Private[UsageQuery]
+
+    async def _totals(self, info: Info) -> Totals:
+        t = await _load(info, self._query, TotalsSpec())
+        assert isinstance(t, Totals)
+        return t
+
+    @strawberry.field(description="Number of billable calls.")
+    async def calls(self, info: Info) -> int:
+        return (await self._totals(info)).calls
+
+    @strawberry.field(description="Credits used.")
+    async def credits(self, info: Info) -> int:
+        return (await self._totals(info)).credits
+
+    @strawberry.field(description="Every bucket of the range in order, zero-filled; at most "
+                      "2,000 buckets.")
+    async def series(self, info: Info, granularity: Granularity) -> list[UsageBucket]:
+        g = calendar.Granularity(granularity.value)
+        try:
+            analytics.series_layout(self._query, g)
+        except calendar.TooManyBuckets as exc:
+            raise BadUserInput("granularity", str(exc)) from None
+        points = await _load(info, self._query, SeriesSpec(g))
+        assert isinstance(points, list)
+        tz = self._query.tz
+        return [UsageBucket(start=calendar.from_us(p.start_us, tz),
+                            end=calendar.from_us(p.end_us, tz), calls=p.calls, credits=p.credits)
+                for p in points]
+
+    @strawberry.field(description="Rows by credits, then calls (descending), then key; rows "
+                      "without calls are left out; `limit` keeps the top rows.")
+    async def breakdown(self, info: Info, by: UsageDimension,
+                        limit: int | None = None) -> list[UsageRow]:
+        if limit is not None and limit < 0:
+            raise BadUserInput("limit", "must be 0 or more")
+        groups = await _load(info, self._query, GroupSpec(_DIMENSIONS[by]))
+        assert isinstance(groups, dict)
+        return await _rows(info, by, groups, limit)
+
+
+async def _rows(info: Info, by: UsageDimension, groups: dict[int, Totals],
+                limit: int | None) -> list[UsageRow]:
+    total_credits = sum(t.credits for t in groups.values())
+    loaders = info.context.loaders
+    ids_ = list(groups)
+    rows: list[UsageRow] = []
+
+    def row(key: str, label: str, t: Totals, **objects: object) -> UsageRow:
+        share = 100.0 * t.credits / total_credits if total_credits else 0.0
+        return UsageRow(key=key, label=label, calls=t.calls, credits=t.credits,
+                        share_of_credits=share, endpoint=objects.get("endpoint"),  # type: ignore[arg-type]
+                        api_key=objects.get("api_key"), source=objects.get("source"),  # type: ignore[arg-type]
+                        user=objects.get("user"))  # type: ignore[arg-type]
+
+    if by is UsageDimension.ENDPOINT:
+        for i, m in zip(ids_, await loaders.endpoints.load_many(ids_), strict=True):
+            if m:
+                e = Endpoint.from_model(m)
+                rows.append(row(m.path, m.path, groups[i], endpoint=e))
+    elif by is UsageDimension.SOURCE:
+        for i, s in zip(ids_, await loaders.sources.load_many(ids_), strict=True):
+            if s:
+                rows.append(row(s.key, s.name, groups[i], source=Source.from_model(s)))
+    elif by is UsageDimension.API_KEY:
+        for i, k in zip(ids_, await loaders.api_keys.load_many(ids_), strict=True):
+            if k:
+                a = ApiKey.from_model(k)
+                rows.append(row(str(a.id), k.name, groups[i], api_key=a))
+    else:
+        for i, u in zip(ids_, await loaders.users.load_many(ids_), strict=True):
+            if u:
+                user = User.from_model(u)
+                rows.append(row(str(user.id), u.name, groups[i], user=user))
+    rows.sort(key=lambda r: (-r.credits, -r.calls, r.key))
+    return rows if limit is None else rows[:limit]
+
+
+@strawberry.type(description="The account's credit pool in the current billing period.")
+class CreditPool:
+    granted: int
+    used: int
+    remaining: int = strawberry.field(description="granted - used, never below 0.")
+    overage: int = strawberry.field(description="Credits used beyond the grant (0 if none).")
+    period_start: datetime
+    period_end: datetime
+
+
+@strawberry.type(description="An organisation: one credit pool for all of its API keys.")
+class Account(Node):
+    id: strawberry.ID
+    name: str
+    plan: Plan  # type: ignore[valid-type]
+    time_zone: str
+    _model: strawberry.Private[models.Account]
+
+    @classmethod
+    def from_model(cls, m: models.Account) -> Account:
+        return cls(id=strawberry.ID(ids.encode("Account", m.external_id)), name=m.name,
+                   plan=m.plan, time_zone=m.time_zone, _model=m)
+
+    @strawberry.field(extensions=[guarded(ADMIN_ONLY)])
+    async def credit_pool(self, info: Info) -> CreditPool | None:
+        m = self._model
+        query = UsageQuery(account_id=m.id, start_us=calendar.to_us(m.period_start),
+                           end_us=calendar.to_us(m.period_end), time_zone=m.time_zone)
+        t = await _load(info, query, TotalsSpec())
+        assert isinstance(t, Totals)
+        return CreditPool(granted=m.credits_granted, used=t.credits,
+                          remaining=max(m.credits_granted - t.credits, 0),
+                          overage=max(t.credits - m.credits_granted, 0),
+                          period_start=m.period_start, period_end=m.period_end)
+
+    @strawberry.field(extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey] | None:
+        rows = models.ApiKey.filter(account_id=self._model.id)
+        if not include_revoked:
+            rows = rows.filter(revoked_at__isnull=True)
+        keys = await rows.order_by("name", "id")
+        info.context.loaders.prime_api_keys(keys)
+        return [ApiKey.from_model(k) for k in keys]
+
+    @strawberry.field(description="The endpoint catalogue, plus any path this account used.")
+    async def endpoints(self, info: Info) -> list[Endpoint]:
+        used = await models.AccountEndpoint.filter(account_id=self._model.id).values_list(
+            "endpoint_id", flat=True)
+        rows = await models.Endpoint.filter(Q(listed=True) | Q(id__in=list(used))).order_by(
+            "path")
+        return [Endpoint.from_model(e) for e in rows]
+
+    @strawberry.field(description="Known sources, plus any this account used.")
+    async def sources(self, info: Info) -> list[Source]:
+        used = await models.AccountSource.filter(account_id=self._model.id).values_list(
+            "source_id", flat=True)
+        rows = await models.Source.filter(Q(listed=True) | Q(id__in=list(used))).order_by("key")
+        return [Source.from_model(s) for s in rows]
+
+    @strawberry.field(description="Usage of the account for a filter.",
+                      extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    async def usage(self, info: Info, filter: UsageFilter) -> UsageReport | None:
+        return UsageReport(_query=await resolve_filter(info, filter))
+
+
+NodeId = Annotated[strawberry.ID, strawberry.argument(description="A global id.")]

@@ -1,0 +1,90 @@
+"""Per-request aiodataloader loaders: every per-item lookup and aggregate is batched.
+
+Loaders are created for each request (``Loaders(account_id)`` inside the running loop)
+and cache for that request only. All of them are scoped to the viewer's account: an id
+of another account's key or user simply resolves to nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from aiodataloader import DataLoader
+
+from gql_usage import analytics
+from gql_usage.analytics import Spec, UsageQuery
+from gql_usage.models import ApiKey, Endpoint, Source, User
+
+T = TypeVar("T")
+
+
+def _in_order(keys: Sequence[Any], found: dict[Any, T]) -> list[T | None]:
+    return [found.get(k) for k in keys]
+
+
+class Loaders:
+    def __init__(self, account_id: int) -> None:
+        self.account_id = account_id
+        self.aggregates: DataLoader[tuple[UsageQuery, Spec], object] = DataLoader(
+            self._aggregates)
+        self.api_keys: DataLoader[int, ApiKey | None] = DataLoader(self._api_keys)
+        self.api_keys_by_external: DataLoader[str, ApiKey | None] = DataLoader(
+            self._api_keys_by_external)
+        self.users: DataLoader[int, User | None] = DataLoader(self._users)
+        self.users_by_external: DataLoader[str, User | None] = DataLoader(
+            self._users_by_external)
+        self.endpoints: DataLoader[int, Endpoint | None] = DataLoader(self._endpoints)
+        self.endpoints_by_path: DataLoader[str, Endpoint | None] = DataLoader(
+            self._endpoints_by_path)
+        self.sources: DataLoader[int, Source | None] = DataLoader(self._sources)
+        self.sources_by_key: DataLoader[str, Source | None] = DataLoader(self._sources_by_key)
+
+    async def _aggregates(self, keys: Sequence[tuple[UsageQuery, Spec]]) -> list[object]:
+        """One SQL statement per distinct query, answering all of its specs."""
+        by_query: dict[UsageQuery, list[Spec]] = defaultdict(list)
+        for query, spec in keys:
+            if spec not in by_query[query]:
+                by_query[query].append(spec)
+        answers: dict[tuple[UsageQuery, Spec], object] = {}
+        for query, specs in by_query.items():
+            results = await analytics.aggregate(query, specs)
+            answers.update({(query, spec): r for spec, r in zip(specs, results, strict=True)})
+        return [answers[k] for k in keys]
+
+    def prime_api_keys(self, keys: Iterable[ApiKey]) -> None:
+        for key in keys:
+            self.api_keys.prime(key.id, key)
+
+    async def _api_keys(self, ids: Sequence[int]) -> list[ApiKey | None]:
+        rows = await ApiKey.filter(account_id=self.account_id, id__in=list(set(ids)))
+        return _in_order(ids, {r.id: r for r in rows})
+
+    async def _api_keys_by_external(self, ids: Sequence[str]) -> list[ApiKey | None]:
+        rows = await ApiKey.filter(account_id=self.account_id, external_id__in=list(set(ids)))
+        return _in_order(ids, {r.external_id: r for r in rows})
+
+    async def _users(self, ids: Sequence[int]) -> list[User | None]:
+        rows = await User.filter(account_id=self.account_id, id__in=list(set(ids)))
+        return _in_order(ids, {r.id: r for r in rows})
+
+    async def _users_by_external(self, ids: Sequence[str]) -> list[User | None]:
+        rows = await User.filter(account_id=self.account_id, external_id__in=list(set(ids)))
+        return _in_order(ids, {r.external_id: r for r in rows})
+
+    async def _endpoints(self, ids: Sequence[int]) -> list[Endpoint | None]:
+        rows = await Endpoint.filter(id__in=list(set(ids)))
+        return _in_order(ids, {r.id: r for r in rows})
+
+    async def _endpoints_by_path(self, paths: Sequence[str]) -> list[Endpoint | None]:
+        rows = await Endpoint.filter(path__in=list(set(paths)))
+        return _in_order(paths, {r.path: r for r in rows})
+
+    async def _sources(self, ids: Sequence[int]) -> list[Source | None]:
+        rows = await Source.filter(id__in=list(set(ids)))
+        return _in_order(ids, {r.id: r for r in rows})
+
+    async def _sources_by_key(self, keys: Sequence[str]) -> list[Source | None]:
+        rows = await Source.filter(key__in=list(set(keys)))
+        return _in_order(keys, {r.key: r for r in rows})

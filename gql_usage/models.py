@@ -1,0 +1,191 @@
+"""Tortoise models: reference data synced from the vendor, raw usage events and rollups.
+
+Every tenant-owned table carries ``account_id`` and leads its indexes with it, so one
+account's rows sit together and the column can serve as the distribution key when the
+tables are sharded (for example with Citus) once one database is no longer enough.
+
+Time on the hot tables is stored as integers, not timestamps:
+
+* ``UsageEvent.occurred_at_us`` is microseconds since the Unix epoch (UTC). Integer
+  arithmetic is identical on SQLite and PostgreSQL, so calendar bucketing can be written
+  once, exactly, without dialect-specific date functions or session time zones.
+* ``UsageRollup.slot`` is the Unix time (seconds) of the start of a 15-minute UTC slot.
+
+Why 15 minutes: every UTC offset in use today is a whole multiple of 15 minutes
+(Asia/Kolkata +05:30, Asia/Kathmandu +05:45, Pacific/Chatham +12:45, Australia/Lord_Howe's
+30-minute DST shift), and time zone transitions happen on such boundaries. A local hour,
+day, week or month boundary in any current IANA zone is therefore a slot boundary, so
+every slot lies wholly inside one calendar bucket and rollups bucket exactly. Where a
+boundary is *not* slot-aligned (a range given to the second, or a historical zone offset
+such as Africa/Monrovia's -00:44:30 before 1972), the analytics layer reads those few
+slots from the raw events instead (see ``gql_usage.analytics.plan``). A coarser grain
+(hourly) would make half-hour and 45-minute zones inexact; a finer one costs rows.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.indexes import Index
+from tortoise.models import Model
+
+SLOT_SECONDS = 15 * 60
+
+
+class Plan(StrEnum):
+    FREE = "FREE"
+    PRO = "PRO"
+    PREMIUM = "PREMIUM"
+    SCALE = "SCALE"
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+
+
+class Account(Model):
+    id = fields.IntField(primary_key=True)
+    external_id = fields.CharField(max_length=128, unique=True)
+    name = fields.CharField(max_length=255)
+    plan = fields.CharEnumField(Plan, max_length=16)
+    time_zone = fields.CharField(max_length=64, default="UTC")
+    credits_granted = fields.BigIntField(default=0)
+    period_start = fields.DatetimeField()
+    period_end = fields.DatetimeField()
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "account"
+
+
+class User(Model):
+    id = fields.IntField(primary_key=True)
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "models.Account", related_name="users", db_index=False
+    )
+    account_id: int
+    external_id = fields.CharField(max_length=128)
+    name = fields.CharField(max_length=255)
+    email = fields.CharField(max_length=320)
+    role = fields.CharEnumField(Role, max_length=16)
+
+    class Meta:
+        table = "app_user"
+        unique_together = (("account", "external_id"),)
+
+
+class ApiKey(Model):
+    id = fields.IntField(primary_key=True)
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "models.Account", related_name="api_keys", db_index=False
+    )
+    account_id: int
+    external_id = fields.CharField(max_length=128)
+    name = fields.CharField(max_length=255)
+    prefix = fields.CharField(max_length=64)
+    created_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name=False, null=True, on_delete=fields.SET_NULL, db_index=False
+    )
+    created_by_id: int | None
+    created_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_key"
+        unique_together = (("account", "external_id"),)
+
+
+class Endpoint(Model):
+    """The catalogue of billable endpoints, shared by all accounts."""
+
+    id = fields.IntField(primary_key=True)
+    path = fields.CharField(max_length=512, unique=True)
+    #: Listed endpoints are the vendor's published catalogue, shown to every account.
+    #: Paths first seen in an account's events are unlisted: only accounts that used
+    #: them see them (``AccountEndpoint``), so one tenant's typo never shows to another.
+    listed = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "endpoint"
+
+
+class Source(Model):
+    """Where a call came from (``api``, ``chrome_extension``, ...): an open set."""
+
+    id = fields.IntField(primary_key=True)
+    key = fields.CharField(max_length=128, unique=True)
+    name = fields.CharField(max_length=255)
+    listed = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "source"
+
+
+class AccountEndpoint(Model):
+    """Endpoints an account has used (maintained by ingestion)."""
+
+    id = fields.IntField(primary_key=True)
+    account_id = fields.IntField()
+    endpoint_id = fields.IntField()
+
+    class Meta:
+        table = "account_endpoint"
+        unique_together = (("account_id", "endpoint_id"),)
+
+
+class AccountSource(Model):
+    """Sources an account has used (maintained by ingestion)."""
+
+    id = fields.IntField(primary_key=True)
+    account_id = fields.IntField()
+    source_id = fields.IntField()
+
+    class Meta:
+        table = "account_source"
+        unique_together = (("account_id", "source_id"),)
+
+
+class UsageEvent(Model):
+    """One billable call, as the producer reported it. Never updated."""
+
+    id = fields.BigIntField(primary_key=True)
+    account_id = fields.IntField()
+    event_id = fields.CharField(max_length=128)
+    api_key_id = fields.IntField()
+    endpoint_id = fields.IntField()
+    source_id = fields.IntField()
+    user_id = fields.IntField()
+    credits = fields.BigIntField()
+    occurred_at_us = fields.BigIntField()
+    received_at_us = fields.BigIntField()
+
+    class Meta:
+        table = "usage_event"
+        unique_together = (("account_id", "event_id"),)
+        indexes = (Index(fields=("account_id", "occurred_at_us"), name="usage_event_acc_time"),)
+
+
+class UsageRollup(Model):
+    """Calls and credits per account, 15-minute UTC slot, key, endpoint, source and user.
+
+    Maintained in the same transaction as the events it summarises, so it always equals
+    ``SELECT ... GROUP BY`` over ``usage_event``.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    account_id = fields.IntField()
+    slot = fields.BigIntField()
+    api_key_id = fields.IntField()
+    endpoint_id = fields.IntField()
+    source_id = fields.IntField()
+    user_id = fields.IntField()
+    calls = fields.BigIntField()
+    credits = fields.BigIntField()
+
+    class Meta:
+        table = "usage_rollup"
+        unique_together = (
+            ("account_id", "slot", "api_key_id", "endpoint_id", "source_id", "user_id"),
+        )
