@@ -203,7 +203,7 @@ async def _seed_acme_reference(now: datetime) -> None:
     period_start, period_end = _current_month(now, zone)
     account, _ = await Account.update_or_create(external_id=ACME, defaults={
         "name": "Acme Data Corp", "plan": Plan.PREMIUM, "time_zone": zone.key,
-        "credits_granted": 5_000_000, "period_start": period_start, "period_end": period_end})
+        "credits_granted": 50_000, "period_start": period_start, "period_end": period_end})
     users: dict[str, User] = {}
     for external_id, name, local_part, role in ACME_USERS:
         users[external_id], _ = await User.update_or_create(

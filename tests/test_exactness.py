@@ -1,0 +1,88 @@
+"""Rollups always equal an aggregation of the stored raw events, whatever the order,
+duplication, lateness or concurrency of the batches that brought them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+
+from helpers import event, ingest, make_account
+
+from gql_usage.db import connection
+
+KEYS = ["k1", "k2", "k3"]
+USERS = [("admin", "ADMIN"), ("u2", "MEMBER"), ("u3", "MEMBER")]
+ENDPOINTS = ["/v2/person", "/v2/company", "prospecting/contact/enrich"]
+SOURCES = ["api", "chrome_extension", "salesforce"]
+
+
+def random_events(rng: random.Random, n: int) -> list[dict]:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    out = []
+    for i in range(n):
+        occurred = start + timedelta(seconds=rng.randrange(0, 400 * 86400),
+                                     microseconds=rng.randrange(0, 1_000_000))
+        out.append(event(f"ev-{i}", "acme", rng.choice(KEYS), rng.choice(USERS)[0],
+                         rng.choice(ENDPOINTS), rng.choice(SOURCES), rng.randrange(0, 20),
+                         occurred))
+    return out
+
+
+def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
+    """Calls and credits per (15-minute UTC slot, key, endpoint, source, user), by hand."""
+    cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for e in events:
+        t = datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
+        slot = t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0)
+        cell = cells[(int(slot.timestamp()), e["apiKeyId"], e["endpoint"], e["source"],
+                      e["userId"])]
+        cell[0] += 1
+        cell[1] += e["credits"]
+    return {k: (v[0], v[1]) for k, v in cells.items()}
+
+
+async def stored_cells() -> dict[tuple, tuple[int, int]]:
+    _, rows = await connection().execute_query(
+        "SELECT r.slot, k.external_id, e.path, s.key, u.external_id, r.calls, r.credits "
+        "FROM usage_rollup r JOIN api_key k ON k.id = r.api_key_id "
+        "JOIN endpoint e ON e.id = r.endpoint_id JOIN source s ON s.id = r.source_id "
+        "JOIN app_user u ON u.id = r.user_id")
+    return {(int(r[0]), r[1], r[2], r[3], r[4]): (int(r[5]), int(r[6])) for r in rows}
+
+
+async def test_rollups_equal_the_raw_events_under_duplicates_lateness_and_concurrency(client):
+    await make_account(client, "acme", users=USERS, keys=KEYS)
+    rng = random.Random(20261125)
+    events = random_events(rng, 4000)
+    # Deliveries: every event at least once, 25% twice; shuffled, so old events arrive
+    # late after newer ones; sent as concurrent batches of varying size.
+    deliveries = events + rng.sample(events, len(events) // 4)
+    rng.shuffle(deliveries)
+    batches = []
+    i = 0
+    while i < len(deliveries):
+        size = rng.randrange(50, 700)
+        batches.append(deliveries[i:i + size])
+        i += size
+    results = []
+    for wave in range(0, len(batches), 4):
+        results += await asyncio.gather(*(ingest(client, b) for b in batches[wave:wave + 4]))
+    assert sum(r["accepted"] for r in results) == len(events)
+    assert sum(r["duplicates"] for r in results) == len(deliveries) - len(events)
+    assert all(r["rejected"] == [] for r in results)
+    assert await stored_cells() == expected_cells(events)
+
+
+async def test_racing_requests_with_the_same_events_count_each_once(client):
+    await make_account(client, "acme", users=USERS, keys=KEYS)
+    events = random_events(random.Random(7), 600)
+    results = await asyncio.gather(*(ingest(client, events) for _ in range(6)))
+    assert sum(r["accepted"] for r in results) == 600
+    assert sum(r["duplicates"] for r in results) == 5 * 600
+    assert await stored_cells() == expected_cells(events)
+    _, rows = await connection().execute_query("SELECT COUNT(*) FROM usage_event")
+    assert int(rows[0][0]) == 600
+    per_id = Counter(e["id"] for e in events)
+    assert set(per_id.values()) == {1}
