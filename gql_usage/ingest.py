@@ -419,9 +419,9 @@ async def _insert_events(conn: BaseDBAsyncClient, rows: list[_Row]) -> set[tuple
         chunk = rows[start:start + SQLITE_ROWS_PER_STATEMENT]
         q = Sql(d).add(f"INSERT INTO usage_event ({cols}) VALUES ")
         for i, r in enumerate(chunk):
-            q.add(", (" if i else "(", r.account_id, ", ", Value(r.event_id), ", ", r.api_key_id, ", ",
-                  r.endpoint_id, ", ", r.source_id, ", ", r.user_id, ", ", r.credits, ", ",
-                  r.occurred_at_us, ", ", received, ")")
+            q.add(", (" if i else "(", r.account_id, ", ", Value(r.event_id), ", ",
+                  r.api_key_id, ", ", r.endpoint_id, ", ", r.source_id, ", ", r.user_id, ", ",
+                  r.credits, ", ", r.occurred_at_us, ", ", received, ")")
         q.add(tail)
         result = await conn.execute_query_dict(q.text, q.params)
         inserted.update((int(r["account_id"]), str(r["event_id"])) for r in result)

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-
 from conftest import JWT_SECRET, SERVICE_TOKEN
+
 from gql_usage.auth import issue_token
 
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}

@@ -29,13 +29,13 @@ import graphql
 import httpx
 import jwt
 import pytest
+from conftest import JWT_SECRET
+from helpers import event, gid, gql, ingest, make_account, put, token
 from strawberry.permission import PermissionExtension
 
-from conftest import JWT_SECRET
 from gql_usage.auth import issue_token
 from gql_usage.graphql.directives import RULES
 from gql_usage.graphql.schema import schema
-from helpers import event, gid, gql, ingest, make_account, put, token
 
 FILTER = '{from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"}'
 
@@ -365,7 +365,7 @@ def _fields() -> list[tuple[str, str, Any, Any]]:
 
 
 def _printed_directives(printed_field: Any) -> list[str]:
-    return [d.name.value for d in printed_field.ast_node.directives]
+    return [d.name.value for d in printed_field.ast_node.directives or ()]
 
 
 def test_schema_walk_covers_every_field():

@@ -17,7 +17,8 @@ DASHBOARD = """query Dashboard($f: UsageFilter!) {
     usage(filter: $f) {
       calls credits
       series(granularity: DAY) { start calls credits }
-      byEndpoint: breakdown(by: ENDPOINT) { key label endpoint { path } calls credits shareOfCredits }
+      byEndpoint: breakdown(by: ENDPOINT) {
+        key label endpoint { path } calls credits shareOfCredits }
       byKey: breakdown(by: API_KEY) { key label apiKey { name createdBy { name } } credits }
     }
     apiKeys { id name createdBy { name } usage(filter: $f) { calls credits } }
