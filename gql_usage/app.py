@@ -8,17 +8,19 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.types.unset import UNSET
 
 from gql_usage.auth import AuthError, Viewer, load_viewer
 from gql_usage.db import close_db, connection, init_db
 from gql_usage.graphql.context import Context
-from gql_usage.graphql.errors import UNAUTHENTICATED
+from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
 from gql_usage.graphql.schema import schema
 from gql_usage.ingest import Ingestor
 from gql_usage.loaders import Loaders
@@ -29,6 +31,13 @@ log = logging.getLogger("gql_usage")
 
 
 class GraphQLView(GraphQL[Context, None]):
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """Malformed GraphQL-over-HTTP requests answer in GraphQL's error shape too."""
+        try:
+            return await super().run(request, context=context, root_value=root_value)
+        except HTTPException as exc:
+            return _graphql_error(exc.status_code, exc.reason, BAD_USER_INPUT)
+
     async def get_context(self, request: Any, response: Any = None) -> Context:
         state = request.scope["state"]
         viewer: Viewer = state["viewer"]
@@ -78,8 +87,8 @@ class GraphQLEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         wants_ide = request.method == "GET" and "query" not in request.query_params
-        if wants_ide:
-            await self.view(scope, receive, send)
+        if wants_ide:  # GraphiQL needs no token; the queries it sends do
+            await HTMLResponse(self.view.graphql_ide_html)(scope, receive, send)
             return
         try:
             viewer = await load_viewer(str(self.settings.jwt_secret),
@@ -96,7 +105,7 @@ class GraphQLEndpoint:
             except BodyTooLarge:
                 response = _graphql_error(413, "request body exceeds "
                                           f"{self.settings.max_graphql_body_bytes} bytes",
-                                          "BAD_USER_INPUT")
+                                          BAD_USER_INPUT)
                 await response(scope, receive, send)
                 return
             receive = _replay(body)

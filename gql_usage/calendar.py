@@ -36,7 +36,8 @@ class TooManyBuckets(ValueError):
 
 def zone(name: str) -> ZoneInfo:
     """The IANA zone of that name; ``ValueError`` for anything else."""
-    if not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name:
+    if (not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name
+            or name in ("localtime", "posixrules") or name.startswith(("posix/", "right/"))):
         raise ValueError(f"unknown time zone {name!r}")
     try:
         return ZoneInfo(name)

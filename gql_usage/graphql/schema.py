@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.types import ExecutionContext
 
 from gql_usage import models
 from gql_usage.graphql import ids
@@ -39,9 +41,16 @@ class Query:
         return User.from_model(user) if user else None
 
 
+class Schema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        """Expected errors (refusals, bad input) are not logged as failures; unexpected
+        ones are logged with the request id by ``ErrorCodes``."""
+
+
 def build_schema(*, max_depth: int = 12, max_aliases: int = 30,
                  max_tokens: int = 2_000) -> strawberry.Schema:
-    return strawberry.Schema(
+    return Schema(
         query=Query,
         types=[Account, ApiKey, User],
         extensions=[

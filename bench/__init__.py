@@ -1,0 +1,1 @@
+"""Benchmarks. ``python -m bench.quick`` measures ingestion and the dashboard query."""
