@@ -137,8 +137,10 @@ async def test_a_batch_of_1000_events_costs_a_handful_of_statements(client):
     assert result["accepted"] == 1000
     # accounts, keys, users, endpoints (select, insert, select), sources (3),
     # events, rollups, account_endpoint, account_source
+    print(f"1000-event batch, cold: {counter.count} statements")
     assert counter.count <= 14, counter.statements
     with StatementCounter() as warm:
         result = await ingest(client, [{**e, "id": "w" + e["id"]} for e in batch])
     assert result["accepted"] == 1000
+    print(f"1000-event batch, warm: {warm.count} statements")
     assert warm.count <= 5, warm.statements
