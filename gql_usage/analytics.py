@@ -260,9 +260,3 @@ def _build(q: Sql, query: UsageQuery, p: _Plan, specs: Sequence[Spec],
         q.add(f"SELECT {i} AS spec, {key} AS k, SUM(c), SUM(cr) FROM base GROUP BY {key}"
               if key != "0" else f"SELECT {i} AS spec, 0 AS k, SUM(c), SUM(cr) FROM base "
               "HAVING COUNT(*) > 0")
-
-
-async def total(query: UsageQuery) -> Totals:
-    (result,) = await aggregate(query, [TotalsSpec()])
-    assert isinstance(result, Totals)
-    return result

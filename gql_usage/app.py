@@ -24,7 +24,7 @@ from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
 from gql_usage.graphql.schema import schema
 from gql_usage.ingest import Ingestor
 from gql_usage.loaders import Loaders
-from gql_usage.service_api import ServiceApi, read_body
+from gql_usage.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.settings import Settings
 
 log = logging.getLogger("gql_usage")
@@ -98,8 +98,6 @@ class GraphQLEndpoint:
             return
         scope.setdefault("state", {})["viewer"] = viewer
         if request.method == "POST":
-            from gql_usage.service_api import BodyTooLarge
-
             try:
                 body = await read_body(request, self.settings.max_graphql_body_bytes)
             except BodyTooLarge:

@@ -128,10 +128,6 @@ def _floor_date(day: date, granularity: Granularity) -> date:
     return day
 
 
-def local_day_number(t_s: int, offset_s: int) -> int:
-    return (t_s + offset_s) // DAY_S
-
-
 def buckets(tz: ZoneInfo, start_us: int, end_us: int, granularity: Granularity,
             segments: list[Segment] | None = None) -> list[Bucket]:
     """Every bucket intersecting ``[start_us, end_us)``, in order, clipped to the range.

@@ -26,6 +26,7 @@ from itertools import accumulate
 from zoneinfo import ZoneInfo
 
 from gql_usage.auth import issue_token
+from gql_usage.calendar import from_us, to_us
 from gql_usage.ingest import Ingestor
 from gql_usage.models import Account, ApiKey, Endpoint, Plan, Role, Source, User
 
@@ -236,17 +237,7 @@ def _whole_seconds(value: datetime) -> datetime:
 
 # --- events --------------------------------------------------------------------------
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR_US = 3_600_000_000
-
-
-def _us(value: datetime) -> int:
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _instant(us: int) -> str:
-    return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
 def _cumulative(weights: list[float]) -> list[float]:
@@ -268,8 +259,8 @@ def _holiday_factor(day: date) -> float:
 def _acme_events(count: int, rng: random.Random, now: datetime) -> list[dict[str, object]]:
     """``count`` events (sorted by time, ids ``demo-0`` ..) over the 13 months before now."""
     zone = ZoneInfo("Europe/Berlin")
-    now_us = _us(now)
-    first_hour_us = (_us(now - _WINDOW) // _HOUR_US) * _HOUR_US
+    now_us = to_us(now)
+    first_hour_us = (to_us(now - _WINDOW) // _HOUR_US) * _HOUR_US
     hours = (now_us - first_hour_us + _HOUR_US - 1) // _HOUR_US
     span = now_us - first_hour_us
 
@@ -281,7 +272,7 @@ def _acme_events(count: int, rng: random.Random, now: datetime) -> list[dict[str
     for h in range(hours):
         start_us = first_hour_us + h * _HOUR_US
         length = min(_HOUR_US, now_us - start_us)
-        local = (_EPOCH + timedelta(microseconds=start_us)).astimezone(zone)
+        local = from_us(start_us, zone)
         day = local.date()
         if day not in day_noise:
             day_noise[day] = rng.lognormvariate(0.0, 0.12) * _holiday_factor(day)
@@ -294,8 +285,9 @@ def _acme_events(count: int, rng: random.Random, now: datetime) -> list[dict[str
     # Keys: Zipf popularity among the keys live for the whole hour.
     key_index = {spec.external_id: i for i, spec in enumerate(ACME_KEYS)}
     key_weight = [1.0 / (rank + 1) ** 1.1 for rank in range(len(ACME_KEYS))]
-    lives = [(_us(now - timedelta(days=s.created_days_ago)),
-              None if s.revoked_days_ago is None else _us(now - timedelta(days=s.revoked_days_ago)))
+    lives = [(to_us(now - timedelta(days=s.created_days_ago)),
+              None if s.revoked_days_ago is None
+              else to_us(now - timedelta(days=s.revoked_days_ago)))
              for s in ACME_KEYS]
     key_cums: dict[tuple[int, ...], tuple[tuple[int, ...], list[float]]] = {}
     hour_keys: list[tuple[tuple[int, ...], list[float]]] = []
@@ -332,7 +324,7 @@ def _acme_events(count: int, rng: random.Random, now: datetime) -> list[dict[str
 
     # The spike: a three-day enrichment job from one key, starting 07:00 Berlin time.
     spike_day = (now - timedelta(days=_SPIKE_DAYS_AGO)).astimezone(zone).date()
-    spike_start = _us(datetime(spike_day.year, spike_day.month, spike_day.day, 7, tzinfo=zone))
+    spike_start = to_us(datetime(spike_day.year, spike_day.month, spike_day.day, 7, tzinfo=zone))
     k = key_index[SPIKE_KEY]
     e = paths.index(SPIKE_ENDPOINT)
     for _ in range(spike):
@@ -343,7 +335,7 @@ def _acme_events(count: int, rng: random.Random, now: datetime) -> list[dict[str
     return [
         {"id": f"demo-{n}", "accountId": ACME, "apiKeyId": ACME_KEYS[k].external_id,
          "userId": user, "endpoint": paths[e], "source": ACME_KEYS[k].source,
-         "credits": ENDPOINTS[e][1], "occurredAt": _instant(at)}
+         "credits": ENDPOINTS[e][1], "occurredAt": from_us(at).isoformat()}
         for n, (at, k, e, user) in enumerate(drawn)
     ]
 
@@ -361,8 +353,8 @@ def _freebird_events(count: int, rng: random.Random, now: datetime) -> list[dict
             continue
         local = datetime(day.year, day.month, day.day, 9, tzinfo=zone) + timedelta(
             seconds=rng.random() * 9 * 3600)
-        at = _us(local.astimezone(UTC))
-        if at < _us(now):
+        at = to_us(local.astimezone(UTC))
+        if at < to_us(now):
             drawn.append(at)
     drawn.sort()
     out: list[dict[str, object]] = []
@@ -370,7 +362,7 @@ def _freebird_events(count: int, rng: random.Random, now: datetime) -> list[dict
         path = choices[_pick(rng, cum)][0]
         out.append({"id": f"demo-free-{n}", "accountId": FREEBIRD, "apiKeyId": "key_default",
                     "userId": "u_fran", "endpoint": path, "source": "api",
-                    "credits": ENDPOINT_COST[path], "occurredAt": _instant(at)})
+                    "credits": ENDPOINT_COST[path], "occurredAt": from_us(at).isoformat()})
     return out
 
 

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
@@ -25,6 +25,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import OperationalError, TransactionManagementError
 from tortoise.transactions import in_transaction
 
+from gql_usage.calendar import to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
 from gql_usage.models import SLOT_SECONDS
 
@@ -173,15 +174,6 @@ class _Row:
                 self.credits, self.occurred_at_us)
 
 
-def epoch_us(value: datetime) -> int:
-    """Exact microseconds since the epoch (no float rounding)."""
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def source_display_name(key: str) -> str:
     return key.replace("_", " ").replace("-", " ").strip().capitalize() or key
 
@@ -303,7 +295,7 @@ class Ingestor:
                     index, f"userId: unknown user {e.userId!r} for account {e.accountId!r}"))
                 continue
             rows.append(_Row(index, account_id, e.id, key_id, endpoints[e.endpoint],
-                             sources[e.source], user_id, e.credits, epoch_us(e.occurredAt)))
+                             sources[e.source], user_id, e.credits, to_us(e.occurredAt)))
         return rows
 
     @staticmethod

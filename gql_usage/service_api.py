@@ -89,13 +89,6 @@ class ApiKeyIn(BaseModel):
     revokedAt: Aware | None = None
 
 
-def _path_id(request: Request, name: str) -> str:
-    value = str(request.path_params[name])
-    if not value or len(value) > 128:
-        raise ValueError(f"{name} must be 1 to 128 characters")
-    return value
-
-
 class ServiceApi:
     def __init__(self, settings: Settings, ingestor: Ingestor) -> None:
         self.settings = settings

@@ -7,7 +7,6 @@ from graphql import GraphQLError
 from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
 from strawberry.types import ExecutionContext
 
-from gql_usage import models
 from gql_usage.graphql import ids
 from gql_usage.graphql.errors import ErrorCodes
 from gql_usage.graphql.types import Account, ApiKey, Info, Node, NodeId, User
@@ -63,4 +62,3 @@ def build_schema(*, max_depth: int = 12, max_aliases: int = 30,
 
 
 schema = build_schema()
-__all__ = ["schema", "build_schema", "models"]
