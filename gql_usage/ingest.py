@@ -1,12 +1,15 @@
-"""Ingestion of usage events: validation, idempotent storage and rollup maintenance.
+"""Ingestion of usage events: validation, idempotent storage and cube maintenance.
 
-One batch costs a handful of statements whatever its size: three look-ups (accounts,
-keys, users), catalogue upserts only for endpoints and sources not seen before, then one
-transaction holding one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` into
-``usage_event`` and one multi-row upsert into ``usage_rollup``. The rollup cells are
-summed from exactly the rows the event insert reports as new, so a duplicate id — in the
-same batch, a later batch or a concurrent one — is never counted twice, and the rollups
-always equal an aggregation of the stored events.
+A warm batch (accounts, keys, users, endpoints and sources seen before; their ids are
+cached, since ids never change) costs **one** SQL statement on PostgreSQL: a
+data-modifying ``WITH`` that inserts the events with ``ON CONFLICT DO NOTHING RETURNING``
+and upserts the cube rows (``gql_usage.cube``) aggregated from exactly the rows it
+returned. A duplicate id, in the same batch, a later batch or a concurrent one, is
+therefore never counted twice, and the cube always equals an aggregation of the stored
+events. On SQLite the same happens in one transaction of a few statements.
+
+A JSON array body is validated in one pass by pydantic-core (``decode_batch``); only a
+batch with a bad event takes the slower per-event path that names each bad event.
 """
 
 from __future__ import annotations
@@ -19,15 +22,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 from pydantic import ValidationError as PydanticValidationError
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import OperationalError, TransactionManagementError
 from tortoise.transactions import in_transaction
 
+from gql_usage import cube
 from gql_usage.calendar import to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
-from gql_usage.models import SLOT_SECONDS
 
 MAX_CREDITS = 10**12
 SQLITE_ROWS_PER_STATEMENT = 1000
@@ -37,6 +49,14 @@ _RETRIES = 5
 def _rfc3339(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
+    if value.year < 1970:
+        raise ValueError("must not be before 1970-01-01T00:00:00Z")
+    return value
+
+
+def _string(value: object) -> object:
+    if not isinstance(value, str | datetime):
+        raise ValueError("must be an RFC 3339 string with offset")
     return value
 
 
@@ -61,7 +81,10 @@ class EventIn(BaseModel):
     endpoint: Annotated[StrictStr, Field(min_length=1, max_length=512), AfterValidator(_not_blank)]
     source: Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_not_blank)]
     credits: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)]
-    occurredAt: Annotated[datetime, AfterValidator(_rfc3339)]
+    occurredAt: Annotated[datetime, BeforeValidator(_string), AfterValidator(_rfc3339)]
+
+
+_EVENTS = TypeAdapter(list[EventIn])
 
 
 def describe_validation_error(exc: PydanticValidationError) -> str:
@@ -79,9 +102,6 @@ def parse_event(raw: Any) -> EventIn:
     """Validate one decoded event; raises ``ValueError`` with a reason naming the field."""
     if not isinstance(raw, dict):
         raise ValueError(f"event must be a JSON object, got {type(raw).__name__}")
-    occurred = raw.get("occurredAt")
-    if occurred is not None and not isinstance(occurred, str):
-        raise ValueError("occurredAt: must be an RFC 3339 string with offset")
     try:
         return EventIn.model_validate(raw)
     except PydanticValidationError as exc:
@@ -95,9 +115,16 @@ class BodyError(ValueError):
 def decode_batch(body: bytes, content_type: str) -> list[Any]:
     """A JSON array, or NDJSON (one event per line; a bad line rejects only that event).
 
+    A JSON array whose events are all valid comes back as ``EventIn`` objects, validated
+    in one pass; otherwise items are the decoded values, validated one by one later.
     Lines that fail to decode are returned as ``_Undecodable`` markers so that their
     position is kept and reported.
     """
+    if body[:1] == b"[" and "ndjson" not in content_type and "jsonl" not in content_type:
+        try:
+            return list(_EVENTS.validate_json(body))
+        except PydanticValidationError:
+            pass  # find and name the bad events below
     if "ndjson" in content_type or "jsonl" in content_type:
         items: list[Any] = []
         try:
@@ -228,6 +255,7 @@ class Ingestor:
         self, *, max_future_seconds: int = 300, max_age_seconds: int | None = None
     ) -> None:
         self.catalog = Catalog()
+        self.directory = Directory()
         self.max_future_seconds = max_future_seconds
         self.max_age_seconds = max_age_seconds
 
@@ -239,11 +267,14 @@ class Ingestor:
             if isinstance(raw, _Undecodable):
                 result.rejected.append(Rejection(index, raw.reason))
                 continue
-            try:
-                event = parse_event(raw)
-            except ValueError as exc:
-                result.rejected.append(Rejection(index, str(exc)))
-                continue
+            if isinstance(raw, EventIn):
+                event = raw
+            else:
+                try:
+                    event = parse_event(raw)
+                except ValueError as exc:
+                    result.rejected.append(Rejection(index, str(exc)))
+                    continue
             ts = event.occurredAt.timestamp()
             if ts > now + self.max_future_seconds:
                 result.rejected.append(Rejection(
@@ -263,23 +294,19 @@ class Ingestor:
         return result
 
     async def _resolve(self, events: list[tuple[int, EventIn]], result: IngestResult) -> list[_Row]:
-        conn = connection()
-        d = dialect(conn)
-        account_ext = sorted({e.accountId for _, e in events})
-        q = Sql(d).add('SELECT external_id, id FROM "account" WHERE ')
-        q.in_list("external_id", account_ext)
-        accounts = {str(ext): int(i) for ext, i in await fetch_rows(q, conn)}
+        d = dialect(connection())
+        accounts = await self.directory.accounts(d, {e.accountId for _, e in events})
         known = [(i, e) for i, e in events if e.accountId in accounts]
         for i, e in events:
             if e.accountId not in accounts:
                 result.rejected.append(Rejection(i, f"accountId: unknown account {e.accountId!r}"))
         if not known:
             return []
-        account_ids = sorted({accounts[e.accountId] for _, e in known})
-        keys = await self._members(d, "api_key", account_ids, {e.apiKeyId for _, e in known})
-        users = await self._members(d, "app_user", account_ids, {e.userId for _, e in known})
-        endpoints = await self.catalog.endpoint_ids(
-            {e.endpoint for i, e in known})
+        keys = await self.directory.members(
+            d, "api_key", {(accounts[e.accountId], e.apiKeyId) for _, e in known})
+        users = await self.directory.members(
+            d, "app_user", {(accounts[e.accountId], e.userId) for _, e in known})
+        endpoints = await self.catalog.endpoint_ids({e.endpoint for i, e in known})
         sources = await self.catalog.source_ids({e.source for _, e in known})
         rows = []
         for index, e in known:
@@ -298,14 +325,6 @@ class Ingestor:
                              sources[e.source], user_id, e.credits, to_us(e.occurredAt)))
         return rows
 
-    @staticmethod
-    async def _members(d: str, table: str, account_ids: list[int],
-                       external_ids: set[str]) -> dict[tuple[int, str], int]:
-        q = Sql(d).add(f'SELECT account_id, external_id, id FROM "{table}" WHERE ')
-        q.in_list("account_id", account_ids).add(" AND ")
-        q.in_list("external_id", sorted(external_ids))
-        return {(int(a), str(x)): int(i) for a, x, i in await fetch_rows(q)}
-
     async def _store(self, rows: list[_Row], result: IngestResult) -> None:
         # First occurrence of an id within the batch wins; later ones are compared to it.
         first: dict[tuple[int, str], _Row] = {}
@@ -316,17 +335,17 @@ class Ingestor:
                 repeats.append(row)
             else:
                 first[key] = row
+        await self._link_dimensions(list(first.values()))
         # Sorted so concurrent batches take row locks in the same order (no deadlocks).
         unique = sorted(first.values(), key=lambda r: (r.account_id, r.event_id))
         for attempt in range(_RETRIES):
             try:
-                async with in_transaction("default") as conn:
-                    inserted = await _insert_events(conn, unique)
-                    fresh = [first[k] for k in sorted(inserted)]
-                    await _upsert_rollups(conn, fresh)
-                    linked = await self._link_dimensions(conn, fresh)
-                for seen, new in linked:  # cached only once committed
-                    seen.update(new)
+                if dialect(connection()) == "postgres":
+                    inserted = await _store_postgres(unique)
+                else:
+                    async with in_transaction("default") as conn:
+                        inserted = await _insert_events_sqlite(conn, unique)
+                        await _upsert_cube_sqlite(conn, [first[k] for k in sorted(inserted)])
                 break
             except (OperationalError, TransactionManagementError) as exc:
                 if attempt == _RETRIES - 1 or not _is_retryable(exc):
@@ -341,12 +360,12 @@ class Ingestor:
         for row in repeats:
             _classify_repeat(row, first[(row.account_id, row.event_id)].content(), result)
 
+    async def _link_dimensions(self, rows: list[_Row]) -> None:
+        """Record which endpoints and sources each account has used (new pairs only).
 
-    async def _link_dimensions(
-        self, conn: BaseDBAsyncClient, rows: list[_Row]
-    ) -> list[tuple[set[tuple[int, int]], list[tuple[int, int]]]]:
-        """Record which endpoints and sources each account has used (new pairs only)."""
-        linked = []
+        Written before the events (idempotently): a link never points at nothing for
+        long, and an event is never stored without its link.
+        """
         for table, column, seen, pairs in (
             ("account_endpoint", "endpoint_id", self.catalog.account_endpoints,
              {(r.account_id, r.endpoint_id) for r in rows}),
@@ -356,13 +375,45 @@ class Ingestor:
             new = sorted(pairs - seen)
             if not new:
                 continue
+            conn = connection()
             q = Sql(dialect(conn)).add(f"INSERT INTO {table} (account_id, {column}) VALUES ")
             for i, (account_id, value) in enumerate(new):
                 q.add(", (" if i else "(", account_id, ", ", value, ")")
             q.add(f" ON CONFLICT (account_id, {column}) DO NOTHING")
             await conn.execute_query(q.text, q.params)
-            linked.append((seen, new))
-        return linked
+            seen.update(new)
+
+
+class Directory:
+    """Internal ids of accounts, API keys and users by external id.
+
+    Only found ids are cached (they never change); an unknown id is looked up again next
+    time, so a key or user created after a rejected event is found on the retry.
+    """
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, int] = {}
+        self._members: dict[str, dict[tuple[int, str], int]] = {"api_key": {}, "app_user": {}}
+
+    async def accounts(self, d: str, external_ids: set[str]) -> dict[str, int]:
+        cache = self._accounts
+        missing = sorted(x for x in external_ids if x not in cache)
+        if missing:
+            q = Sql(d).add('SELECT external_id, id FROM "account" WHERE ')
+            q.in_list("external_id", missing)
+            cache.update({str(ext): int(i) for ext, i in await fetch_rows(q)})
+        return cache
+
+    async def members(self, d: str, table: str,
+                      wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        cache = self._members[table]
+        missing = [w for w in wanted if w not in cache]
+        if missing:
+            q = Sql(d).add(f'SELECT account_id, external_id, id FROM "{table}" WHERE ')
+            q.in_list("account_id", sorted({a for a, _ in missing})).add(" AND ")
+            q.in_list("external_id", sorted({x for _, x in missing}))
+            cache.update({(int(a), str(x)): int(i) for a, x, i in await fetch_rows(q)})
+        return cache
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -382,34 +433,46 @@ def _classify_repeat(row: _Row, stored: tuple[int, ...] | None, result: IngestRe
 
 _EVENT_COLUMNS = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id",
                   "user_id", "credits", "occurred_at_us", "received_at_us")
-_ROLLUP_KEY = ("account_id", "slot", "api_key_id", "endpoint_id", "source_id", "user_id")
+_RETURNED = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id", "user_id",
+             "credits", "occurred_at_us")
+_POSTGRES_STORE = (
+    f"WITH new AS (INSERT INTO usage_event ({', '.join(_EVENT_COLUMNS)})"
+    " SELECT a, e, k, en, s, u, c, o, $9 FROM unnest($1::int[], $2::text[], $3::int[],"
+    " $4::int[], $5::int[], $6::int[], $7::bigint[], $8::bigint[]) WITH ORDINALITY"
+    " AS t(a, e, k, en, s, u, c, o, n) ORDER BY n"
+    f" ON CONFLICT (account_id, event_id) DO NOTHING RETURNING {', '.join(_RETURNED)}),"
+    f" cube AS (INSERT INTO usage_cube ({', '.join(cube.INSERT_COLUMNS)})"
+    f" {cube.cells_sql('new')}{cube.UPSERT_TAIL})"
+    " SELECT account_id, event_id FROM new"
+)
 
 
-async def _insert_events(conn: BaseDBAsyncClient, rows: list[_Row]) -> set[tuple[int, str]]:
+def _now_us() -> int:
+    return int(time.time() * 1_000_000)
+
+
+async def _store_postgres(rows: list[_Row]) -> set[tuple[int, str]]:
+    """Events and their cube rows in one statement; returns the (account, id) pairs that
+    were new."""
+    params = [
+        [r.account_id for r in rows], [r.event_id for r in rows],
+        [r.api_key_id for r in rows], [r.endpoint_id for r in rows],
+        [r.source_id for r in rows], [r.user_id for r in rows],
+        [r.credits for r in rows], [r.occurred_at_us for r in rows], _now_us(),
+    ]
+    result = await connection().execute_query_dict(_POSTGRES_STORE, params)
+    return {(int(r["account_id"]), str(r["event_id"])) for r in result}
+
+
+async def _insert_events_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> set[tuple[int, str]]:
     """Insert new events; returns the (account, event id) pairs that were new."""
-    received = int(time.time() * 1_000_000)
-    d = dialect(conn)
+    received = _now_us()
     inserted: set[tuple[int, str]] = set()
     cols = ", ".join(_EVENT_COLUMNS)
     tail = " ON CONFLICT (account_id, event_id) DO NOTHING RETURNING account_id, event_id"
-    if d == "postgres":
-        q = Sql(d).add(
-            f"INSERT INTO usage_event ({cols}) SELECT a, e, k, en, s, u, c, o, ", received,
-            " FROM unnest(", [r.account_id for r in rows], "::int[], ",
-            [r.event_id for r in rows], "::text[], ",
-            [r.api_key_id for r in rows], "::int[], ",
-            [r.endpoint_id for r in rows], "::int[], ",
-            [r.source_id for r in rows], "::int[], ",
-            [r.user_id for r in rows], "::int[], ",
-            [r.credits for r in rows], "::bigint[], ",
-            [r.occurred_at_us for r in rows], "::bigint[]) WITH ORDINALITY "
-            "AS t(a, e, k, en, s, u, c, o, n) ORDER BY n", tail)
-        result = await conn.execute_query_dict(q.text, q.params)
-        inserted.update((int(r["account_id"]), str(r["event_id"])) for r in result)
-        return inserted
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         chunk = rows[start:start + SQLITE_ROWS_PER_STATEMENT]
-        q = Sql(d).add(f"INSERT INTO usage_event ({cols}) VALUES ")
+        q = Sql("sqlite").add(f"INSERT INTO usage_event ({cols}) VALUES ")
         for i, r in enumerate(chunk):
             q.add(", (" if i else "(", r.account_id, ", ", Value(r.event_id), ", ",
                   r.api_key_id, ", ", r.endpoint_id, ", ", r.source_id, ", ", r.user_id, ", ",
@@ -420,47 +483,20 @@ async def _insert_events(conn: BaseDBAsyncClient, rows: list[_Row]) -> set[tuple
     return inserted
 
 
-def rollup_cells(rows: Iterable[_Row]) -> dict[tuple[int, ...], list[int]]:
-    cells: dict[tuple[int, ...], list[int]] = {}
-    slot_us = SLOT_SECONDS * 1_000_000
-    for r in rows:
-        key = (r.account_id, (r.occurred_at_us // slot_us) * SLOT_SECONDS, r.api_key_id,
-               r.endpoint_id, r.source_id, r.user_id)
-        cell = cells.get(key)
-        if cell is None:
-            cells[key] = [1, r.credits]
-        else:
-            cell[0] += 1
-            cell[1] += r.credits
-    return cells
-
-
-async def _upsert_rollups(conn: BaseDBAsyncClient, rows: list[_Row]) -> None:
-    if not rows:
-        return
-    cells = sorted(rollup_cells(rows).items())
-    d = dialect(conn)
-    key_cols = ", ".join(_ROLLUP_KEY)
-    tail = (f" ON CONFLICT ({key_cols}) DO UPDATE SET calls = usage_rollup.calls + excluded.calls,"
-            " credits = usage_rollup.credits + excluded.credits")
-    if d == "postgres":
-        cols = list(zip(*[k + tuple(v) for k, v in cells], strict=True))
-        types = ("int", "bigint", "int", "int", "int", "int", "bigint", "bigint")
-        q = Sql(d).add(f"INSERT INTO usage_rollup ({key_cols}, calls, credits) "
-                       "SELECT a, sl, k, en, s, u, c, cr FROM unnest(")
-        for i, (col, typ) in enumerate(zip(cols, types, strict=True)):
-            q.add(", " if i else "", list(col), f"::{typ}[]")
-        q.add(") WITH ORDINALITY AS t(a, sl, k, en, s, u, c, cr, n) ORDER BY n", tail)
-        await conn.execute_query(q.text, q.params)
-        return
-    for start in range(0, len(cells), SQLITE_ROWS_PER_STATEMENT):
-        q = Sql(d).add(f"INSERT INTO usage_rollup ({key_cols}, calls, credits) VALUES ")
-        for i, (key, (calls, credits)) in enumerate(cells[start:start + SQLITE_ROWS_PER_STATEMENT]):
+async def _upsert_cube_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> None:
+    cells = sorted(cube.cells(
+        (r.account_id, r.api_key_id, r.endpoint_id, r.source_id, r.user_id, r.credits,
+         r.occurred_at_us) for r in rows).items())
+    per_statement = SQLITE_ROWS_PER_STATEMENT // 2
+    for start in range(0, len(cells), per_statement):
+        q = Sql("sqlite").add(
+            f"INSERT INTO usage_cube ({', '.join(cube.INSERT_COLUMNS)}) VALUES ")
+        for i, (key, (calls, credits)) in enumerate(cells[start:start + per_statement]):
             q.add(", (" if i else "(")
             for value in (*key, calls, credits):
                 q.add(value, ", ")
             q.parts[-1] = ")"
-        q.add(tail)
+        q.add(cube.UPSERT_TAIL)
         await conn.execute_query(q.text, q.params)
 
 

@@ -1,4 +1,4 @@
-"""Tortoise models: reference data synced from the vendor, raw usage events and rollups.
+"""Tortoise models: reference data synced from the vendor, raw usage events and the cube.
 
 Every tenant-owned table carries ``account_id`` and leads its indexes with it, so one
 account's rows sit together and the column can serve as the distribution key when the
@@ -9,7 +9,8 @@ Time on the hot tables is stored as integers, not timestamps:
 * ``UsageEvent.occurred_at_us`` is microseconds since the Unix epoch (UTC). Integer
   arithmetic is identical on SQLite and PostgreSQL, so calendar bucketing can be written
   once, exactly, without dialect-specific date functions or session time zones.
-* ``UsageRollup.slot`` is the Unix time (seconds) of the start of a 15-minute UTC slot.
+* ``UsageCube.t`` is the Unix time (seconds) of the start of the row's time unit: a
+  15-minute UTC slot (``grain = 900``) or a UTC day (``grain = 86400``).
 
 Why 15 minutes: every UTC offset in use today is a whole multiple of 15 minutes
 (Asia/Kolkata +05:30, Asia/Kathmandu +05:45, Pacific/Chatham +12:45, Australia/Lord_Howe's
@@ -18,8 +19,15 @@ day, week or month boundary in any current IANA zone is therefore a slot boundar
 every slot lies wholly inside one calendar bucket and rollups bucket exactly. Where a
 boundary is *not* slot-aligned (a range given to the second, or a historical zone offset
 such as Africa/Monrovia's -00:44:30 before 1972), the analytics layer reads those few
-slots from the raw events instead (see ``gql_usage.analytics.plan``). A coarser grain
-(hourly) would make half-hour and 45-minute zones inexact; a finer one costs rows.
+slots from the raw events instead (see ``gql_usage.analytics.plan``). Whole UTC days that
+no bucket boundary cuts are read from day rows: a 365-day breakdown reads 365 rows per
+value instead of 35,040.
+
+The cube keeps a few *grouping sets* per grain (``CUBE_SETS``): calls and credits summed
+over every dimension not in the set. A row's ``dims`` is the set as a bit mask
+(``DIM_BITS``); a dimension outside the set is stored as 0 (no real id is 0). A question
+filtered on dimensions F and grouped by G reads the smallest set containing F and G;
+questions no set covers are answered from the raw events, exactly, only slower.
 """
 
 from __future__ import annotations
@@ -31,6 +39,13 @@ from tortoise.indexes import Index
 from tortoise.models import Model
 
 SLOT_SECONDS = 15 * 60
+DAY_SECONDS = 86_400
+#: Grains of the cube, finest first.
+GRAINS = (SLOT_SECONDS, DAY_SECONDS)
+#: Bit of each dimension column in ``UsageCube.dims``.
+DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
+#: Grouping sets kept at every grain: all keys or one key, by any single dimension.
+CUBE_SETS = (0, 1, 2, 4, 8, 1 | 2, 1 | 4, 1 | 8)
 
 
 class Plan(StrEnum):
@@ -167,16 +182,19 @@ class UsageEvent(Model):
         indexes = (Index(fields=("account_id", "occurred_at_us"), name="usage_event_acc_time"),)
 
 
-class UsageRollup(Model):
-    """Calls and credits per account, 15-minute UTC slot, key, endpoint, source and user.
+class UsageCube(Model):
+    """Calls and credits per account, grain, grouping set, time unit and dimension values.
 
-    Maintained in the same transaction as the events it summarises, so it always equals
-    ``SELECT ... GROUP BY`` over ``usage_event``.
+    Maintained in the same statement (PostgreSQL) or transaction (SQLite) as the events
+    it summarises, from exactly the rows that were new, so every grouping set always
+    equals ``SELECT ... GROUP BY`` over ``usage_event``.
     """
 
     id = fields.BigIntField(primary_key=True)
     account_id = fields.IntField()
-    slot = fields.BigIntField()
+    grain = fields.IntField()
+    dims = fields.SmallIntField()
+    t = fields.BigIntField()
     api_key_id = fields.IntField()
     endpoint_id = fields.IntField()
     source_id = fields.IntField()
@@ -185,7 +203,8 @@ class UsageRollup(Model):
     credits = fields.BigIntField()
 
     class Meta:
-        table = "usage_rollup"
+        table = "usage_cube"
         unique_together = (
-            ("account_id", "slot", "api_key_id", "endpoint_id", "source_id", "user_id"),
+            ("account_id", "grain", "dims", "api_key_id", "endpoint_id", "source_id",
+             "user_id", "t"),
         )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from helpers import event, ingest, make_account
 
 from gql_usage.db import connection
+from gql_usage.models import CUBE_SETS
 
 KEYS = ["k1", "k2", "k3"]
 USERS = [("admin", "ADMIN"), ("u2", "MEMBER"), ("u3", "MEMBER")]
@@ -31,25 +32,33 @@ def random_events(rng: random.Random, n: int) -> list[dict]:
 
 
 def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
-    """Calls and credits per (15-minute UTC slot, key, endpoint, source, user), by hand."""
+    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC day) and
+    each grouping set, per (unit start, key, endpoint, source, user), with "" standing
+    for a dimension summed over."""
     cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for e in events:
         t = datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
         slot = t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0)
-        cell = cells[(int(slot.timestamp()), e["apiKeyId"], e["endpoint"], e["source"],
-                      e["userId"])]
-        cell[0] += 1
-        cell[1] += e["credits"]
+        day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+        values = (e["apiKeyId"], e["endpoint"], e["source"], e["userId"])
+        for grain, start in ((900, slot), (86400, day)):
+            for dims in CUBE_SETS:
+                kept = tuple(v if dims & (1 << i) else "" for i, v in enumerate(values))
+                cell = cells[(grain, dims, int(start.timestamp()), *kept)]
+                cell[0] += 1
+                cell[1] += e["credits"]
     return {k: (v[0], v[1]) for k, v in cells.items()}
 
 
 async def stored_cells() -> dict[tuple, tuple[int, int]]:
     _, rows = await connection().execute_query(
-        "SELECT r.slot, k.external_id, e.path, s.key, u.external_id, r.calls, r.credits "
-        "FROM usage_rollup r JOIN api_key k ON k.id = r.api_key_id "
-        "JOIN endpoint e ON e.id = r.endpoint_id JOIN source s ON s.id = r.source_id "
-        "JOIN app_user u ON u.id = r.user_id")
-    return {(int(r[0]), r[1], r[2], r[3], r[4]): (int(r[5]), int(r[6])) for r in rows}
+        "SELECT c.grain, c.dims, c.t, COALESCE(k.external_id, ''), COALESCE(e.path, ''), "
+        "COALESCE(s.key, ''), COALESCE(u.external_id, ''), c.calls, c.credits "
+        "FROM usage_cube c LEFT JOIN api_key k ON k.id = c.api_key_id "
+        "LEFT JOIN endpoint e ON e.id = c.endpoint_id LEFT JOIN source s ON s.id = c.source_id "
+        "LEFT JOIN app_user u ON u.id = c.user_id")
+    return {(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5], r[6]): (int(r[7]), int(r[8]))
+            for r in rows}
 
 
 async def test_rollups_equal_the_raw_events_under_duplicates_lateness_and_concurrency(client):
