@@ -16,7 +16,6 @@ aggregation of the raw events.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,11 +24,10 @@ from zoneinfo import ZoneInfo
 from gql_usage import calendar
 from gql_usage.calendar import US, Bucket, Granularity, Segment
 from gql_usage.db import Sql, dialect, fetch_rows, read_connection
-from gql_usage.models import CUBE_SETS, DAY_SECONDS, DIM_BITS, SLOT_SECONDS
+from gql_usage.models import CUBE_SETS, DIM_BITS
 
-SLOT_US = SLOT_SECONDS * US
-#: Past this many cut slots a series reads its whole range from the raw events.
-MAX_CUT_SLOTS = 64
+#: Past this many separate raw pieces a spec reads its whole range from the raw events.
+MAX_RAW_PIECES = 64
 
 
 class Dimension(StrEnum):
@@ -102,14 +100,14 @@ class SeriesPoint:
 
 @dataclass
 class _Plan:
-    day_ranges: list[tuple[int, int]] = field(default_factory=list)  # seconds, whole days
-    slot_ranges: list[tuple[int, int]] = field(default_factory=list)  # seconds, whole slots
+    #: grain -> merged ``[lo_s, hi_s)`` ranges of whole cube units of that grain
+    units: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     raw_pieces: list[tuple[int, int]] = field(default_factory=list)  # [lo_us, hi_us)
 
 
 def _merge(pieces: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     merged: list[tuple[int, int]] = []
-    for lo, hi in pieces:
+    for lo, hi in sorted(pieces):
         if lo >= hi:
             continue
         if merged and merged[-1][1] == lo:
@@ -119,43 +117,41 @@ def _merge(pieces: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def plan(query: UsageQuery, cut_points_us: Sequence[int] = ()) -> _Plan:
-    """Split the range into cube days, cube slots and raw-event pieces (module docstring).
+def plan(query: UsageQuery, cut_points_us: Sequence[int] = (),
+         grains: Sequence[int] = tuple(CUBE_SETS)) -> _Plan:
+    """Cover the range with cube units of ``grains`` (coarsest first) and raw pieces.
 
-    A cube unit is used only if no cut point (a bucket or offset boundary) lies strictly
-    inside it, so each unit falls wholly into one bucket.
+    A unit is used only if no cut point (a bucket or offset boundary) lies strictly inside
+    it, so each unit falls wholly into one bucket; between two cut points the coarsest
+    units that fit are taken, then finer ones, then the raw events for what is left.
     """
-    first = -(-query.start_us // SLOT_US)  # first whole slot
-    last = query.end_us // SLOT_US  # end of the last whole slot
-    p = _Plan()
-    if first >= last:
-        p.raw_pieces.append((query.start_us, query.end_us))
-        return p
-    cut = sorted({c // SLOT_US for c in cut_points_us
-                  if c % SLOT_US and first * SLOT_US < c < last * SLOT_US})
-    if len(cut) > MAX_CUT_SLOTS:
-        p.raw_pieces.append((query.start_us, query.end_us))
-        return p
-    p.raw_pieces = _merge([(query.start_us, first * SLOT_US)] + [
-        (c * SLOT_US, (c + 1) * SLOT_US) for c in cut] + [(last * SLOT_US, query.end_us)])
-    cuts_s = sorted({c // US for c in cut_points_us if c % US == 0})
-    days: list[tuple[int, int]] = []
-    slots: list[tuple[int, int]] = []
-    bounds = [first, *[x for c in cut for x in (c, c + 1)], last]
-    for lo_slot, hi_slot in zip(bounds[::2], bounds[1::2], strict=True):
-        lo, hi = lo_slot * SLOT_SECONDS, hi_slot * SLOT_SECONDS
-        day = -(-lo // DAY_SECONDS) * DAY_SECONDS
-        edge = lo
-        while day + DAY_SECONDS <= hi:
-            i = bisect.bisect_right(cuts_s, day)
-            if i == len(cuts_s) or cuts_s[i] >= day + DAY_SECONDS:  # not cut inside
-                slots.append((edge, day))
-                days.append((day, day + DAY_SECONDS))
-                edge = day + DAY_SECONDS
-            day += DAY_SECONDS
-        slots.append((edge, hi))
-    p.day_ranges, p.slot_ranges = _merge(days), _merge(slots)
-    return p
+    start, end = query.start_us, query.end_us
+    cuts = sorted({c for c in cut_points_us if start < c < end})
+    units: dict[int, list[tuple[int, int]]] = {g: [] for g in grains}
+    raw: list[tuple[int, int]] = []
+
+    def cover(lo: int, hi: int, level: int) -> None:
+        if lo >= hi:
+            return
+        if level == len(grains):
+            raw.append((lo, hi))
+            return
+        grain_us = grains[level] * US
+        first, last = -(-lo // grain_us) * grain_us, hi // grain_us * grain_us
+        if first >= last:
+            cover(lo, hi, level + 1)
+            return
+        units[grains[level]].append((first // US, last // US))
+        cover(lo, first, level + 1)
+        cover(last, hi, level + 1)
+
+    bounds = [start, *cuts, end]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        cover(lo, hi, 0)
+    raw = _merge(raw)
+    if len(raw) > MAX_RAW_PIECES:
+        return _Plan({}, [(start, end)])
+    return _Plan({g: _merge(r) for g, r in units.items() if r}, raw)
 
 
 @dataclass
@@ -203,13 +199,23 @@ def _filters_sql(q: Sql, query: UsageQuery) -> None:
         q.in_list(column, sorted(ids))
 
 
-def _choose_set(query: UsageQuery, spec: Spec) -> int | None:
-    """The smallest cube grouping set holding the spec's filters and dimension."""
+def _needed_dims(query: UsageQuery, spec: Spec) -> int:
     needed = sum(DIM_BITS[column] for column, _ in query.filters())
     if isinstance(spec, GroupSpec):
         needed |= DIM_BITS[spec.dimension.value]
-    fits = [s for s in CUBE_SETS if s & needed == needed]
-    return min(fits, key=lambda s: (s.bit_count(), s)) if fits else None
+    return needed
+
+
+def _choose_sets(query: UsageQuery, spec: Spec) -> dict[int, int]:
+    """Per grain (coarsest first), the smallest grouping set holding the spec's filters
+    and dimension; grains with no such set are left out."""
+    needed = _needed_dims(query, spec)
+    chosen = {}
+    for grain, sets in CUBE_SETS.items():
+        fits = [s for s in sets if s & needed == needed]
+        if fits:
+            chosen[grain] = min(fits, key=lambda s: (s.bit_count(), s))
+    return chosen
 
 
 #: Every id an account can have in each dimension (so an index can seek value by value).
@@ -237,12 +243,12 @@ def prepare(query: UsageQuery, specs: Sequence[Spec], dialect_name: str) -> Prep
     if any(ids == () for _, ids in query.filters()):
         return Prepared(None, layouts)
     q = Sql(dialect_name)
-    plain = plan(query)
     for i, spec in enumerate(specs):
         if i:
             q.add(" UNION ALL ")
-        p = plan(query, layouts[i].cut_points()) if i in layouts else plain
-        _spec_sql(q, i, query, spec, p, layouts.get(i))
+        sets = _choose_sets(query, spec)
+        cuts = layouts[i].cut_points() if i in layouts else []
+        _spec_sql(q, i, query, spec, plan(query, cuts, tuple(sets)), sets, layouts.get(i))
     return Prepared(q, layouts)
 
 
@@ -289,7 +295,8 @@ def _ranges_sql(q: Sql, column: str, ranges: Sequence[tuple[int, int]]) -> None:
 
 
 def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
-              layout: _SeriesLayout | None) -> None:
+              sets: dict[int, int], layout: _SeriesLayout | None) -> None:
+    """One spec: cube units (plus the pending events in their time) and raw pieces."""
     dims = ", ".join(DIM_BITS)
     if isinstance(spec, TotalsSpec):
         key = "0"
@@ -298,18 +305,11 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
     else:
         assert layout is not None
         key = layout.key_sql("t")
-    cube_set = _choose_set(query, spec)
-    units = [(DAY_SECONDS, p.day_ranges), (SLOT_SECONDS, p.slot_ranges)]
-    raw = list(p.raw_pieces)
-    if cube_set is None:  # no grouping set answers this: the raw events, whole range
-        units, raw = [], [(query.start_us, query.end_us)]
     filters = dict(query.filters())
     parts = 0
     q.add(f"SELECT {index} AS spec, {key} AS k, SUM(c), SUM(cr) FROM (")
-    for grain, ranges in units:
-        if not ranges:
-            continue
-        assert cube_set is not None
+    for grain, ranges in p.units.items():
+        cube_set = sets[grain]
         q.add(" UNION ALL " if parts else "",
               f"SELECT t, {dims}, calls AS c, credits AS cr FROM usage_cube WHERE account_id = ",
               query.account_id, " AND grain = ", grain, " AND dims = ", cube_set)
@@ -324,11 +324,15 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
                 q.add(f" AND {column} IN ({_ACCOUNT_IDS[column]}", query.account_id, ")")
         _ranges_sql(q, "t", ranges)
         parts += 1
-    if raw:
+    covered = _merge([(lo * US, hi * US) for ranges in p.units.values() for lo, hi in ranges])
+    for table, pieces in (("usage_pending", covered), ("usage_event", p.raw_pieces)):
+        if not pieces:
+            continue
         q.add(" UNION ALL " if parts else "",
               f"SELECT occurred_at_us / {US} AS t, {dims}, 1 AS c, credits AS cr "
-              "FROM usage_event WHERE account_id = ", query.account_id)
-        _ranges_sql(q, "occurred_at_us", raw)
+              f"FROM {table} WHERE account_id = ", query.account_id)
+        _ranges_sql(q, "occurred_at_us", pieces)
         _filters_sql(q, query)
+        parts += 1
     q.add(") b")
     q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")

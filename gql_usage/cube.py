@@ -1,31 +1,50 @@
-"""The usage cube: which rows summarise an event, as SQL (PostgreSQL) and in Python (SQLite).
+"""The usage cube: folding pending events into it (compaction), in SQL on both databases.
 
-See ``gql_usage.models`` for the cube's layout. ``cells_sql`` aggregates any relation of
-events with the event columns into cube rows; ingestion uses it on PostgreSQL (over the
-rows an ``INSERT ... RETURNING`` reports as new) and the migration that created the cube
-uses it to backfill. ``cells`` does the same in Python for SQLite batches.
+See ``gql_usage.models`` for the layout. Ingestion writes each new event to
+``usage_event`` and ``usage_pending``; ``compact`` moves pending events into
+``usage_cube`` in one atomic step per round, and readers add pending events to cube rows
+in the same statement, so answers are exact before, during and after a round.
+
+One round on PostgreSQL is one statement: ``DELETE FROM usage_pending ... RETURNING`` feeds
+an ``INSERT INTO usage_cube ... ON CONFLICT DO UPDATE``. Rounds are serialised with an
+advisory lock, so several server processes can run compactors safely. On SQLite a round
+is one write transaction (SQLite has a single writer anyway).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
-from gql_usage.models import CUBE_SETS, DIM_BITS, GRAINS
+from tortoise.transactions import in_transaction
+
+from gql_usage.db import connection, dialect
+from gql_usage.models import CUBE_SETS, DIM_BITS
+
+log = logging.getLogger("gql_usage.cube")
 
 DIM_COLUMNS = tuple(DIM_BITS)  # api_key_id, endpoint_id, source_id, user_id
 KEY_COLUMNS = ("account_id", "grain", "dims", *DIM_COLUMNS, "t")
 INSERT_COLUMNS = ("account_id", "grain", "dims", "t", *DIM_COLUMNS, "calls", "credits")
-COMBOS = tuple((grain, dims) for grain in GRAINS for dims in CUBE_SETS)
+PENDING_COLUMNS = ("account_id", *DIM_COLUMNS, "credits", "occurred_at_us")
+COMBOS = tuple((grain, dims) for grain, sets in CUBE_SETS.items() for dims in sets)
 UPSERT_TAIL = (f" ON CONFLICT ({', '.join(KEY_COLUMNS)}) DO UPDATE SET"
                " calls = usage_cube.calls + excluded.calls,"
                " credits = usage_cube.credits + excluded.credits")
+#: Most pending events folded per round (bounds a round's memory and lock time).
+ROUND_EVENTS = 200_000
+#: Pending events folded after which the pending table is vacuumed (PostgreSQL).
+VACUUM_AFTER_EVENTS = 100_000
+#: Arbitrary key of the PostgreSQL advisory lock that serialises rounds.
+_LOCK_KEY = 0x6751_5553  # "gQUS"
 
 
 def cells_sql(source: str) -> str:
-    """``SELECT`` of cube rows (in ``INSERT_COLUMNS`` order) from relation ``source``,
-    which has ``account_id``, the four dimension columns, ``credits`` and
-    ``occurred_at_us``. Sorted by the unique key, so concurrent writers lock rows in the
-    same order."""
+    """``SELECT`` of cube rows (in ``INSERT_COLUMNS`` order) aggregated from relation
+    ``source`` (which has ``PENDING_COLUMNS``), sorted by the unique key so that
+    concurrent writers lock rows in the same order."""
     combos = " UNION ALL ".join(f"SELECT {g} AS grain, {d} AS dims" for g, d in COMBOS)
     dims = ", ".join(f"CASE WHEN g.dims & {bit} = 0 THEN 0 ELSE e.{col} END AS {col}"
                      for col, bit in DIM_BITS.items())
@@ -38,22 +57,80 @@ def cells_sql(source: str) -> str:
     )
 
 
-def cells(rows: Iterable[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
-    """Cube rows from events ``(account_id, api_key_id, endpoint_id, source_id, user_id,
-    credits, occurred_at_us)``: key in ``INSERT_COLUMNS`` order up to ``t``, value
-    ``[calls, credits]``."""
-    out: dict[tuple[int, ...], list[int]] = {}
-    bits = tuple(DIM_BITS.values())
-    for account_id, key, endpoint, source, user, credits, occurred_us in rows:
-        values = (key, endpoint, source, user)
-        seconds = occurred_us // 1_000_000
-        for grain, dims in COMBOS:
-            cell_key = (account_id, grain, dims, seconds // grain * grain,
-                        *(v if dims & b else 0 for v, b in zip(values, bits, strict=True)))
-            cell = out.get(cell_key)
-            if cell is None:
-                out[cell_key] = [1, credits]
-            else:
-                cell[0] += 1
-                cell[1] += credits
-    return out
+_INSERT = f"INSERT INTO usage_cube ({', '.join(INSERT_COLUMNS)}) "
+_POSTGRES_ROUND = (
+    f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok),"
+    f" moved AS (DELETE FROM usage_pending WHERE id IN (SELECT id FROM usage_pending"
+    f" WHERE (SELECT ok FROM locked) ORDER BY id LIMIT {ROUND_EVENTS})"
+    f" RETURNING {', '.join(PENDING_COLUMNS)}),"
+    f" folded AS ({_INSERT}{cells_sql('moved')}{UPSERT_TAIL})"
+    f" SELECT COUNT(*) FROM moved"
+)
+
+
+async def compact() -> int:
+    """Fold up to ``ROUND_EVENTS`` pending events into the cube; returns how many.
+
+    Returns 0 when another process holds the round (PostgreSQL) or nothing is pending.
+    """
+    conn = connection()
+    if dialect(conn) == "postgres":
+        _, rows = await conn.execute_query(_POSTGRES_ROUND)
+        return int(rows[0][0])
+    async with in_transaction("default") as tx:
+        _, rows = await tx.execute_query(
+            f"SELECT MAX(id) FROM (SELECT id FROM usage_pending ORDER BY id LIMIT {ROUND_EVENTS})")
+        last = rows[0][0]
+        if last is None:
+            return 0
+        await tx.execute_query(
+            _INSERT + cells_sql(f"(SELECT * FROM usage_pending WHERE id <= {int(last)})")
+            + UPSERT_TAIL)
+        count, _ = await tx.execute_query("DELETE FROM usage_pending WHERE id <= ?", [int(last)])
+        return int(count)
+
+
+async def compact_all() -> int:
+    """Fold everything pending now (rounds until a round finds nothing)."""
+    total = 0
+    while moved := await compact():
+        total += moved
+    return total
+
+
+async def run_compactor(interval_s: float) -> None:
+    """Compact forever: right away while there is a backlog, else every ``interval_s``.
+
+    Errors (the database restarting, say) are logged and retried; nothing is lost, as
+    pending events stay pending until a round commits. On PostgreSQL the pending table is
+    vacuumed once a large backlog has drained, so that readers, which scan it, do not
+    wade through dead rows until autovacuum gets round to it.
+    """
+    since_vacuum = 0
+    while True:
+        try:
+            moved = await compact()
+            since_vacuum += moved
+            if moved < ROUND_EVENTS // 10 and since_vacuum >= VACUUM_AFTER_EVENTS:
+                if dialect(connection()) == "postgres":
+                    await connection().execute_script("VACUUM usage_pending")
+                since_vacuum = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep compacting after any failure
+            log.exception("compaction round failed; retrying")
+            moved = 0
+        if moved < ROUND_EVENTS // 10:
+            await asyncio.sleep(interval_s)
+
+
+@contextlib.asynccontextmanager
+async def compactor(interval_s: float) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``run_compactor`` in the background for the duration of the block."""
+    task = asyncio.create_task(run_compactor(interval_s))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 
 from gql_usage.auth import issue_token
 from gql_usage.calendar import from_us, to_us
+from gql_usage.cube import compact_all
 from gql_usage.ingest import Ingestor
 from gql_usage.models import Account, ApiKey, Endpoint, Plan, Role, Source, User
 
@@ -179,6 +180,7 @@ async def seed_demo(*, events: int = 120_000, seed: int = 7,
     if not await Account.filter(external_id=FREEBIRD).exists():
         await _seed_freebird_reference(now)
         await _ingest(ingestor, _freebird_events(FREEBIRD_EVENTS, rng, now))
+    await compact_all()
     return DemoInfo(seeded=True)
 
 

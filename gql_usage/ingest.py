@@ -1,12 +1,12 @@
-"""Ingestion of usage events: validation, idempotent storage and cube maintenance.
+"""Ingestion of usage events: validation and idempotent storage.
 
 A warm batch (accounts, keys, users, endpoints and sources seen before; their ids are
 cached, since ids never change) costs **one** SQL statement on PostgreSQL: a
 data-modifying ``WITH`` that inserts the events with ``ON CONFLICT DO NOTHING RETURNING``
-and upserts the cube rows (``gql_usage.cube``) aggregated from exactly the rows it
-returned. A duplicate id, in the same batch, a later batch or a concurrent one, is
-therefore never counted twice, and the cube always equals an aggregation of the stored
-events. On SQLite the same happens in one transaction of a few statements.
+and copies exactly the rows it returned to ``usage_pending``, from where compaction
+(``gql_usage.cube``) folds them into the cube. A duplicate id, in the same batch, a
+later batch or a concurrent one, is therefore never counted twice. On SQLite the same
+happens in one transaction of a few statements.
 
 A JSON array body is validated in one pass by pydantic-core (``decode_batch``); only a
 batch with a bad event takes the slower per-event path that names each bad event.
@@ -345,7 +345,7 @@ class Ingestor:
                 else:
                     async with in_transaction("default") as conn:
                         inserted = await _insert_events_sqlite(conn, unique)
-                        await _upsert_cube_sqlite(conn, [first[k] for k in sorted(inserted)])
+                        await _insert_pending_sqlite(conn, [first[k] for k in sorted(inserted)])
                 break
             except (OperationalError, TransactionManagementError) as exc:
                 if attempt == _RETRIES - 1 or not _is_retryable(exc):
@@ -441,8 +441,8 @@ _POSTGRES_STORE = (
     " $4::int[], $5::int[], $6::int[], $7::bigint[], $8::bigint[]) WITH ORDINALITY"
     " AS t(a, e, k, en, s, u, c, o, n) ORDER BY n"
     f" ON CONFLICT (account_id, event_id) DO NOTHING RETURNING {', '.join(_RETURNED)}),"
-    f" cube AS (INSERT INTO usage_cube ({', '.join(cube.INSERT_COLUMNS)})"
-    f" {cube.cells_sql('new')}{cube.UPSERT_TAIL})"
+    f" pending AS (INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)})"
+    f" SELECT {', '.join(cube.PENDING_COLUMNS)} FROM new)"
     " SELECT account_id, event_id FROM new"
 )
 
@@ -452,8 +452,8 @@ def _now_us() -> int:
 
 
 async def _store_postgres(rows: list[_Row]) -> set[tuple[int, str]]:
-    """Events and their cube rows in one statement; returns the (account, id) pairs that
-    were new."""
+    """Events (and their pending copies) in one statement; returns the (account, id) pairs
+    that were new."""
     params = [
         [r.account_id for r in rows], [r.event_id for r in rows],
         [r.api_key_id for r in rows], [r.endpoint_id for r in rows],
@@ -483,20 +483,14 @@ async def _insert_events_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> se
     return inserted
 
 
-async def _upsert_cube_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> None:
-    cells = sorted(cube.cells(
-        (r.account_id, r.api_key_id, r.endpoint_id, r.source_id, r.user_id, r.credits,
-         r.occurred_at_us) for r in rows).items())
-    per_statement = SQLITE_ROWS_PER_STATEMENT // 2
-    for start in range(0, len(cells), per_statement):
+async def _insert_pending_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> None:
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         q = Sql("sqlite").add(
-            f"INSERT INTO usage_cube ({', '.join(cube.INSERT_COLUMNS)}) VALUES ")
-        for i, (key, (calls, credits)) in enumerate(cells[start:start + per_statement]):
-            q.add(", (" if i else "(")
-            for value in (*key, calls, credits):
-                q.add(value, ", ")
-            q.parts[-1] = ")"
-        q.add(cube.UPSERT_TAIL)
+            f"INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)}) VALUES ")
+        for i, r in enumerate(rows[start:start + SQLITE_ROWS_PER_STATEMENT]):
+            q.add(", (" if i else "(", r.account_id, ", ", r.api_key_id, ", ", r.endpoint_id,
+                  ", ", r.source_id, ", ", r.user_id, ", ", r.credits, ", ",
+                  r.occurred_at_us, ")")
         await conn.execute_query(q.text, q.params)
 
 

@@ -10,7 +10,7 @@ Time on the hot tables is stored as integers, not timestamps:
   arithmetic is identical on SQLite and PostgreSQL, so calendar bucketing can be written
   once, exactly, without dialect-specific date functions or session time zones.
 * ``UsageCube.t`` is the Unix time (seconds) of the start of the row's time unit: a
-  15-minute UTC slot (``grain = 900``) or a UTC day (``grain = 86400``).
+  UTC day (``grain = 86400``), a UTC hour (3600) or a 15-minute UTC slot (900).
 
 Why 15 minutes: every UTC offset in use today is a whole multiple of 15 minutes
 (Asia/Kolkata +05:30, Asia/Kathmandu +05:45, Pacific/Chatham +12:45, Australia/Lord_Howe's
@@ -19,15 +19,23 @@ day, week or month boundary in any current IANA zone is therefore a slot boundar
 every slot lies wholly inside one calendar bucket and rollups bucket exactly. Where a
 boundary is *not* slot-aligned (a range given to the second, or a historical zone offset
 such as Africa/Monrovia's -00:44:30 before 1972), the analytics layer reads those few
-slots from the raw events instead (see ``gql_usage.analytics.plan``). Whole UTC days that
-no bucket boundary cuts are read from day rows: a 365-day breakdown reads 365 rows per
-value instead of 35,040.
+slots from the raw events instead (see ``gql_usage.analytics.plan``). Coarser units are
+used wherever no bucket boundary cuts them: a 365-day breakdown reads 365 day rows per
+value instead of 35,040 slots; a DAY series in Berlin reads hours (its days start at
+22:00 or 23:00 UTC).
 
 The cube keeps a few *grouping sets* per grain (``CUBE_SETS``): calls and credits summed
 over every dimension not in the set. A row's ``dims`` is the set as a bit mask
 (``DIM_BITS``); a dimension outside the set is stored as 0 (no real id is 0). A question
 filtered on dimensions F and grouped by G reads the smallest set containing F and G;
 questions no set covers are answered from the raw events, exactly, only slower.
+
+Ingestion does not touch the cube: each new event is also written to the narrow
+``usage_pending`` table, and ``gql_usage.cube.compact`` moves pending events into the
+cube in large batches, atomically (delete from pending and upsert the cube in one
+statement or transaction). Readers add the pending events to the cube rows in the same
+statement, so every answer is exact at every moment, and a batch of 1,000 events costs
+one cheap statement instead of thousands of cube upserts.
 """
 
 from __future__ import annotations
@@ -39,14 +47,19 @@ from tortoise.indexes import Index
 from tortoise.models import Model
 
 SLOT_SECONDS = 15 * 60
+HOUR_SECONDS = 3_600
 DAY_SECONDS = 86_400
-#: Grains of the cube, finest first.
-GRAINS = (SLOT_SECONDS, DAY_SECONDS)
 #: Bit of each dimension column in ``UsageCube.dims``.
 DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
-#: Grouping sets kept at every grain: all keys or one key, by any single dimension.
-CUBE_SETS = (0, 1, 2, 4, 8, 1 | 2, 1 | 4, 1 | 8)
-
+_ALL_SETS = (0, 1, 2, 4, 8, 1 | 2, 1 | 4, 1 | 8)
+#: Grouping sets kept per grain, coarsest grain first: all keys or one key, by any single
+#: dimension, per UTC day and hour; totals and per-key totals per 15-minute slot (for
+#: series in half- and quarter-hour zones).
+CUBE_SETS: dict[int, tuple[int, ...]] = {
+    DAY_SECONDS: _ALL_SETS,
+    HOUR_SECONDS: _ALL_SETS,
+    SLOT_SECONDS: (0, 1),
+}
 
 class Plan(StrEnum):
     FREE = "FREE"
@@ -182,12 +195,27 @@ class UsageEvent(Model):
         indexes = (Index(fields=("account_id", "occurred_at_us"), name="usage_event_acc_time"),)
 
 
+class UsagePending(Model):
+    """Events stored but not yet folded into the cube (written with them, same statement)."""
+
+    id = fields.BigIntField(primary_key=True)
+    account_id = fields.IntField()
+    api_key_id = fields.IntField()
+    endpoint_id = fields.IntField()
+    source_id = fields.IntField()
+    user_id = fields.IntField()
+    credits = fields.BigIntField()
+    occurred_at_us = fields.BigIntField()
+
+    class Meta:
+        table = "usage_pending"
+
+
 class UsageCube(Model):
     """Calls and credits per account, grain, grouping set, time unit and dimension values.
 
-    Maintained in the same statement (PostgreSQL) or transaction (SQLite) as the events
-    it summarises, from exactly the rows that were new, so every grouping set always
-    equals ``SELECT ... GROUP BY`` over ``usage_event``.
+    Together with ``usage_pending`` it always equals ``SELECT ... GROUP BY`` over
+    ``usage_event``: compaction moves rows from one to the other atomically.
     """
 
     id = fields.BigIntField(primary_key=True)

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from helpers import event, ingest, make_account
 
+from gql_usage.cube import compact_all
 from gql_usage.db import connection
 from gql_usage.models import CUBE_SETS
 
@@ -32,8 +33,8 @@ def random_events(rng: random.Random, n: int) -> list[dict]:
 
 
 def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
-    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC day) and
-    each grouping set, per (unit start, key, endpoint, source, user), with "" standing
+    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC hour and
+    day) and each of its grouping sets, per (unit start, key, endpoint, source, user), with "" standing
     for a dimension summed over."""
     cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for e in events:
@@ -41,8 +42,9 @@ def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
         slot = t.replace(minute=t.minute - t.minute % 15, second=0, microsecond=0)
         day = t.replace(hour=0, minute=0, second=0, microsecond=0)
         values = (e["apiKeyId"], e["endpoint"], e["source"], e["userId"])
-        for grain, start in ((900, slot), (86400, day)):
-            for dims in CUBE_SETS:
+        hour = t.replace(minute=0, second=0, microsecond=0)
+        for grain, start in ((900, slot), (3600, hour), (86400, day)):
+            for dims in CUBE_SETS[grain]:
                 kept = tuple(v if dims & (1 << i) else "" for i, v in enumerate(values))
                 cell = cells[(grain, dims, int(start.timestamp()), *kept)]
                 cell[0] += 1
@@ -51,6 +53,8 @@ def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
 
 
 async def stored_cells() -> dict[tuple, tuple[int, int]]:
+    """The cube after folding in every pending event."""
+    await compact_all()
     _, rows = await connection().execute_query(
         "SELECT c.grain, c.dims, c.t, COALESCE(k.external_id, ''), COALESCE(e.path, ''), "
         "COALESCE(s.key, ''), COALESCE(u.external_id, ''), c.calls, c.credits "

@@ -1,0 +1,436 @@
+"""The benchmark: ingestion and dashboard latency on a realistic dataset, side by side with
+baselines, in one run.
+
+    python -m bench [--events 10000000] [--db postgres|sqlite] [--runs 30]
+
+One run, one process tree: starts PostgreSQL in a temporary directory
+(``tests/pg_server.py``; or uses a SQLite file), runs ``gql-usage serve`` on 127.0.0.1,
+and then
+
+1. creates the accounts, keys and users through the service API and posts every event of
+   the dataset (``bench/data.py``) to ``POST /v1/usage-events`` in batches of 1,000 from 4
+   concurrent clients, 2% of the batches sent twice: ``ingest_events_per_s``. Baseline:
+   PostgreSQL ``COPY`` of the same rows into a bare table without indexes
+   (``copy_events_per_s``, the floor);
+2. for the dashboard page query over the last 30, 90 and 365 days of the large account:
+   checks that the GraphQL answer equals hand-written SQL ``GROUP BY``s over the raw
+   events (a mismatch aborts the run), then times end-to-end HTTP latency
+   (``graphql_p50_ms``/``graphql_p99_ms``), the raw SQL (``raw_sql_ms``, the naive
+   baseline) and gql_usage's own analytics statement sent directly through the driver
+   (``floor_sql_ms``);
+3. counts the SQL statements of one dashboard request (in-process, from Tortoise's log);
+4. sends the 365-day dashboard from 32 concurrent clients (``requests_per_s``, p99);
+5. reports the server's peak RSS.
+
+Prints a table, then one line of JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from pg_server import create_database, start_postgres  # noqa: E402
+
+from bench import dashboard  # noqa: E402
+from bench.data import END, Dataset  # noqa: E402
+from bench.server import SECRET, SERVICE_TOKEN, Server  # noqa: E402
+from gql_usage.auth import issue_token  # noqa: E402
+from gql_usage.db import run_migrations  # noqa: E402
+
+RANGES = (30, 90, 365)
+SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+@contextlib.contextmanager
+def database(kind: str) -> Iterator[tuple[str, str | None]]:
+    """(Tortoise URL, asyncpg DSN or None) of a fresh, empty database."""
+    if kind == "postgres":
+        with start_postgres() as base:
+            url = create_database(base, "bench")
+            yield url, url.replace("postgres://", "postgresql://", 1)
+    else:
+        with tempfile.TemporaryDirectory(prefix="gql_usage_bench_") as tmp:
+            yield f"sqlite://{tmp}/bench.sqlite3", None
+
+
+async def put_reference_data(client: httpx.AsyncClient, data: Dataset) -> None:
+    period = {"periodStart": (END.replace(day=1)).isoformat(),
+              "periodEnd": (END.replace(day=28)).isoformat()}
+    semaphore = asyncio.Semaphore(16)
+
+    async def put(path: str, body: dict[str, Any]) -> None:
+        async with semaphore:
+            r = await client.put(path, json=body, headers=SERVICE)
+            if r.status_code >= 300:
+                raise RuntimeError(f"PUT {path}: {r.status_code} {r.text}")
+
+    for account in data.accounts:
+        await put(f"/v1/accounts/{account.external_id}", {
+            "name": account.external_id.title(), "plan": account.plan,
+            "timeZone": account.time_zone, "creditsGranted": 10**9, **period})
+    await asyncio.gather(*(
+        put(f"/v1/accounts/{a.external_id}/users/{u}", {
+            "name": u.replace("-", " ").title(), "email": f"{u}@{a.external_id}.example",
+            "role": "ADMIN" if i == 0 else "MEMBER"})
+        for a in data.accounts for i, u in enumerate(a.users)))
+    await asyncio.gather(*(
+        put(f"/v1/accounts/{a.external_id}/api-keys/{k}", {
+            "name": f"Key {k}", "prefix": k[:8], "createdBy": a.key_owner[k],
+            "createdAt": data.start.isoformat()})
+        for a in data.accounts for k in a.keys))
+
+
+@dataclass
+class IngestFigures:
+    events_posted: int
+    accepted: int
+    duplicates: int
+    seconds: float
+
+    @property
+    def per_s(self) -> float:
+        return self.events_posted / self.seconds
+
+
+async def ingest(client: httpx.AsyncClient, bodies: list[bytes], clients: int) -> IngestFigures:
+    """Every body once, every 50th twice (a producer retrying), from ``clients`` senders."""
+    sends: list[bytes] = []
+    for i, body in enumerate(bodies):
+        sends.append(body)
+        if i % 50 == 49:
+            sends.append(bodies[i - 25])
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in sends:
+        queue.put_nowait(body)
+    totals = [0, 0, 0]
+
+    async def sender() -> None:
+        while not queue.empty():
+            body = queue.get_nowait()
+            r = await client.post("/v1/usage-events", content=body,
+                                  headers={**SERVICE, "Content-Type": "application/json"})
+            result = r.json()
+            if r.status_code != 200 or result["rejected"]:
+                raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
+            totals[0] += result["accepted"] + result["duplicates"]
+            totals[1] += result["accepted"]
+            totals[2] += result["duplicates"]
+
+    started = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(clients)))
+    return IngestFigures(totals[0], totals[1], totals[2], time.perf_counter() - started)
+
+
+async def copy_floor(dsn: str) -> float:
+    """Rows per second of a binary ``COPY`` of the stored events into a bare table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        buffer = io.BytesIO()
+        await conn.copy_from_table("usage_event", output=buffer, format="binary")
+        rows = int(await conn.fetchval("SELECT COUNT(*) FROM usage_event"))
+        await conn.execute("CREATE TABLE copy_floor (LIKE usage_event)")
+        await conn.execute("CHECKPOINT")
+        buffer.seek(0)
+        started = time.perf_counter()
+        await conn.copy_to_table("copy_floor", source=buffer, format="binary")
+        elapsed = time.perf_counter() - started
+        await conn.execute("DROP TABLE copy_floor")
+        return rows / elapsed
+    finally:
+        await conn.close()
+
+
+@dataclass
+class RangeFigures:
+    days: int
+    graphql_p50_ms: float
+    graphql_p99_ms: float
+    raw_sql_ms: float | None
+    floor_sql_ms: float | None
+
+    @property
+    def speedup_vs_raw(self) -> float | None:
+        return self.raw_sql_ms / self.graphql_p50_ms if self.raw_sql_ms else None
+
+    @property
+    def overhead_vs_floor(self) -> float | None:
+        return self.graphql_p50_ms / self.floor_sql_ms if self.floor_sql_ms else None
+
+
+async def post_dashboard(client: httpx.AsyncClient, token: str, days: int) -> dict[str, Any]:
+    r = await client.post("/graphql", json={"query": dashboard.DASHBOARD,
+                                            "variables": dashboard.variables(days)},
+                          headers={"Authorization": f"Bearer {token}"})
+    return dict(r.json())
+
+
+async def timed_ms(coro_factory: Any, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await coro_factory()
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: int,
+                        db: str, url: str, dsn: str | None, account_id: int) -> RangeFigures:
+    ours = dashboard.graphql_answer(await post_dashboard(client, token, days))
+    if dsn:
+        conn = await asyncpg.connect(dsn)
+        raw = await dashboard.raw_answer_postgres(conn, days)
+    else:
+        conn = None
+        raw = dashboard.raw_answer_sqlite(url.removeprefix("sqlite://"), days)
+        raw.days = ours.days
+        series_sum = (sum(c for c, _ in ours.days.values()),
+                      sum(cr for _, cr in ours.days.values()))
+        if series_sum != raw.totals:
+            raise SystemExit(f"MISMATCH {days} days: series sums to {series_sum}, "
+                             f"raw totals {raw.totals}")
+    problems = ours.differences(raw)
+    if problems:
+        raise SystemExit(f"MISMATCH on the {days}-day dashboard, run aborted:\n"
+                         + "\n".join(problems))
+    for _ in range(3):  # warm-up
+        await post_dashboard(client, token, days)
+    graphql = await timed_ms(lambda: post_dashboard(client, token, days), runs)
+    raw_runs = 3 if days >= 365 else 5
+    floor_ms = raw_ms = None
+    if conn is not None:
+        try:
+            await dashboard.raw_answer_postgres(conn, days)  # warm-up
+            raw_ms = statistics.median(await timed_ms(
+                lambda: dashboard.raw_answer_postgres(conn, days), raw_runs))
+            text, params = dashboard.floor_sql(account_id, days, "postgres")
+            await conn.fetch(text, *params)
+            floor_ms = statistics.median(await timed_ms(lambda: conn.fetch(text, *params),
+                                                        runs))
+        finally:
+            await conn.close()
+    else:
+        path = url.removeprefix("sqlite://")
+        raw_ms = statistics.median(await timed_ms(
+            lambda: asyncio.to_thread(dashboard.raw_answer_sqlite, path, days), raw_runs))
+        text, params = dashboard.floor_sql(account_id, days, "sqlite")
+        floor_ms = statistics.median(await timed_ms(
+            lambda: asyncio.to_thread(_sqlite_fetch, path, text, params), runs))
+    return RangeFigures(days, statistics.median(graphql), percentile(graphql, 99),
+                        raw_ms, floor_ms)
+
+
+def _sqlite_fetch(path: str, text: str, params: list[Any]) -> list[Any]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return conn.execute(text, params).fetchall()
+
+
+async def statements_per_request(url: str, token: str, days: int) -> tuple[int, bool]:
+    """Statements of one dashboard request, counted in-process from Tortoise's log, and
+    whether the analytics statement among them is exactly ``floor_sql``'s."""
+    from gql_usage.app import create_app
+    from gql_usage.db import StatementCounter, close_db, connection, init_db
+    from gql_usage.settings import Settings
+
+    await init_db(url)
+    try:
+        app = create_app(Settings(database_url=url, jwt_secret=SECRET,
+                                  service_token=SERVICE_TOKEN, rate_limit_points=10**12),
+                         manage_db=False)
+        _, rows = await connection().execute_query(
+            "SELECT id FROM account WHERE external_id = 'bigco'")
+        account_id = int(rows[0][0])
+        text, _ = dashboard.floor_sql(account_id, days, "postgres" if url.startswith(
+            "postgres") else "sqlite")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://bench") as client:
+            await post_dashboard(client, token, days)
+            with StatementCounter() as counter:
+                body = await post_dashboard(client, token, days)
+        dashboard.graphql_answer(body)
+        return counter.count, any(text in s for s in counter.statements)
+    finally:
+        await close_db()
+
+
+async def load(client: httpx.AsyncClient, token: str, clients: int, requests: int
+               ) -> tuple[float, float, float]:
+    """(requests/s, p50 ms, p99 ms) of the 365-day dashboard from ``clients`` at once."""
+    latencies: list[float] = []
+    remaining = [requests]
+
+    async def worker() -> None:
+        while remaining[0] > 0:
+            remaining[0] -= 1
+            started = time.perf_counter()
+            body = await post_dashboard(client, token, 365)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if body.get("errors"):
+                raise RuntimeError(f"errors under load: {body['errors']}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return len(latencies) / elapsed, percentile(latencies, 50), percentile(latencies, 99)
+
+
+@contextlib.asynccontextmanager
+async def http(base_url: str, connections: int) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
+        yield client
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = Dataset(events=args.events, seed=args.seed)
+    log = print if not args.quiet else (lambda *a, **k: None)
+    started = time.perf_counter()
+    bodies = list(data.batches())
+    log(f"generated {data.total_events:,} events ({len(data.accounts):,} accounts) in "
+        f"{len(bodies):,} batches in {time.perf_counter() - started:.1f} s")
+    with database(args.db) as (url, dsn):
+        await run_migrations(url)
+        server = Server(url, workers=args.workers)
+        async with server.running(), http(server.url, max(args.clients, args.load_clients)
+                                          ) as client:
+            await put_reference_data(client, data)
+            figures = await ingest(client, bodies, args.clients)
+            del bodies
+            if figures.accepted != data.total_events:
+                raise SystemExit(f"accepted {figures.accepted:,} events, expected "
+                                 f"{data.total_events:,}")
+            log(f"ingested {figures.events_posted:,} events ({figures.duplicates:,} "
+                f"duplicates) in {figures.seconds:.1f} s: {figures.per_s:,.0f} events/s")
+            copy_rate = await copy_floor(dsn) if dsn else None
+            token = issue_token(SECRET, data.large.users[0], data.large.external_id, 86_400)
+            account_id = await _account_id(url, dsn)
+            ranges = []
+            for days in RANGES:
+                r = await measure_range(client, token, days, args.runs, args.db, url, dsn,
+                                        account_id)
+                log(f"{days}-day dashboard: verified; p50 {r.graphql_p50_ms:.1f} ms")
+                ranges.append(r)
+            rps, load_p50, load_p99 = await load(client, token, args.load_clients,
+                                                 args.load_requests)
+        statements, floor_matches = await statements_per_request(url, token, 365)
+        if not floor_matches:
+            raise SystemExit("the measured floor SQL is not the statement the server sends")
+    main_range = ranges[-1]
+    result: dict[str, Any] = {
+        "db": args.db,
+        "events": data.total_events,
+        "large_account_events": data.events,
+        "accounts": len(data.accounts),
+        "ingest_events_per_s": round(figures.per_s),
+        "ingest_accepted_per_s": round(figures.accepted / figures.seconds),
+        "copy_events_per_s": round(copy_rate) if copy_rate else None,
+        "ingest_vs_copy": round(figures.per_s / copy_rate, 3) if copy_rate else None,
+        "graphql_p50_ms": round(main_range.graphql_p50_ms, 2),
+        "graphql_p99_ms": round(main_range.graphql_p99_ms, 2),
+        "raw_sql_ms": _round(main_range.raw_sql_ms),
+        "floor_sql_ms": _round(main_range.floor_sql_ms),
+        "speedup_vs_raw": _round(main_range.speedup_vs_raw, 1),
+        "overhead_vs_floor": _round(main_range.overhead_vs_floor, 2),
+        "statements_per_request": statements,
+        "requests_per_s": round(rps, 1),
+        "load_clients": args.load_clients,
+        "load_p50_ms": round(load_p50, 1),
+        "load_p99_ms": round(load_p99, 1),
+        "server_peak_rss_mib": round(server.peak_rss_kib / 1024, 1),
+        "ranges": {str(r.days): {
+            "graphql_p50_ms": round(r.graphql_p50_ms, 2),
+            "graphql_p99_ms": round(r.graphql_p99_ms, 2),
+            "raw_sql_ms": _round(r.raw_sql_ms), "floor_sql_ms": _round(r.floor_sql_ms),
+            "speedup_vs_raw": _round(r.speedup_vs_raw, 1),
+            "overhead_vs_floor": _round(r.overhead_vs_floor, 2)} for r in ranges},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}",
+    }
+    return result
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+async def _account_id(url: str, dsn: str | None) -> int:
+    if dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT id FROM account WHERE external_id = 'bigco'"))
+        finally:
+            await conn.close()
+    import sqlite3
+
+    with sqlite3.connect(url.removeprefix("sqlite://")) as c:
+        return int(c.execute("SELECT id FROM account WHERE external_id = 'bigco'").fetchone()[0])
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"\n{result['db']}: {result['events']:,} events, {result['accounts']:,} accounts "
+          f"({result['machine']})")
+    copy = result["copy_events_per_s"]
+    print(f"  ingest   {result['ingest_events_per_s']:>10,} events/s   COPY floor "
+          + (f"{copy:,} events/s   ratio {result['ingest_vs_copy']}" if copy else "n/a"))
+    print(f"  {'range':>6} {'p50 ms':>9} {'p99 ms':>9} {'raw ms':>10} {'floor ms':>9} "
+          f"{'vs raw':>8} {'vs floor':>9}")
+    for days, r in result["ranges"].items():
+        print(f"  {days + 'd':>6} {r['graphql_p50_ms']:>9} {r['graphql_p99_ms']:>9} "
+              f"{r['raw_sql_ms']!s:>10} {r['floor_sql_ms']!s:>9} {r['speedup_vs_raw']!s:>8} "
+              f"{r['overhead_vs_floor']!s:>9}")
+    print(f"  statements/request {result['statements_per_request']}; "
+          f"{result['load_clients']} clients: {result['requests_per_s']} req/s, "
+          f"p99 {result['load_p99_ms']} ms; server peak RSS {result['server_peak_rss_mib']} MiB")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000,
+                        help="events of the large account (small accounts add 5%%)")
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per range")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent ingest clients")
+    parser.add_argument("--load-clients", type=int, default=32)
+    parser.add_argument("--load-requests", type=int, default=320)
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--quiet", action="store_true", help="print only the JSON line")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    if not args.quiet:
+        print_table(result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
