@@ -46,9 +46,13 @@ def zone(name: str) -> ZoneInfo:
                          "'Europe/Berlin')") from None
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
 def to_us(value: datetime) -> int:
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * DAY_S + delta.seconds) * US + delta.microseconds
+    """Microseconds since the epoch, exactly (integer arithmetic, no float)."""
+    return (value - _EPOCH) // _ONE_US
 
 
 def from_us(value: int, tz: ZoneInfo | None = None) -> datetime:

@@ -19,26 +19,18 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    TypeAdapter,
-)
+from pydantic import AwareDatetime, Field, Strict, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import OperationalError, TransactionManagementError
 from tortoise.transactions import in_transaction
+from typing_extensions import TypedDict
 
 from gql_usage import cube
-from gql_usage.calendar import to_us
+from gql_usage.calendar import US, to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
 
 MAX_CREDITS = 10**12
@@ -46,66 +38,64 @@ SQLITE_ROWS_PER_STATEMENT = 1000
 _RETRIES = 5
 
 
-def _rfc3339(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z")
-    if value.year < 1970:
-        raise ValueError("must not be before 1970-01-01T00:00:00Z")
-    return value
+#: Not blank: at least one non-space character (checked by pydantic-core, not in Python).
+_NOT_BLANK = r"\S"
+Id = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=_NOT_BLANK)]
 
 
-def _string(value: object) -> object:
-    if not isinstance(value, str | datetime):
-        raise ValueError("must be an RFC 3339 string with offset")
-    return value
+class EventIn(TypedDict):
+    """A usage event as producers send it (camelCase JSON); unknown keys are ignored.
 
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-Id = Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_not_blank)]
-
-
-class EventIn(BaseModel):
-    """A usage event as producers send it (camelCase JSON)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    Every rule is checked by pydantic-core, so a batch validates in one pass with no
+    Python call per event.
+    """
 
     id: Id
     accountId: Id
     apiKeyId: Id
     userId: Id
-    endpoint: Annotated[StrictStr, Field(min_length=1, max_length=512), AfterValidator(_not_blank)]
-    source: Annotated[StrictStr, Field(min_length=1, max_length=128), AfterValidator(_not_blank)]
+    endpoint: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=_NOT_BLANK)]
+    source: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=_NOT_BLANK)]
     credits: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)]
-    occurredAt: Annotated[datetime, BeforeValidator(_string), AfterValidator(_rfc3339)]
+    #: RFC 3339 string with an offset (strict: not a number), not before 1970.
+    occurredAt: Annotated[AwareDatetime, Strict(), Field(ge=datetime(1970, 1, 1, tzinfo=UTC))]
 
 
+_EVENT = TypeAdapter(EventIn)
 _EVENTS = TypeAdapter(list[EventIn])
+_MESSAGES = {
+    "missing": "is required",
+    "string_pattern_mismatch": "must not be empty",
+    "timezone_aware": "must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z",
+    "datetime_type": "must be an RFC 3339 string with offset, e.g. 2026-01-31T12:00:00Z",
+    "greater_than_equal": None,  # keep pydantic's message, which names the bound
+}
 
 
 def describe_validation_error(exc: PydanticValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "event"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "is required"
+        msg = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
     return "; ".join(parts)
 
 
 def parse_event(raw: Any) -> EventIn:
-    """Validate one decoded event; raises ``ValueError`` with a reason naming the field."""
+    """Validate one decoded event; raises ``ValueError`` with a reason naming the field.
+
+    The event is validated as JSON, with exactly the rules of the one-pass batch path.
+    """
     if not isinstance(raw, dict):
         raise ValueError(f"event must be a JSON object, got {type(raw).__name__}")
     try:
-        return EventIn.model_validate(raw)
+        return _EVENT.validate_json(json.dumps(raw))
     except PydanticValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
+
+
+class ValidEvents(list[EventIn]):
+    """A batch whose every event already passed validation (``decode_batch``)."""
 
 
 class BodyError(ValueError):
@@ -122,7 +112,7 @@ def decode_batch(body: bytes, content_type: str) -> list[Any]:
     """
     if body[:1] == b"[" and "ndjson" not in content_type and "jsonl" not in content_type:
         try:
-            return list(_EVENTS.validate_json(body))
+            return ValidEvents(_EVENTS.validate_json(body))
         except PydanticValidationError:
             pass  # find and name the bad events below
     if "ndjson" in content_type or "jsonl" in content_type:
@@ -182,11 +172,9 @@ class IngestResult:
         }
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     """A validated event resolved to internal ids, ready to store."""
 
-    index: int
     account_id: int
     event_id: str
     api_key_id: int
@@ -195,6 +183,7 @@ class _Row:
     user_id: int
     credits: int
     occurred_at_us: int
+    position: int  # in the batch
 
     def content(self) -> tuple[int, int, int, int, int, int]:
         return (self.api_key_id, self.endpoint_id, self.source_id, self.user_id,
@@ -261,68 +250,76 @@ class Ingestor:
 
     async def ingest(self, items: Sequence[Any]) -> IngestResult:
         result = IngestResult()
-        events: list[tuple[int, EventIn]] = []
-        now = time.time()
+        rejected = result.rejected
+        events: list[tuple[int, EventIn, int]] = []  # (index, event, occurred at in µs)
+        now_us = int(time.time() * US)
+        latest = now_us + self.max_future_seconds * US
+        earliest = None if self.max_age_seconds is None else now_us - self.max_age_seconds * US
+        validated = isinstance(items, ValidEvents)
         for index, raw in enumerate(items):
             if isinstance(raw, _Undecodable):
-                result.rejected.append(Rejection(index, raw.reason))
+                rejected.append(Rejection(index, raw.reason))
                 continue
-            if isinstance(raw, EventIn):
-                event = raw
+            if validated:
+                event: EventIn = raw
             else:
                 try:
                     event = parse_event(raw)
                 except ValueError as exc:
-                    result.rejected.append(Rejection(index, str(exc)))
+                    rejected.append(Rejection(index, str(exc)))
                     continue
-            ts = event.occurredAt.timestamp()
-            if ts > now + self.max_future_seconds:
-                result.rejected.append(Rejection(
-                    index, f"occurredAt: {event.occurredAt.isoformat()} is more than "
+            occurred = to_us(event["occurredAt"])
+            if occurred > latest:
+                rejected.append(Rejection(
+                    index, f"occurredAt: {event['occurredAt'].isoformat()} is more than "
                     f"{self.max_future_seconds} seconds in the future"))
-                continue
-            if self.max_age_seconds is not None and ts < now - self.max_age_seconds:
-                result.rejected.append(Rejection(
+            elif earliest is not None and occurred < earliest:
+                rejected.append(Rejection(
                     index, f"occurredAt: older than the configured maximum age of "
                     f"{self.max_age_seconds} seconds"))
-                continue
-            events.append((index, event))
+            else:
+                events.append((index, event, occurred))
         if events:
             rows = await self._resolve(events, result)
             if rows:
                 await self._store(rows, result)
         return result
 
-    async def _resolve(self, events: list[tuple[int, EventIn]], result: IngestResult) -> list[_Row]:
+    async def _resolve(self, events: list[tuple[int, EventIn, int]],
+                       result: IngestResult) -> list[_Row]:
         d = dialect(connection())
-        accounts = await self.directory.accounts(d, {e.accountId for _, e in events})
-        known = [(i, e) for i, e in events if e.accountId in accounts]
-        for i, e in events:
-            if e.accountId not in accounts:
-                result.rejected.append(Rejection(i, f"accountId: unknown account {e.accountId!r}"))
+        accounts = await self.directory.accounts(d, {e["accountId"] for _, e, _ in events})
+        known = []
+        for index, e, occurred in events:
+            account_id = accounts.get(e["accountId"])
+            if account_id is None:
+                result.rejected.append(Rejection(
+                    index, f"accountId: unknown account {e['accountId']!r}"))
+            else:
+                known.append((index, e, occurred, account_id))
         if not known:
             return []
         keys = await self.directory.members(
-            d, "api_key", {(accounts[e.accountId], e.apiKeyId) for _, e in known})
+            d, "api_key", {(a, e["apiKeyId"]) for _, e, _, a in known})
         users = await self.directory.members(
-            d, "app_user", {(accounts[e.accountId], e.userId) for _, e in known})
-        endpoints = await self.catalog.endpoint_ids({e.endpoint for i, e in known})
-        sources = await self.catalog.source_ids({e.source for _, e in known})
+            d, "app_user", {(a, e["userId"]) for _, e, _, a in known})
+        endpoints = await self.catalog.endpoint_ids({e["endpoint"] for _, e, _, _ in known})
+        sources = await self.catalog.source_ids({e["source"] for _, e, _, _ in known})
         rows = []
-        for index, e in known:
-            account_id = accounts[e.accountId]
-            key_id = keys.get((account_id, e.apiKeyId))
-            user_id = users.get((account_id, e.userId))
+        for index, e, occurred, account_id in known:
+            key_id = keys.get((account_id, e["apiKeyId"]))
+            user_id = users.get((account_id, e["userId"]))
             if key_id is None:
                 result.rejected.append(Rejection(
-                    index, f"apiKeyId: unknown API key {e.apiKeyId!r} for account {e.accountId!r}"))
-                continue
-            if user_id is None:
+                    index, f"apiKeyId: unknown API key {e['apiKeyId']!r} for account "
+                    f"{e['accountId']!r}"))
+            elif user_id is None:
                 result.rejected.append(Rejection(
-                    index, f"userId: unknown user {e.userId!r} for account {e.accountId!r}"))
-                continue
-            rows.append(_Row(index, account_id, e.id, key_id, endpoints[e.endpoint],
-                             sources[e.source], user_id, e.credits, to_us(e.occurredAt)))
+                    index, f"userId: unknown user {e['userId']!r} for account "
+                    f"{e['accountId']!r}"))
+            else:
+                rows.append(_Row(account_id, e["id"], key_id, endpoints[e["endpoint"]],
+                                 sources[e["source"]], user_id, e["credits"], occurred, index))
         return rows
 
     async def _store(self, rows: list[_Row], result: IngestResult) -> None:
@@ -336,8 +333,9 @@ class Ingestor:
             else:
                 first[key] = row
         await self._link_dimensions(list(first.values()))
-        # Sorted so concurrent batches take row locks in the same order (no deadlocks).
-        unique = sorted(first.values(), key=lambda r: (r.account_id, r.event_id))
+        # Sorted so concurrent batches take row locks in the same order (no deadlocks);
+        # a row sorts by (account, event id) first.
+        unique = sorted(first.values())
         for attempt in range(_RETRIES):
             try:
                 if dialect(connection()) == "postgres":
@@ -426,7 +424,7 @@ def _classify_repeat(row: _Row, stored: tuple[int, ...] | None, result: IngestRe
         result.duplicates += 1
     else:
         result.rejected.append(Rejection(
-            row.index,
+            row.position,
             f"id: event {row.event_id!r} was already received with different content; "
             "the first version is kept"))
 
