@@ -67,7 +67,8 @@ class Answer:
                 if isinstance(mine, dict):
                     keys = sorted(set(mine) ^ set(theirs) | {
                         k for k in set(mine) & set(theirs) if mine[k] != theirs[k]})[:5]
-                    out.append(f"{name}: differs at {[(k, mine.get(k), theirs.get(k)) for k in keys]}")
+                    diff = [(k, mine.get(k), theirs.get(k)) for k in keys]
+                    out.append(f"{name}: differs at {diff}")
                 else:
                     out.append(f"{name}: {mine} != {theirs}")
         return out

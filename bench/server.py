@@ -69,7 +69,8 @@ class Server:
         if self.workers != 1:
             cmd += ["--workers", str(self.workers)]
         with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         sampler = asyncio.create_task(self._sample())
         try:
             await self._wait_ready()

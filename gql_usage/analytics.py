@@ -16,6 +16,7 @@ aggregation of the raw events.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -185,8 +186,12 @@ class _SeriesLayout:
         return points
 
 
+@functools.lru_cache(maxsize=512)
 def series_layout(query: UsageQuery, granularity: Granularity) -> _SeriesLayout:
-    """Buckets of the range; raises ``calendar.TooManyBuckets``."""
+    """Buckets of the range; raises ``calendar.TooManyBuckets``.
+
+    Cached: the resolver checks the bucket limit before the loader runs, and the loader
+    needs the same layout (it is immutable once built)."""
     tz = query.tz
     segments = calendar.offset_segments(tz, query.start_us, query.end_us)
     return _SeriesLayout(calendar.buckets(tz, query.start_us, query.end_us, granularity, segments),
@@ -242,7 +247,7 @@ def prepare(query: UsageQuery, specs: Sequence[Spec], dialect_name: str) -> Prep
                for i, spec in enumerate(specs) if isinstance(spec, SeriesSpec)}
     if any(ids == () for _, ids in query.filters()):
         return Prepared(None, layouts)
-    q = Sql(dialect_name)
+    q = Sql(dialect_name, inline_ints=True)
     for i, spec in enumerate(specs):
         if i:
             q.add(" UNION ALL ")

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import uuid
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from cross_web import HTTPException
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.types.unset import UNSET
 
 from gql_usage.auth import AuthError, Viewer, load_viewer
-from gql_usage.db import close_db, connection, init_db
+from gql_usage.cube import compactor
+from gql_usage.db import close_db, init_db, replica_reads
+from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
-from gql_usage.graphql.schema import schema
+from gql_usage.graphql.limits import Clock, check_batch, rate_limit_headers, viewer_key
+from gql_usage.graphql.schema import Schema, build_schema
+from gql_usage.http import (
+    Readiness,
+    harden,
+    healthz,
+    ide_csp,
+    internal_error,
+    is_json_content_type,
+)
 from gql_usage.ingest import Ingestor
 from gql_usage.loaders import Loaders
 from gql_usage.service_api import BodyTooLarge, ServiceApi, read_body
@@ -36,38 +49,53 @@ class GraphQLView(GraphQL[Context, None]):
         try:
             return await super().run(request, context=context, root_value=root_value)
         except HTTPException as exc:
-            return _graphql_error(exc.status_code, exc.reason, BAD_USER_INPUT)
+            response = _graphql_error(exc.status_code, exc.reason,
+                                      getattr(exc, "code", BAD_USER_INPUT))
+            viewer = request.scope.get("state", {}).get("viewer")
+            if viewer is not None and isinstance(self.schema, Schema):
+                budget = self.schema.rate_limiter.peek(viewer_key(viewer))
+                response.headers.update(rate_limit_headers(budget, 0))
+            return response
+
+    def decode_json(self, data: str | bytes) -> object:
+        """A request body (or GET ``variables``) that is not UTF-8 JSON text holding an
+        object, or a non-empty list of objects (a batch), is the client's error: 400."""
+        try:
+            value = json.loads(data)
+        except UnicodeDecodeError:
+            raise HTTPException(400, "request body is not valid UTF-8") from None
+        except RecursionError:
+            raise HTTPException(400, "request body is nested too deeply") from None
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            return value
+        if not isinstance(value, dict):
+            raise HTTPException(400, "expected a JSON object such as {\"query\": \"...\"}, "
+                                "or a non-empty list of them")
+        return value
+
+    def _validate_batch_request(self, request_data: Any, protocol: Any) -> None:
+        """A batch over ``max_batch_operations`` is refused with ``TOO_MANY_OPERATIONS``;
+        an empty one, or one with items that are not request objects, is malformed."""
+        config = self.schema.config.batching_config
+        if config is not None:
+            check_batch(request_data, config["max_operations"])
+        super()._validate_batch_request(request_data, protocol)
+
+    #: ``Retry-After`` of a 503 (set from the settings by ``GraphQLEndpoint``).
+    retry_after_seconds = 5
+
+    def create_response(self, response_data: Any, sub_response: Any) -> Any:
+        """A database outage in a resolver (``SERVICE_UNAVAILABLE``) answers 503."""
+        if has_unavailable_error(response_data):
+            sub_response.status_code = 503
+            sub_response.headers["Retry-After"] = str(self.retry_after_seconds)
+        return super().create_response(response_data, sub_response)
 
     async def get_context(self, request: Any, response: Any = None) -> Context:
         state = request.scope["state"]
         viewer: Viewer = state["viewer"]
         return Context(request=request, response=response, viewer=viewer,
                        loaders=Loaders(viewer.account.id), request_id=state["request_id"])
-
-
-class RequestId:
-    """Gives every request an id (``X-Request-ID``, kept when the caller sends a sane one)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if given.isascii() and 0 < len(given) <= 64 and given.replace(
-            "-", "").isalnum() else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
 
 
 def _graphql_error(status: int, message: str, code: str) -> JSONResponse:
@@ -80,15 +108,23 @@ def _graphql_error(status: int, message: str, code: str) -> JSONResponse:
 class GraphQLEndpoint:
     """Authenticates, bounds the body, then hands the request to Strawberry."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         self.settings = settings
-        self.view = GraphQLView(schema, graphql_ide="graphiql")
+        self.view = GraphQLView(build_schema(settings, clock=clock), graphql_ide="graphiql")
+        self.ide_headers = {"Content-Security-Policy": ide_csp(self.view.graphql_ide_html)}
+        self.view.retry_after_seconds = settings.retry_after_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         wants_ide = request.method == "GET" and "query" not in request.query_params
         if wants_ide:  # GraphiQL needs no token; the queries it sends do
-            await HTMLResponse(self.view.graphql_ide_html)(scope, receive, send)
+            await HTMLResponse(self.view.graphql_ide_html, headers=self.ide_headers)(
+                scope, receive, send)
+            return
+        if request.method == "POST" and not is_json_content_type(
+                request.headers.get("content-type")):  # no cross-site "simple" requests
+            await _graphql_error(415, "Content-Type must be application/json",
+                                 BAD_USER_INPUT)(scope, receive, send)
             return
         try:
             viewer = await load_viewer(str(self.settings.jwt_secret),
@@ -107,7 +143,8 @@ class GraphQLEndpoint:
                 await response(scope, receive, send)
                 return
             receive = _replay(body)
-        await self.view(scope, receive, send)
+        with replica_reads():  # authenticated above, on the primary; the rest may lag
+            await self.view(scope, receive, send)
 
 
 def _replay(body: bytes) -> Receive:
@@ -123,40 +160,38 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    try:
-        await connection().execute_query("SELECT 1 FROM tortoise_migrations LIMIT 1")
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        log.warning("readiness check failed: %s", exc)
-        return JSONResponse({"status": "unavailable"}, status_code=503)
-    return JSONResponse({"status": "ok"})
-
-
-def create_app(settings: Settings, *, manage_db: bool = True) -> ASGIApp:
-    """The application; with ``manage_db`` it migrates and connects on start-up."""
+def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = True,
+               clock: Clock = time.time) -> ASGIApp:
+    """The application; with ``manage_db`` it connects on start-up (migrating first unless
+    ``migrate`` is false: ``gql-usage serve --workers N`` migrates once, in the parent).
+    ``clock`` (Unix seconds) drives the GraphQL rate-limit windows."""
     settings.require("jwt_secret", "service_token")
-    service = ServiceApi(settings, Ingestor(max_future_seconds=settings.max_future_seconds))
+    service = ServiceApi(settings, Ingestor(max_future_seconds=settings.max_future_seconds,
+                                            max_age_seconds=settings.max_age_seconds))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if manage_db:
-            await init_db(settings.database_url)
+            await init_db(settings.database_url, replica_url=settings.replica_database_url,
+                          migrate=migrate)
         try:
-            yield
+            if manage_db:  # folds pending events into the cube (gql_usage.cube)
+                async with compactor(settings.compact_interval_seconds):
+                    yield
+            else:
+                yield
         finally:
             if manage_db:
                 await close_db()
 
-    graphql = GraphQLEndpoint(settings)
+    graphql = GraphQLEndpoint(settings, clock=clock)
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route("/readyz", Readiness().endpoint, methods=["GET"]),
         *service.routes(),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    return RequestId(app)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[
+        Middleware(DatabaseFaults, retry_after_seconds=settings.retry_after_seconds)],
+        exception_handlers={Exception: internal_error})
+    return harden(app, settings)

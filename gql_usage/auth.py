@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from gql_usage.db import connection
 from gql_usage.models import Account, User
 
 ALGORITHM = "HS256"
@@ -59,8 +60,10 @@ def decode_token(secret: str, token: str) -> tuple[str, str]:
 
 async def load_viewer(secret: str, header: str | None) -> Viewer:
     user_id, account_id = decode_token(secret, bearer(header))
+    # Always the primary, never a lagging replica: a demoted admin or a downgraded plan
+    # must take effect on the next request.
     user = await User.filter(external_id=user_id, account__external_id=account_id) \
-        .select_related("account").first()
+        .select_related("account").using_db(connection()).first()
     if user is None:
         raise AuthError("token names a user or account that does not exist")
     return Viewer(user=user, account=user.account)

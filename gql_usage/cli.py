@@ -5,25 +5,75 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import secrets
 import sys
+from typing import TYPE_CHECKING, Any
 
 from gql_usage.settings import MissingSetting, Settings, load_settings
 
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+
+#: The ASGI application factory each uvicorn worker process imports.
+WORKER_APP = "gql_usage.cli:serve_app"
+
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Migrate once (here, in the parent), then run uvicorn with ``--workers`` processes."""
     import uvicorn
 
+    from gql_usage import logs
     from gql_usage.app import create_app
+    from gql_usage.db import run_migrations
 
+    logs.configure(settings.log_format, settings.log_level)
     if args.demo:
-        settings = _prepare_demo(settings)
+        settings = _prepare_demo(settings)  # connects, which migrates first
     else:
         settings.require("jwt_secret", "service_token")
-    app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info",
-                workers=None, proxy_headers=False)
+        if args.migrate:
+            asyncio.run(run_migrations(settings.database_url))
+    options: dict[str, Any] = {
+        "host": args.host, "port": args.port, "log_level": settings.log_level.lower(),
+        # our handler (gql_usage.logs) formats uvicorn's records; our AccessLog replaces
+        # uvicorn's access log; no WebSockets (we serve no subscriptions)
+        "log_config": None, "access_log": False, "ws": "none",
+        "proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings, migrate=False), **options)
+    else:
+        # Worker processes are spawned and read their settings from the environment:
+        # hand them what --demo generated.
+        os.environ["GQL_USAGE_JWT_SECRET"] = str(settings.jwt_secret)
+        os.environ["GQL_USAGE_SERVICE_TOKEN"] = str(settings.service_token)
+        uvicorn.run(WORKER_APP, factory=True, workers=args.workers, **options)
     return 0
+
+
+def serve_app() -> ASGIApp:
+    """The app of one uvicorn worker (settings from the environment, no migrations).
+
+    For running uvicorn or gunicorn directly, after ``gql-usage migrate``:
+    ``uvicorn --factory gql_usage.cli:serve_app --workers 4``.
+    """
+    from gql_usage import logs
+    from gql_usage.app import create_app
+
+    settings = load_settings()
+    logs.configure(settings.log_format, settings.log_level)
+    return create_app(settings, migrate=False)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def _prepare_demo(settings: Settings) -> Settings:
@@ -87,6 +137,15 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--demo", action="store_true",
                        help="fill an empty database with demo data and print tokens")
+    serve.add_argument("--workers", type=_positive_int, default=1,
+                       help="uvicorn worker processes (default 1; about one per core)")
+    serve.add_argument("--no-migrate", dest="migrate", action="store_false",
+                       help="don't apply migrations first (when `gql-usage migrate` ran)")
+    serve.add_argument("--proxy-headers", action="store_true",
+                       help="trust X-Forwarded-For/-Proto from --forwarded-allow-ips")
+    serve.add_argument("--forwarded-allow-ips", default=None, metavar="IPS",
+                       help="comma-separated proxy addresses/networks to trust, or '*' "
+                            "(default: $FORWARDED_ALLOW_IPS, else 127.0.0.1)")
     serve.set_defaults(func=_serve)
     token = sub.add_parser("token", help="print a signed user JWT")
     token.add_argument("--user", required=True, help="user external id (sub)")

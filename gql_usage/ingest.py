@@ -38,8 +38,9 @@ SQLITE_ROWS_PER_STATEMENT = 1000
 _RETRIES = 5
 
 
-#: Not blank: at least one non-space character (checked by pydantic-core, not in Python).
-_NOT_BLANK = r"\S"
+#: Not blank (at least one non-space character) and no NUL (no database stores it in
+#: text); checked by pydantic-core, not in Python.
+_NOT_BLANK = r"^[^\x00]*[^\s\x00][^\x00]*$"
 Id = Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=_NOT_BLANK)]
 
 
@@ -65,7 +66,7 @@ _EVENT = TypeAdapter(EventIn)
 _EVENTS = TypeAdapter(list[EventIn])
 _MESSAGES = {
     "missing": "is required",
-    "string_pattern_mismatch": "must not be empty",
+    "string_pattern_mismatch": "must not be empty or contain NUL (\\u0000) characters",
     "timezone_aware": "must carry a UTC offset (RFC 3339), e.g. 2026-01-31T12:00:00Z",
     "datetime_type": "must be an RFC 3339 string with offset, e.g. 2026-01-31T12:00:00Z",
     "greater_than_equal": None,  # keep pydantic's message, which names the bound
@@ -128,6 +129,8 @@ def decode_batch(body: bytes, content_type: str) -> list[Any]:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 items.append(_Undecodable(f"line {number} is not valid JSON: {exc.msg}"))
+            except RecursionError:
+                items.append(_Undecodable(f"line {number} is nested too deeply"))
         return items
     try:
         decoded = json.loads(body)

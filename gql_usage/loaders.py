@@ -3,6 +3,10 @@
 Loaders are created for each request (``Loaders(account_id)`` inside the running loop)
 and cache for that request only. All of them are scoped to the viewer's account: an id
 of another account's key or user simply resolves to nothing.
+
+With a read replica configured, every loader reads it: the model lookups run inside the
+GraphQL endpoint's ``gql_usage.db.replica_reads()`` (routed by ``ReplicaRouter``), and the
+aggregates' SQL uses ``gql_usage.db.read_connection()``.
 """
 
 from __future__ import annotations

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import json
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite://gql_usage.sqlite3"
 
@@ -44,13 +48,49 @@ class Settings(BaseSettings):
     introspection: bool = True
 
     # --- HTTP hygiene (gql_usage/http.py, gql_usage/logs.py) ---------------------------
-    #: Requests taking longer than this are answered with 503.
+    #: Requests not answered within this many seconds get 503 (coded ``TIMEOUT``).
     request_timeout_seconds: float = Field(default=30.0, gt=0)
-    #: Origins allowed to call the API from a browser (CORS); empty: none.
-    cors_origins: list[str] = Field(default_factory=list)
+    #: Origins allowed to call the API from a browser (CORS); empty: none. The variable
+    #: takes a comma-separated list or a JSON array.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: Log format: "json" (one object per line) or "text".
-    log_format: str = "json"
+    log_format: Literal["json", "text"] = "json"
+    #: Level of every logger: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = "INFO"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"starts with '[' but is not a JSON array ({exc}); "
+                                     "give a JSON array or comma-separated origins") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins_are_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in ("http", "https") or not parts.netloc
+                                  or parts.path or parts.query or parts.fragment):
+                raise ValueError(f"{origin!r} is not an origin such as "
+                                 "https://dashboard.example.com (scheme, host, optional "
+                                 "port; no path)")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: object) -> object:
+        levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+        if isinstance(value, str) and value.strip().upper() in levels:
+            return value.strip().upper()
+        raise ValueError(f"{value!r} is not one of {', '.join(levels)}")
 
     # --- Faults and event age (gql_usage/service_api.py) -------------------------------
     #: Events older than this are rejected; None (default) accepts any age (backfills).
@@ -58,9 +98,34 @@ class Settings(BaseSettings):
     #: ``Retry-After`` sent with 503 when the database is unavailable.
     retry_after_seconds: int = Field(default=5, gt=0)
 
+    @field_validator("max_age_seconds", mode="before")
+    @classmethod
+    def _age_off(cls, value: object) -> object:
+        """``GQL_USAGE_MAX_AGE_SECONDS`` empty, ``none`` or ``off``: no maximum age."""
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "off"):
+            return None
+        return value
+
+    # --- Cube compaction (gql_usage/cube.py) -----------------------------------------------
+    #: Seconds between compaction rounds when nothing is pending.
+    compact_interval_seconds: float = Field(default=0.5, gt=0)
+
     # --- Read replica (gql_usage/db.py) ------------------------------------------------
     #: Optional PostgreSQL streaming replica that analytics reads are routed to.
     replica_database_url: str | None = None
+
+    @field_validator("replica_database_url")
+    @classmethod
+    def _replica_is_postgres(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if not value:
+            return None
+        postgres = ("postgres://", "asyncpg://", "psycopg://")
+        if not value.startswith(postgres):
+            raise ValueError("must be a PostgreSQL URL (postgres://user:pass@host:5432/db)")
+        if not str(info.data.get("database_url", "")).startswith(postgres):
+            raise ValueError("needs GQL_USAGE_DATABASE_URL to be a PostgreSQL URL too "
+                             "(a replica streams from a PostgreSQL primary)")
+        return value
 
     def require(self, *names: str) -> None:
         """Stop with a one-line message naming the first missing required setting."""

@@ -364,3 +364,145 @@ def create_database(base_url: str, name: str, template: str | None = None) -> st
             f"CREATE DATABASE {name!r} failed (exit {result.returncode}): {result.stdout.strip()}"
         )
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+# --- A cluster that can be crashed and restarted (tests/test_faults.py) -------------------
+
+
+def _children_of(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from ``/proc``; zombies count as gone)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, ...
+        if fields[0] != "Z":
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+class CrashablePostgres:
+    """A disposable cluster whose server can be killed with SIGKILL and started again on the
+    same data directory and port, as a crashed and restarted database server would be.
+
+    The postmaster is a direct child of this process (``subprocess.Popen``, as the
+    ``postgres`` OS user when root), so it is reaped after a kill rather than left as a
+    zombie holding ``postmaster.pid``.
+
+    Durability: unlike :func:`start_postgres`, commits are synchronous
+    (``synchronous_commit=on``), so a commit is acknowledged only once its WAL is written.
+    ``fsync=off`` and ``full_page_writes=off`` stay: they only matter when the *operating
+    system* crashes. A SIGKILL of the server processes leaves the OS page cache, which holds
+    every page PostgreSQL has written, intact, and the restart's crash recovery replays the
+    WAL from it, so no acknowledged commit can be lost in these tests.
+    """
+
+    def __init__(self) -> None:
+        bin_dir = find_pg_bin()
+        self.postgres_bin = bin_dir / "postgres"
+        self.pg_isready = bin_dir / "pg_isready"
+        self.tmp_dir = Path(tempfile.mkdtemp(prefix="gql_usage_crash_pg_"))
+        self.data_dir = self.tmp_dir / "data"
+        self.log_file = self.tmp_dir / "postgres.log"
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{PG_SUPERUSER}@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        if _is_root():
+            shutil.chown(self.tmp_dir, user=PG_OS_USER, group=None)
+        init = _run(_as_pg_user([str(find_pg_bin() / "initdb"), "-D", str(self.data_dir),
+                                 "--auth=trust", "-U", PG_SUPERUSER, "--encoding=UTF8",
+                                 "--locale=C", "--no-sync"]), cwd=self.tmp_dir)
+        if init.returncode != 0:
+            raise RuntimeError(f"initdb failed (exit {init.returncode}):\n{init.stdout}")
+
+    def start(self, timeout: float = _START_TIMEOUT_S) -> None:
+        """Start the server (on a new free port the first time, the same port after)."""
+        import pwd
+        import time
+
+        if self.process is not None and self.process.poll() is None:
+            raise RuntimeError("the server is already running")
+        self.port = self.port or _free_port()
+        argv = [str(self.postgres_bin), "-D", str(self.data_dir), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1",
+                "-c", f"unix_socket_directories={self.tmp_dir}",
+                "-c", "fsync=off", "-c", "synchronous_commit=on", "-c", "full_page_writes=off",
+                "-c", "max_connections=100", "-c", "timezone=UTC"]
+        user: dict[str, object] = {}
+        if _is_root():
+            entry = pwd.getpwnam(PG_OS_USER)
+            user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(  # type: ignore[call-overload]
+                argv, cwd=self.tmp_dir, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=_clean_env(), **user)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited with {self.process.returncode}:\n"
+                                   f"{_tail(self.log_file)}")
+            ready = _run([str(self.pg_isready), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+                          "-t", "1"], cwd=self.tmp_dir, timeout=10)
+            if ready.returncode == 0:
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"postgres not ready after {timeout} s:\n{_tail(self.log_file)}")
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every process it started, and wait until all are gone."""
+        import time
+
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError("the server is not running")
+        victims = [self.process.pid, *_children_of(self.process.pid)]
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in victims) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGQUIT)  # immediate shutdown
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def crashable_postgres() -> Iterator[CrashablePostgres]:
+    """A started :class:`CrashablePostgres`, removed (data directory included) on exit."""
+    server = CrashablePostgres()
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.close()

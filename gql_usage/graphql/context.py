@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from gql_usage.analytics import UsageQuery
 from gql_usage.auth import Viewer
+from gql_usage.graphql.limits import Charge
 from gql_usage.loaders import Loaders
 
 
@@ -23,3 +24,7 @@ class Context:
     request_id: str = "-"
     #: Resolved ``UsageFilter``s of this request, by their value.
     queries: dict[Any, asyncio.Future[UsageQuery]] = field(default_factory=dict)
+    #: What each executed operation of this request was charged, by ``id(operation)``.
+    charges: dict[int, Charge] = field(default_factory=dict)
+    #: Cost of this request's operations (summed over a batch): ``X-Query-Cost``.
+    query_cost: int = 0

@@ -8,6 +8,8 @@ import logging
 from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
 
+from gql_usage.faults import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, describe, is_unavailable
+
 log = logging.getLogger("gql_usage.graphql")
 
 UNAUTHENTICATED = "UNAUTHENTICATED"
@@ -16,6 +18,15 @@ PLAN_UPGRADE_REQUIRED = "PLAN_UPGRADE_REQUIRED"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 NOT_FOUND = "NOT_FOUND"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+# Query limits (gql_usage/graphql/limits.py): refused before execution, so before any
+# analytics SQL; the message says what to change.
+QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
+RATE_LIMITED = "RATE_LIMITED"
+INTROSPECTION_DISABLED = "INTROSPECTION_DISABLED"
+TOO_MANY_OPERATIONS = "TOO_MANY_OPERATIONS"
 
 
 class ApiError(Exception):
@@ -57,6 +68,12 @@ class ErrorCodes(MaskErrors):
                 extensions["argument"] = original.argument
         elif "code" in extensions:
             pass
+        elif original is not None and is_unavailable(original):
+            # The database is down or restarting: the client should retry (HTTP 503).
+            log.warning("database unavailable in %s: %s", ".".join(
+                str(p) for p in error.path or ()), describe(original))
+            extensions["code"] = SERVICE_UNAVAILABLE
+            error.message = UNAVAILABLE_MESSAGE
         elif original is None or error.path is None:
             # Syntax, validation or variable coercion: the request itself is wrong.
             extensions["code"] = BAD_USER_INPUT

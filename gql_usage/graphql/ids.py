@@ -19,6 +19,6 @@ def decode(global_id: str) -> tuple[str, str]:
     except (binascii.Error, UnicodeError, ValueError):
         raise ValueError(f"{global_id!r} is not a valid id") from None
     type_name, sep, external_id = text.partition(":")
-    if not sep or type_name not in TYPES or not external_id:
+    if not sep or type_name not in TYPES or not external_id or "\x00" in external_id:
         raise ValueError(f"{global_id!r} is not a valid id")
     return type_name, external_id

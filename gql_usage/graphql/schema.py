@@ -1,15 +1,26 @@
-"""The schema: ``Query`` and the extensions every operation runs with."""
+"""The schema: ``Query`` and the extensions every operation runs with.
+
+``build_schema(settings)`` makes the schema an app serves, with that app's query limits,
+batching cap and rate limiter (``gql_usage/graphql/limits.py``); the module-level
+``schema`` has the default settings and is what ``gql-usage export-schema`` prints (limits
+do not change the SDL).
+"""
 
 from __future__ import annotations
 
+import time
+
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gql_usage.graphql import ids
 from gql_usage.graphql.errors import ErrorCodes
-from gql_usage.graphql.types import Account, ApiKey, Info, Node, NodeId, User
+from gql_usage.graphql.execution import FastExecutionContext
+from gql_usage.graphql.limits import Clock, RateLimiter, limit_extensions
+from gql_usage.graphql.types import Account, ApiKey, Info, Node, NodeId, RateLimit, User
+from gql_usage.settings import Settings
 
 
 @strawberry.type
@@ -39,26 +50,39 @@ class Query:
         user = await info.context.loaders.users_by_external.load(external_id)
         return User.from_model(user) if user else None
 
+    @strawberry.field(description="What this operation cost and the viewer's budget left "
+                      "(free: asking costs no points).")
+    def rate_limit(self, info: Info) -> RateLimit:
+        charge = info.context.charges.get(id(info.operation))
+        if charge is None:  # pragma: no cover - QueryCost charges every executed operation
+            raise RuntimeError("operation executed without a rate-limit charge")
+        return RateLimit.from_charge(charge)
+
 
 class Schema(strawberry.Schema):
+    rate_limiter: RateLimiter
+
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
         """Expected errors (refusals, bad input) are not logged as failures; unexpected
         ones are logged with the request id by ``ErrorCodes``."""
 
 
-def build_schema(*, max_depth: int = 12, max_aliases: int = 30,
-                 max_tokens: int = 2_000) -> strawberry.Schema:
-    return Schema(
+def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) -> Schema:
+    """The schema with ``settings``' limits (default: the defaults, not the environment)
+    and its own rate limiter."""
+    settings = settings or Settings.model_construct()
+    limiter = RateLimiter(settings.rate_limit_points, clock=clock)
+    built = Schema(
         query=Query,
         types=[Account, ApiKey, User],
-        extensions=[
-            ErrorCodes,
-            lambda: QueryDepthLimiter(max_depth=max_depth),
-            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
-            lambda: MaxTokensLimiter(max_token_count=max_tokens),
-        ],
+        extensions=[ErrorCodes, *limit_extensions(settings, limiter)],
+        config=StrawberryConfig(
+            batching_config={"max_operations": settings.max_batch_operations}),
+        execution_context_class=FastExecutionContext,
     )
+    built.rate_limiter = limiter
+    return built
 
 
 schema = build_schema()

@@ -17,6 +17,7 @@ from gql_usage.graphql.context import Context
 from gql_usage.graphql.directives import ADMIN_ONLY, PAID_PLAN, guarded
 from gql_usage.graphql.errors import BadUserInput
 from gql_usage.graphql.filters import UsageFilter, resolve_filter
+from gql_usage.graphql.limits import Charge
 
 Info = strawberry.Info[Context, None]
 
@@ -302,6 +303,24 @@ class Account(Node):
                       extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
     async def usage(self, info: Info, filter: UsageFilter) -> UsageReport | None:
         return UsageReport(_query=await resolve_filter(info, filter))
+
+
+@strawberry.type(description="The viewer's query-cost budget (per account and user, per "
+                  "minute) after this operation.")
+class RateLimit:
+    cost: int = strawberry.field(description="Points this operation cost.")
+    limit: int = strawberry.field(description="Points the viewer may spend per window.")
+    remaining: int = strawberry.field(description="Points left in the current window.")
+    reset_at: datetime = strawberry.field(description="When the window ends and the "
+                                          "budget is full again.")
+    used: int = strawberry.field(description="Points spent in the current window, this "
+                                 "operation included.")
+
+    @classmethod
+    def from_charge(cls, charge: Charge) -> RateLimit:
+        b = charge.budget
+        return cls(cost=charge.cost, limit=b.limit, remaining=b.remaining,
+                   reset_at=b.reset_datetime(), used=b.used)
 
 
 NodeId = Annotated[strawberry.ID, strawberry.argument(description="A global id.")]

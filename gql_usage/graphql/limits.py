@@ -1,0 +1,653 @@
+"""Query limits, static query cost and the per-viewer rate limit.
+
+Every limit refuses an operation *before it executes*, so a refused operation runs no
+analytics SQL (authentication, which reads the viewer, has run already). Each refusal is
+a GraphQL error whose ``extensions.code`` says which limit applied and whose message says
+what to change.
+
+==========================  ===========================================================
+code                        refused because
+==========================  ===========================================================
+``QUERY_TOO_DEEP``          selections nested deeper than ``max_query_depth``
+``TOO_MANY_ALIASES``        more aliases in the document than ``max_aliases``
+``TOO_MANY_TOKENS``         more lexical tokens in the document than ``max_tokens``
+``QUERY_TOO_COSTLY``        static cost above ``max_query_cost`` (``extensions.cost``,
+                            ``extensions.maxCost``), or fragment spreads expanding to
+                            more than ``MAX_EXPANDED_FIELDS`` fields (before validation)
+``RATE_LIMITED``            cost above what is left of the viewer's budget this window
+                            (``extensions.cost``, ``remaining``, ``limit``, ``resetAt``;
+                            HTTP 429 with ``Retry-After``)
+``INTROSPECTION_DISABLED``  ``__schema`` / ``__type`` while introspection is off
+``TOO_MANY_OPERATIONS``     a batched HTTP request with more than
+                            ``max_batch_operations`` operations (HTTP 400)
+==========================  ===========================================================
+
+Depth, aliases and introspection use Strawberry's own validation rules
+(``QueryDepthLimiter``, ``MaxAliasesLimiter``, ``DisableIntrospection``) and tokens its
+``MaxTokensLimiter``; this module only gives their errors a code and advice.
+
+Cost model
+----------
+The cost of an operation is computed from the validated document and the request's
+variables, before execution, in the spirit of GitHub's and Shopify's GraphQL limits.
+Fragments and inline fragments are followed (cycle-safe), ``@skip``/``@include`` are
+honoured, fields merged under one response key count once, and an abstract type (``node``
+returns the ``Node`` interface) costs as much as its most expensive possible type.
+
+* A scalar or enum field costs 0; ``__typename`` 0; ``__schema`` and ``__type`` 1.
+* A field returning an object costs 1 plus the cost of its selection.
+* A field returning a list of objects costs ``size x (1 + cost of its selection)``:
+  each element is an object. ``size`` is
+
+  - ``series(granularity)``: the number of buckets of the enclosing ``usage`` filter's
+    range in its time zone (``gql_usage.calendar``; a DAY series over 365 days is 365 or
+    366 buckets), at most 2,000 (larger series are refused as ``BAD_USER_INPUT``);
+  - ``breakdown(by, limit)``: ``min(limit, 100)``, or 100 without a limit;
+  - ``apiKeys``, ``endpoints``, ``sources`` and any other list: ``ASSUMED_LIST_SIZE``
+    (100), a static assumption; no SQL is run to count.
+* The usage aggregates ``Account.usage``, ``UsageReport.series``, ``UsageReport.breakdown``,
+  ``ApiKey.usage`` and ``Endpoint.usage`` add ``AGGREGATE_POINTS`` (5) each time they are
+  resolved (inside a list, once per element).
+* ``rateLimit`` is free, so a client can always ask for its budget.
+* Every operation costs at least 1 point.
+
+Example: ``{ viewer { id } account { usage(filter: <7 UTC days>) { calls
+series(granularity: DAY) { start } breakdown(by: ENDPOINT, limit: 3) { key endpoint
+{ path } } } apiKeys { id } } }`` costs viewer 1 + account 1 + usage (5 + 1) + series
+(5 + 7 x 1) + breakdown (5 + 3 x (1 + 1)) + apiKeys (100 x 1) = 131.
+
+Rate limit
+----------
+Each viewer (account + user) may spend ``rate_limit_points`` per fixed one-minute window,
+which starts with the viewer's first charged operation. An operation is charged its cost
+when it executes; refused operations are not charged. State is in process memory (one
+budget per server process). Every GraphQL response carries ``X-RateLimit-Limit``,
+``X-RateLimit-Remaining``, ``X-RateLimit-Used``, ``X-RateLimit-Reset`` (Unix seconds) and
+``X-Query-Cost`` (the cost of the request's operations, summed over a batch); the
+``rateLimit`` field gives the same figures for the operation that asks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cross_web import HTTPException
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLIncludeDirective,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSkipDirective,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationContext,
+    get_argument_values,
+    get_directive_values,
+    get_named_type,
+    get_nullable_type,
+    get_operation_ast,
+    get_variable_values,
+    is_abstract_type,
+    is_leaf_type,
+    is_list_type,
+    is_object_type,
+    type_from_ast,
+)
+from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql.error import GraphQLSyntaxError
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+
+from gql_usage import calendar
+from gql_usage.graphql.errors import (
+    BAD_USER_INPUT,
+    INTROSPECTION_DISABLED,
+    QUERY_TOO_COSTLY,
+    QUERY_TOO_DEEP,
+    RATE_LIMITED,
+    TOO_MANY_ALIASES,
+    TOO_MANY_OPERATIONS,
+    TOO_MANY_TOKENS,
+)
+from gql_usage.settings import Settings
+
+#: Assumed size of a list whose size is not known before execution.
+ASSUMED_LIST_SIZE = 100
+#: Surcharge of each usage aggregate.
+AGGREGATE_POINTS = 5
+#: Cost of ``__schema`` / ``__type`` (answered from memory).
+INTROSPECTION_POINTS = 1
+#: Length of a rate-limit window, in seconds.
+WINDOW_SECONDS = 60
+#: Most field selections a document may expand to through its fragment spreads (checked
+#: before validation: Strawberry's depth and alias rules walk every expanded path).
+MAX_EXPANDED_FIELDS = 10_000
+
+AGGREGATES = frozenset({("Account", "usage"), ("UsageReport", "series"),
+                        ("UsageReport", "breakdown"), ("ApiKey", "usage"),
+                        ("Endpoint", "usage")})
+FREE = frozenset({("Query", "rateLimit")})
+
+Clock = Callable[[], float]
+
+
+# --- Rate limit ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """A viewer's budget in the current window."""
+
+    limit: int
+    used: int
+    reset_at: float  # Unix time the window ends
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    def reset_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.reset_at, UTC)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """What one operation cost and the budget it left."""
+
+    cost: int
+    budget: Budget
+
+
+@dataclass
+class _Window:
+    reset_at: float
+    used: int = 0
+
+
+class RateLimiter:
+    """Fixed one-minute windows of ``points`` per key, in process memory."""
+
+    def __init__(self, points: int, *, clock: Clock = time.time,
+                 window_seconds: int = WINDOW_SECONDS) -> None:
+        if points <= 0:
+            raise ValueError("points must be positive")
+        self.points = points
+        self.clock = clock
+        self.window_seconds = window_seconds
+        self._windows: dict[object, _Window] = {}
+
+    def _window(self, key: object) -> _Window | None:
+        window = self._windows.get(key)
+        if window is not None and self.clock() >= window.reset_at:
+            del self._windows[key]
+            return None
+        return window
+
+    def peek(self, key: object) -> Budget:
+        window = self._window(key)
+        if window is None:
+            return Budget(self.points, 0, self.clock() + self.window_seconds)
+        return Budget(self.points, window.used, window.reset_at)
+
+    def charge(self, key: object, cost: int) -> tuple[bool, Budget]:
+        """Spend ``cost`` if it fits in what is left; (charged?, budget afterwards)."""
+        window = self._window(key)
+        if window is None:
+            if len(self._windows) >= 10_000:
+                self._prune()
+            window = self._windows[key] = _Window(self.clock() + self.window_seconds)
+        if window.used + cost > self.points:
+            return False, Budget(self.points, window.used, window.reset_at)
+        window.used += cost
+        return True, Budget(self.points, window.used, window.reset_at)
+
+    def _prune(self) -> None:
+        now = self.clock()
+        for key in [k for k, w in self._windows.items() if now >= w.reset_at]:
+            del self._windows[key]
+
+
+def rate_limit_headers(budget: Budget, cost: int) -> dict[str, str]:
+    return {"X-RateLimit-Limit": str(budget.limit),
+            "X-RateLimit-Remaining": str(budget.remaining),
+            "X-RateLimit-Used": str(budget.used),
+            "X-RateLimit-Reset": str(math.ceil(budget.reset_at)),
+            "X-Query-Cost": str(cost)}
+
+
+def viewer_key(viewer: Any) -> tuple[int, int]:
+    """Rate-limit key of a viewer: account and user."""
+    return (viewer.account.id, viewer.user.id)
+
+
+# --- Cost ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Range:
+    tz_name: str
+    start_us: int
+    end_us: int
+
+
+def _instant(value: object, tz: Any) -> int | None:
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=tz)
+    return calendar.to_us(value)
+
+
+def _range_of(usage_filter: object, default_tz: str) -> _Range | None:
+    """The range of a ``UsageFilter`` argument; None when it is invalid (the resolver
+    then refuses it with ``BAD_USER_INPUT``)."""
+    if not isinstance(usage_filter, dict):
+        return None
+    tz_name = usage_filter.get("timeZone") or default_tz
+    try:
+        tz = calendar.zone(tz_name)
+        start = _instant(usage_filter.get("from"), tz)
+        end = _instant(usage_filter.get("to"), tz)
+    except (ValueError, OverflowError):
+        return None
+    if start is None or end is None or start >= end:
+        return None
+    return _Range(tz_name, start, end)
+
+
+_APPROX_BUCKET_S = {calendar.Granularity.HOUR: calendar.HOUR_S,
+                    calendar.Granularity.DAY: calendar.DAY_S,
+                    calendar.Granularity.WEEK: 7 * calendar.DAY_S,
+                    calendar.Granularity.MONTH: 28 * calendar.DAY_S}
+
+
+def bucket_count(rng: _Range | None, granularity: object) -> int:
+    """Buckets of a series, as ``gql_usage.calendar`` lays them out (at most 2,000)."""
+    if rng is None:
+        return 1
+    try:
+        g = calendar.Granularity(str(getattr(granularity, "value", granularity)))
+    except ValueError:
+        return 1
+    approx = (rng.end_us - rng.start_us) // (_APPROX_BUCKET_S[g] * calendar.US)
+    if approx > calendar.MAX_BUCKETS + 2:  # far too many: don't lay them out
+        return calendar.MAX_BUCKETS
+    try:
+        return len(calendar.buckets(calendar.zone(rng.tz_name), rng.start_us, rng.end_us, g))
+    except calendar.TooManyBuckets:
+        return calendar.MAX_BUCKETS
+    except (ValueError, OverflowError):
+        return 1
+
+
+class CostCalculator:
+    """The static cost of one operation (see the module docstring)."""
+
+    def __init__(self, schema: GraphQLSchema, document: DocumentNode,
+                 variables: Any, default_time_zone: str) -> None:
+        self.schema = schema
+        self.variables = variables
+        self.default_time_zone = default_time_zone
+        self.fragments = {d.name.value: d for d in document.definitions
+                          if isinstance(d, FragmentDefinitionNode)}
+
+    @classmethod
+    def for_operation(cls, schema: GraphQLSchema, document: DocumentNode,
+                      operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
+                      default_time_zone: str) -> int | None:
+        """Cost of the operation; None when the variables do not coerce (the execution
+        then refuses the request itself, before any resolver)."""
+        variables = get_variable_values(schema, operation.variable_definitions or (),
+                                        raw_variables or {})
+        if isinstance(variables, list):
+            return None
+        calc = cls(schema, document, variables, default_time_zone)
+        return calc.operation_cost(operation)
+
+    def operation_cost(self, operation: OperationDefinitionNode) -> int:
+        root = self.schema.get_root_type(operation.operation)
+        if root is None:
+            return 1
+        return max(1, self._selection_cost([operation.selection_set], root, None))
+
+    def _included(self, node: FieldNode | InlineFragmentNode | FragmentSpreadNode) -> bool:
+        try:
+            skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
+            include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
+        except GraphQLError:
+            return True
+        return not (skip and skip.get("if")) and not (include and not include.get("if"))
+
+    def _applies(self, fragment: InlineFragmentNode | FragmentDefinitionNode,
+                 type_: GraphQLObjectType) -> bool:
+        if fragment.type_condition is None:
+            return True
+        condition = type_from_ast(self.schema, fragment.type_condition)
+        if condition is type_:
+            return True
+        return is_abstract_type(condition) and self.schema.is_sub_type(
+            condition, type_)  # type: ignore[arg-type]
+
+    def _collect(self, selection_sets: Iterable[SelectionSetNode], type_: GraphQLObjectType,
+                 fields: dict[str, list[FieldNode]], path: frozenset[str]) -> None:
+        """Fields by response key, as execution merges them; fragments on a cycle are
+        not entered twice."""
+        for selection_set in selection_sets:
+            for node in selection_set.selections:
+                if not self._included(node):  # type: ignore[arg-type]
+                    continue
+                if isinstance(node, FieldNode):
+                    key = node.alias.value if node.alias else node.name.value
+                    fields.setdefault(key, []).append(node)
+                elif isinstance(node, InlineFragmentNode):
+                    if self._applies(node, type_):
+                        self._collect([node.selection_set], type_, fields, path)
+                elif isinstance(node, FragmentSpreadNode):
+                    name = node.name.value
+                    fragment = self.fragments.get(name)
+                    if fragment is not None and name not in path and self._applies(
+                            fragment, type_):
+                        self._collect([fragment.selection_set], type_, fields, path | {name})
+
+    def _selection_cost(self, selection_sets: list[SelectionSetNode], type_: Any,
+                        scope: _Range | None) -> int:
+        if is_abstract_type(type_):
+            return max((self._selection_cost(selection_sets, t, scope)
+                        for t in self.schema.get_possible_types(type_)), default=0)
+        if not is_object_type(type_):
+            return 0
+        fields: dict[str, list[FieldNode]] = {}
+        self._collect(selection_sets, type_, fields, frozenset())
+        return sum(self._field_cost(type_, nodes, scope) for nodes in fields.values())
+
+    def _field_cost(self, parent: GraphQLObjectType, nodes: list[FieldNode],
+                    scope: _Range | None) -> int:
+        name = nodes[0].name.value
+        if name == "__typename":
+            return 0
+        if name in ("__schema", "__type"):
+            return INTROSPECTION_POINTS
+        field_def = parent.fields.get(name)
+        where = (parent.name, name)
+        if field_def is None or where in FREE:
+            return 0
+        named = get_named_type(field_def.type)
+        if is_leaf_type(named):
+            return 0
+        try:
+            args = get_argument_values(field_def, nodes[0], self.variables)
+        except GraphQLError:
+            args = {}
+        if where == ("Account", "usage"):
+            scope = _range_of(args.get("filter"), self.default_time_zone)
+        size = 1
+        if where == ("UsageReport", "series"):
+            size = bucket_count(scope, args.get("granularity"))
+        elif where == ("UsageReport", "breakdown"):
+            limit = args.get("limit")
+            size = ASSUMED_LIST_SIZE if limit is None else max(min(limit, ASSUMED_LIST_SIZE), 0)
+        elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
+            size = ASSUMED_LIST_SIZE
+        own = AGGREGATE_POINTS if where in AGGREGATES else 0
+        children = [n.selection_set for n in nodes if n.selection_set is not None]
+        return own + size * (1 + self._selection_cost(children, named, scope))
+
+
+def expanded_fields(document: DocumentNode, cap: int = MAX_EXPANDED_FIELDS) -> int:
+    """Field selections of the largest operation with every fragment spread expanded,
+    counted with one pass per fragment (memoised), stopping once past ``cap``."""
+    fragments = {d.name.value: d for d in document.definitions
+                 if isinstance(d, FragmentDefinitionNode)}
+    memo: dict[str, int] = {}
+
+    def size(selection_set: SelectionSetNode, stack: frozenset[str]) -> int:
+        total = 0
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode):
+                total += 1 + (size(node.selection_set, stack) if node.selection_set else 0)
+            elif isinstance(node, InlineFragmentNode):
+                total += size(node.selection_set, stack)
+            elif isinstance(node, FragmentSpreadNode):
+                name = node.name.value
+                if name in stack or name not in fragments:  # a cycle or unknown: invalid
+                    continue
+                if name not in memo:
+                    memo[name] = size(fragments[name].selection_set, stack | {name})
+                total += memo[name]
+            if total > cap:
+                break
+        return total
+
+    try:
+        return max((size(d.selection_set, frozenset()) for d in document.definitions
+                    if isinstance(d, OperationDefinitionNode)), default=0)
+    except RecursionError:
+        return cap + 1
+
+
+# --- Coded validation rules ------------------------------------------------------------
+
+class _RecodingContext:
+    """A validation context whose reported errors get a code and advice; a rule reports
+    once per document (the depth and introspection rules would report every field)."""
+
+    def __init__(self, context: ValidationContext, code: str,
+                 advise: Callable[[GraphQLError], str]) -> None:
+        self._context = context
+        self._code = code
+        self._advise = advise
+        self._reported = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def report_error(self, error: GraphQLError) -> None:
+        if self._reported:
+            return
+        self._reported = True
+        self._context.report_error(GraphQLError(
+            self._advise(error), error.nodes, extensions={"code": self._code}))
+
+
+def coded(rule: type[ASTValidationRule], code: str,
+          advise: Callable[[GraphQLError], str]) -> type[ASTValidationRule]:
+    """``rule`` whose errors carry ``extensions.code`` and say what to change."""
+
+    class Coded(rule):  # type: ignore[valid-type, misc]
+        def __init__(self, context: ValidationContext) -> None:
+            try:
+                super().__init__(_RecodingContext(context, code, advise))
+            except KeyError:  # an unknown fragment: KnownFragmentNamesRule reports it
+                ASTValidationRule.__init__(self, context)
+
+    Coded.__name__ = f"Coded{rule.__name__}"
+    return Coded
+
+
+def _rules(extension: AddValidationRules, code: str,
+           advise: Callable[[GraphQLError], str]) -> list[type[ASTValidationRule]]:
+    return [coded(rule, code, advise) for rule in extension.validation_rules]
+
+
+def _depth_advice(max_depth: int) -> Callable[[GraphQLError], str]:
+    return lambda e: (f"Query too deep: {e.message}. Nest selections at most {max_depth} "
+                      "levels below the top-level fields, or split the query.")
+
+
+def _alias_advice(max_aliases: int) -> Callable[[GraphQLError], str]:
+    return lambda e: (f"Too many aliases: {e.message}. Use at most {max_aliases} aliases "
+                      "per document; send several operations in one batched request instead.")
+
+
+def _introspection_advice(e: GraphQLError) -> str:
+    return (f"Introspection is disabled on this server ({e.message}). Remove __schema and "
+            "__type from the query; the schema is published as schema.graphql.")
+
+
+# --- Batches ---------------------------------------------------------------------------
+
+class CodedHTTPException(HTTPException):
+    """An HTTP-level refusal (the whole request) with a GraphQL error code."""
+
+    def __init__(self, status_code: int, reason: str, code: str) -> None:
+        super().__init__(status_code, reason)
+        self.code = code
+
+
+_BATCH_ITEM_TYPES = (("query", str), ("operationName", str), ("variables", dict),
+                     ("extensions", dict))
+
+
+def check_batch(operations: list[Any], max_operations: int) -> None:
+    """A batch (a JSON array of requests) is 1 to ``max_operations`` request objects."""
+    if len(operations) > max_operations:
+        raise CodedHTTPException(
+            400, f"Too many operations in one batch: {len(operations)} sent, at most "
+            f"{max_operations} accepted per request. Split the batch into several "
+            "requests.", TOO_MANY_OPERATIONS)
+    if not operations:
+        raise CodedHTTPException(400, "Empty batch: send at least one operation "
+                                 "({query, variables, operationName}).", BAD_USER_INPUT)
+    for i, item in enumerate(operations):
+        if not isinstance(item, dict):
+            raise CodedHTTPException(
+                400, f"batch[{i}] must be an object {{query, variables, operationName}}, "
+                f"not {type(item).__name__}.", BAD_USER_INPUT)
+        for key, expected in _BATCH_ITEM_TYPES:
+            if item.get(key) is not None and not isinstance(item[key], expected):
+                kind = "a string" if expected is str else "an object"
+                raise CodedHTTPException(
+                    400, f"batch[{i}].{key} must be {kind} or null, if provided.",
+                    BAD_USER_INPUT)
+
+
+# --- The extension ---------------------------------------------------------------------
+
+class QueryCost(SchemaExtension):
+    """Computes the cost after validation, refuses costly or over-budget operations before
+    execution, charges the viewer's budget and sets the rate-limit headers."""
+
+    def __init__(self, *, max_cost: int, limiter: RateLimiter, max_tokens: int) -> None:
+        self.max_cost = max_cost
+        self.limiter = limiter
+        self.max_tokens = max_tokens
+        self.rate_limited = False
+
+    def on_parse(self) -> Iterator[None]:
+        yield
+        for error in self.execution_context.pre_execution_errors or ():
+            if isinstance(error, GraphQLSyntaxError) and "tokens. Parsing aborted" in \
+                    error.message:
+                error.message = (f"Query too long: the document has more than "
+                                 f"{self.max_tokens:,} tokens. Shorten it (use variables "
+                                 "and fragments instead of repeated selections) or split it.")
+                error.extensions = {"code": TOO_MANY_TOKENS}
+
+    def on_validate(self) -> Iterator[None]:
+        ctx = self.execution_context
+        document = ctx.graphql_document
+        if document is not None and expanded_fields(document) > MAX_EXPANDED_FIELDS:
+            # Set before validation runs, so validation (and its limit rules) is skipped.
+            ctx.pre_execution_errors = [GraphQLError(
+                f"Query too costly: through its fragment spreads the document expands to "
+                f"more than {MAX_EXPANDED_FIELDS:,} field selections. Spread each fragment "
+                "fewer times, or split the query.", extensions={"code": QUERY_TOO_COSTLY})]
+        yield
+
+    def on_execute(self) -> Iterator[None]:
+        refusal = self._check()
+        if refusal is not None:
+            self.execution_context.result = GraphQLExecutionResult(data=None, errors=[refusal])
+        yield
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        context = self.execution_context.context
+        response = getattr(context, "response", None)
+        viewer = getattr(context, "viewer", None)
+        if response is None or viewer is None:
+            return
+        # The budget now, not this operation's: in a batch the last to finish sets them.
+        budget = self.limiter.peek(viewer_key(viewer))
+        for name, value in rate_limit_headers(budget, context.query_cost).items():
+            response.headers[name] = value
+        if self.rate_limited:
+            response.status_code = 429
+            response.headers["Retry-After"] = str(
+                max(1, math.ceil(budget.reset_at - self.limiter.clock())))
+
+    def _check(self) -> GraphQLError | None:
+        ctx = self.execution_context
+        context = ctx.context
+        viewer = getattr(context, "viewer", None)
+        if viewer is None or ctx.graphql_document is None:
+            return None
+        operation = get_operation_ast(ctx.graphql_document, ctx.operation_name)
+        if operation is None:
+            return None
+        cost = CostCalculator.for_operation(
+            ctx.schema._schema, ctx.graphql_document, operation, ctx.variables,
+            viewer.account.time_zone)
+        if cost is None:
+            return None
+        context.query_cost += cost
+        if cost > self.max_cost:
+            return GraphQLError(
+                f"Query too costly: it costs {cost:,} points, the maximum is "
+                f"{self.max_cost:,} per operation. Ask for fewer items (a `limit` on "
+                "`breakdown`, a shorter range or a coarser granularity for `series`, "
+                "fewer aliased copies) or split the query.",
+                extensions={"code": QUERY_TOO_COSTLY, "cost": cost, "maxCost": self.max_cost})
+        charged, budget = self.limiter.charge(viewer_key(viewer), cost)
+        if not charged:
+            self.rate_limited = True
+            reset = budget.reset_datetime().isoformat(timespec="seconds").replace(
+                "+00:00", "Z")
+            wait = max(1, math.ceil(budget.reset_at - self.limiter.clock()))
+            why = (f"this query costs {cost:,} points and {budget.remaining:,} of "
+                   f"{budget.limit:,} points per minute remain"
+                   if cost <= budget.limit else
+                   f"this query costs {cost:,} points, more than the whole budget of "
+                   f"{budget.limit:,} points per minute; make it cheaper")
+            return GraphQLError(
+                f"Rate limit exceeded: {why}. The budget resets at {reset} (in {wait} s); "
+                "retry then, or send cheaper queries.",
+                extensions={"code": RATE_LIMITED, "cost": cost, "limit": budget.limit,
+                            "remaining": budget.remaining,
+                            "resetAt": budget.reset_datetime().isoformat()})
+        context.charges[id(operation)] = Charge(cost, budget)
+        return None
+
+
+def limit_extensions(settings: Settings, limiter: RateLimiter) -> list[Any]:
+    """The schema extensions enforcing ``settings``' limits, in the order they run."""
+    rules = [
+        *_rules(QueryDepthLimiter(max_depth=settings.max_query_depth), QUERY_TOO_DEEP,
+                _depth_advice(settings.max_query_depth)),
+        *_rules(MaxAliasesLimiter(max_alias_count=settings.max_aliases), TOO_MANY_ALIASES,
+                _alias_advice(settings.max_aliases)),
+    ]
+    if not settings.introspection:
+        rules.append(coded(NoSchemaIntrospectionCustomRule, INTROSPECTION_DISABLED,
+                           _introspection_advice))
+    max_tokens = settings.max_tokens
+    max_cost = settings.max_query_cost
+    return [
+        lambda: AddValidationRules(rules),
+        lambda: MaxTokensLimiter(max_token_count=max_tokens),
+        lambda: QueryCost(max_cost=max_cost, limiter=limiter, max_tokens=max_tokens),
+    ]

@@ -1,0 +1,112 @@
+"""The fast execution of plain-leaf objects answers exactly like graphql-core's own.
+
+Both executions run the same schema and documents: plain objects in lists, enums,
+DateTimes, nullable fields, and the failure cases the fast path hands back (a null in a
+non-null field, an Int out of range, a value a scalar refuses). Data, error messages and
+error paths must be identical.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+import pytest
+import strawberry
+
+from gql_usage.graphql.execution import FastExecutionContext
+
+
+@strawberry.enum
+class Colour(enum.Enum):
+    RED = "RED"
+    BLUE = "BLUE"
+
+
+@strawberry.type
+class Point:
+    start: datetime
+    calls: int
+    label: str | None
+    colour: Colour
+
+
+@strawberry.type
+class Row:
+    key: str
+    calls: int
+
+    @strawberry.field
+    def doubled(self) -> int:
+        return self.calls * 2
+
+
+def _points(kind: str) -> list[Point]:
+    base = [Point(start=datetime(2026, 1, 1, i, tzinfo=UTC), calls=i, label=None if i % 2
+                  else f"p{i}", colour=Colour.RED if i % 3 else Colour.BLUE)
+            for i in range(5)]
+    if kind == "null":
+        base[2].calls = None  # type: ignore[assignment]
+    if kind == "overflow":
+        base[3].calls = 2**40
+    if kind == "not-a-colour":
+        base[1].colour = "GREEN"  # type: ignore[assignment]
+    return base
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def points(self, kind: str = "ok") -> list[Point]:
+        return _points(kind)
+
+    @strawberry.field
+    def rows(self) -> list[Row]:
+        return [Row(key=f"k{i}", calls=i) for i in range(3)]
+
+
+DOCUMENTS = [
+    "{ points { start calls label colour } }",
+    "{ points { c: calls calls s: start } rows { key doubled calls } }",
+    "{ points { ...P } } fragment P on Point { calls label }",
+    "{ points { calls @skip(if: true) label @include(if: true) } }",
+    '{ points(kind: "null") { calls label } }',
+    '{ points(kind: "overflow") { start calls } }',
+    '{ points(kind: "not-a-colour") { colour calls } }',
+    "{ points { __typename calls } }",
+]
+
+
+def _answer(schema: strawberry.Schema, document: str) -> tuple[object, list[tuple[str, object]]]:
+    result = schema.execute_sync(document)
+    errors = [(e.message, e.path) for e in result.errors or []]
+    return result.data, errors
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_fast_execution_answers_like_graphql_core(document: str) -> None:
+    plain = strawberry.Schema(query=Query)
+    fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
+    assert _answer(fast, document) == _answer(plain, document)
+
+
+def test_the_failure_cases_really_fail() -> None:
+    """The comparisons above include errors, not just equal successes."""
+    plain = strawberry.Schema(query=Query)
+    for kind in ("null", "overflow", "not-a-colour"):
+        data, errors = _answer(plain, f'{{ points(kind: "{kind}") {{ calls colour }} }}')
+        assert errors and data is None, kind
+
+
+def test_the_fast_path_is_taken_for_plain_objects() -> None:
+    calls = {"general": 0}
+
+    class Counting(FastExecutionContext):
+        def execute_field(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["general"] += 1
+            return super().execute_field(*args, **kwargs)
+
+    schema = strawberry.Schema(query=Query, execution_context_class=Counting)
+    result = schema.execute_sync("{ points { start calls label colour } }")
+    assert result.errors is None and len(result.data["points"]) == 5
+    assert calls["general"] == 1  # only `points` itself; its five objects took the fast path
