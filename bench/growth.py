@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = [run("postgres", n, args.runs) for n in args.postgres]
     results += [run("sqlite", n, args.runs) for n in args.sqlite]
-    print(f"\n| db | events | ingest events/s | 365-day p50 ms | p99 ms | raw SQL ms | "
-          f"floor SQL ms | vs raw | vs floor |")
+    print("\n| db | events | ingest events/s | 365-day p50 ms | p99 ms | raw SQL ms | "
+          "floor SQL ms | vs raw | vs floor |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['db']} | {r['events']:,} | {r['ingest_events_per_s']:,} | "

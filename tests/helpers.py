@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
-
 import base64
+import itertools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
-
-from gql_usage.cube import compact_all
 from conftest import JWT_SECRET, SERVICE_TOKEN
 
 from gql_usage.auth import issue_token
+from gql_usage.cube import compact_all
 
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 

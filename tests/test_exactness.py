@@ -33,9 +33,9 @@ def random_events(rng: random.Random, n: int) -> list[dict]:
 
 
 def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
-    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC hour and
-    day) and each of its grouping sets, per (unit start, key, endpoint, source, user), with "" standing
-    for a dimension summed over."""
+    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC hour
+    and day) and each of its grouping sets, per (unit start, key, endpoint, source, user),
+    with "" standing for a dimension summed over."""
     cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for e in events:
         t = datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
