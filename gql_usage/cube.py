@@ -60,8 +60,8 @@ def cells_sql(source: str) -> str:
 _INSERT = f"INSERT INTO usage_cube ({', '.join(INSERT_COLUMNS)}) "
 _POSTGRES_ROUND = (
     f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok),"
-    f" moved AS (DELETE FROM usage_pending WHERE id IN (SELECT id FROM usage_pending"
-    f" WHERE (SELECT ok FROM locked) ORDER BY id LIMIT {ROUND_EVENTS})"
+    f" moved AS (DELETE FROM usage_pending WHERE ctid = ANY(ARRAY(SELECT ctid"
+    f" FROM usage_pending WHERE (SELECT ok FROM locked) LIMIT {ROUND_EVENTS}))"
     f" RETURNING {', '.join(PENDING_COLUMNS)}),"
     f" folded AS ({_INSERT}{cells_sql('moved')}{UPSERT_TAIL})"
     f" SELECT COUNT(*) FROM moved"
@@ -79,14 +79,16 @@ async def compact() -> int:
         return int(rows[0][0])
     async with in_transaction("default") as tx:
         _, rows = await tx.execute_query(
-            f"SELECT MAX(id) FROM (SELECT id FROM usage_pending ORDER BY id LIMIT {ROUND_EVENTS})")
+            "SELECT MAX(rowid) FROM (SELECT rowid FROM usage_pending ORDER BY rowid "
+            f"LIMIT {ROUND_EVENTS})")
         last = rows[0][0]
         if last is None:
             return 0
         await tx.execute_query(
-            _INSERT + cells_sql(f"(SELECT * FROM usage_pending WHERE id <= {int(last)})")
+            _INSERT + cells_sql(f"(SELECT * FROM usage_pending WHERE rowid <= {int(last)})")
             + UPSERT_TAIL)
-        count, _ = await tx.execute_query("DELETE FROM usage_pending WHERE id <= ?", [int(last)])
+        count, _ = await tx.execute_query("DELETE FROM usage_pending WHERE rowid <= ?",
+                                          [int(last)])
         return int(count)
 
 

@@ -9,7 +9,7 @@ Time on the hot tables is stored as integers, not timestamps:
 * ``UsageEvent.occurred_at_us`` is microseconds since the Unix epoch (UTC). Integer
   arithmetic is identical on SQLite and PostgreSQL, so calendar bucketing can be written
   once, exactly, without dialect-specific date functions or session time zones.
-* ``UsageCube.t`` is the Unix time (seconds) of the start of the row's time unit: a
+* ``usage_cube.t`` is the Unix time (seconds) of the start of the row's time unit: a
   UTC day (``grain = 86400``), a UTC hour (3600) or a 15-minute UTC slot (900).
 
 Why 15 minutes: every UTC offset in use today is a whole multiple of 15 minutes
@@ -30,6 +30,10 @@ over every dimension not in the set. A row's ``dims`` is the set as a bit mask
 filtered on dimensions F and grouped by G reads the smallest set containing F and G;
 questions no set covers are answered from the raw events, exactly, only slower.
 
+``usage_cube`` and ``usage_pending`` are plain SQL tables (created by migration 0002,
+which says why), not models: the cube is keyed by its natural composite primary key
+``(account_id, grain, dims, api_key_id, endpoint_id, source_id, user_id, t)``.
+
 Ingestion does not touch the cube: each new event is also written to the narrow
 ``usage_pending`` table, and ``gql_usage.cube.compact`` moves pending events into the
 cube in large batches, atomically (delete from pending and upsert the cube in one
@@ -49,7 +53,7 @@ from tortoise.models import Model
 SLOT_SECONDS = 15 * 60
 HOUR_SECONDS = 3_600
 DAY_SECONDS = 86_400
-#: Bit of each dimension column in ``UsageCube.dims``.
+#: Bit of each dimension column in ``usage_cube.dims``.
 DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
 _ALL_SETS = (0, 1, 2, 4, 8, 1 | 2, 1 | 4, 1 | 8)
 #: Grouping sets kept per grain, coarsest grain first: all keys or one key, by any single
@@ -193,46 +197,3 @@ class UsageEvent(Model):
         table = "usage_event"
         unique_together = (("account_id", "event_id"),)
         indexes = (Index(fields=("account_id", "occurred_at_us"), name="usage_event_acc_time"),)
-
-
-class UsagePending(Model):
-    """Events stored but not yet folded into the cube (written with them, same statement)."""
-
-    id = fields.BigIntField(primary_key=True)
-    account_id = fields.IntField()
-    api_key_id = fields.IntField()
-    endpoint_id = fields.IntField()
-    source_id = fields.IntField()
-    user_id = fields.IntField()
-    credits = fields.BigIntField()
-    occurred_at_us = fields.BigIntField()
-
-    class Meta:
-        table = "usage_pending"
-
-
-class UsageCube(Model):
-    """Calls and credits per account, grain, grouping set, time unit and dimension values.
-
-    Together with ``usage_pending`` it always equals ``SELECT ... GROUP BY`` over
-    ``usage_event``: compaction moves rows from one to the other atomically.
-    """
-
-    id = fields.BigIntField(primary_key=True)
-    account_id = fields.IntField()
-    grain = fields.IntField()
-    dims = fields.SmallIntField()
-    t = fields.BigIntField()
-    api_key_id = fields.IntField()
-    endpoint_id = fields.IntField()
-    source_id = fields.IntField()
-    user_id = fields.IntField()
-    calls = fields.BigIntField()
-    credits = fields.BigIntField()
-
-    class Meta:
-        table = "usage_cube"
-        unique_together = (
-            ("account_id", "grain", "dims", "api_key_id", "endpoint_id", "source_id",
-             "user_id", "t"),
-        )

@@ -654,11 +654,8 @@ FIXED_INGEST: list[tuple[str, bytes, str, int, int, int]] = [
     ("too many events", json.dumps([{}] * 10_001).encode(), "application/json", 413, 0, 0),
     ("huge field just under the limit", json.dumps([_one(id="big", endpoint="/" + "e" * (
         INGEST_LIMIT - 500))]).encode(), "application/json", 200, 0, 0),
-]
-
-#: Bodies that still get a 500 (or differ by backend): the fix belongs in
-#: ``gql_usage/ingest.py`` (see ``test_known_ingestion_defects``).
-KNOWN_INGEST_DEFECTS: list[tuple[str, bytes, str, int, int, int]] = [
+    # A bad NDJSON line costs only itself; NUL (which PostgreSQL text cannot hold) is
+    # refused per event on both backends.
     ("10,000-deep NDJSON line", json.dumps(_ev(2, 2)).encode() + b"\n" + _nested(DEEP) + b"\n",
      "application/x-ndjson", 200, 1, 2),
     ("NUL in the id", json.dumps([_one(id="n\x00l")]).encode(), "application/json", 200, 0, 0),
@@ -710,17 +707,6 @@ async def test_fixed_malformed_ingestion_bodies(world):
     failures = await _verdicts(world, FIXED_INGEST)
     assert not failures, "\n".join(failures)
     assert await graphql_totals(world) == await stored_totals("acme")
-
-
-async def test_known_ingestion_defects(world):
-    """A 10,000-deep NDJSON line is a 500 (``decode_batch`` catches ``RecursionError`` only
-    for JSON arrays); NUL characters are stored on SQLite and a 500 on PostgreSQL (text
-    cannot hold NUL). Expected: that line rejected, the rest accepted; NUL rejected per
-    event on both backends. Passes once ``gql_usage/ingest.py`` is fixed."""
-    failures = await _verdicts(world, KNOWN_INGEST_DEFECTS)
-    assert await graphql_totals(world) == await stored_totals("acme")
-    if failures:
-        pytest.xfail("known ingestion defects:\n" + "\n".join(failures))
 
 
 async def test_rejected_requests_leave_totals_unchanged(world):
