@@ -299,6 +299,20 @@ def _ranges_sql(q: Sql, column: str, ranges: Sequence[tuple[int, int]]) -> None:
     q.add(")")
 
 
+#: Up to this many cube units are listed (``t IN (...)``): the index then seeks each one
+#: (with the dimension values), where ORed ranges would be a filter over the whole set.
+MAX_LISTED_UNITS = 512
+
+
+def _units_sql(q: Sql, grain: int, ranges: Sequence[tuple[int, int]]) -> None:
+    units = sum((hi - lo) // grain for lo, hi in ranges)
+    if len(ranges) > 1 and units <= MAX_LISTED_UNITS:
+        starts = ", ".join(str(t) for lo, hi in ranges for t in range(lo, hi, grain))
+        q.add(f" AND t IN ({starts})")
+    else:
+        _ranges_sql(q, "t", ranges)
+
+
 def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
               sets: dict[int, int], layout: _SeriesLayout | None) -> None:
     """One spec: cube units (plus the pending events in their time) and raw pieces."""
@@ -327,7 +341,7 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
                 q.add(f" AND {column} = ANY(ARRAY({_ACCOUNT_IDS[column]}", query.account_id, "))")
             else:
                 q.add(f" AND {column} IN ({_ACCOUNT_IDS[column]}", query.account_id, ")")
-        _ranges_sql(q, "t", ranges)
+        _units_sql(q, grain, ranges)
         parts += 1
     covered = _merge([(lo * US, hi * US) for ranges in p.units.values() for lo, hi in ranges])
     for table, pieces in (("usage_pending", covered), ("usage_event", p.raw_pieces)):

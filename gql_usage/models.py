@@ -55,13 +55,16 @@ HOUR_SECONDS = 3_600
 DAY_SECONDS = 86_400
 #: Bit of each dimension column in ``usage_cube.dims``.
 DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
-_ALL_SETS = (0, 1, 2, 4, 8, 1 | 2, 1 | 4, 1 | 8)
+_SINGLE_SETS = (0, 1, 2, 4, 8)
+_ALL_SETS = (*_SINGLE_SETS, 1 | 2, 1 | 4, 1 | 8)
 #: Grouping sets kept per grain, coarsest grain first: all keys or one key, by any single
-#: dimension, per UTC day and hour; totals and per-key totals per 15-minute slot (for
-#: series in half- and quarter-hour zones).
+#: dimension, per UTC day; totals and each single dimension per UTC hour (the edges of a
+#: range); totals and per-key totals per 15-minute slot (series in half- and
+#: quarter-hour zones). Each set is a row per event in sparse data, so fine grains keep
+#: few sets; a one-key breakdown reads its partial-day edges from the raw events.
 CUBE_SETS: dict[int, tuple[int, ...]] = {
     DAY_SECONDS: _ALL_SETS,
-    HOUR_SECONDS: _ALL_SETS,
+    HOUR_SECONDS: _SINGLE_SETS,
     SLOT_SECONDS: (0, 1),
 }
 

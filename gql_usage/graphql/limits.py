@@ -69,6 +69,7 @@ budget per server process). Every GraphQL response carries ``X-RateLimit-Limit``
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -286,8 +287,14 @@ def bucket_count(rng: _Range | None, granularity: object) -> int:
     approx = (rng.end_us - rng.start_us) // (_APPROX_BUCKET_S[g] * calendar.US)
     if approx > calendar.MAX_BUCKETS + 2:  # far too many: don't lay them out
         return calendar.MAX_BUCKETS
+    return _bucket_count(rng.tz_name, rng.start_us, rng.end_us, g)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bucket_count(tz_name: str, start_us: int, end_us: int, g: calendar.Granularity) -> int:
+    """Cached: a dashboard asks for the same ranges again and again."""
     try:
-        return len(calendar.buckets(calendar.zone(rng.tz_name), rng.start_us, rng.end_us, g))
+        return len(calendar.buckets(calendar.zone(tz_name), start_us, end_us, g))
     except calendar.TooManyBuckets:
         return calendar.MAX_BUCKETS
     except (ValueError, OverflowError):

@@ -9,9 +9,11 @@ do not change the SDL).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -59,6 +61,18 @@ class Query:
         return RateLimit.from_charge(charge)
 
 
+class CachedValidation(ValidationCache):
+    """Strawberry's validation cache, except for a document an earlier extension has
+    already refused (the fragment fan-out check of ``QueryCost``): validating that one is
+    the very work the refusal avoids."""
+
+    def on_validate(self) -> Iterator[None]:
+        if self.execution_context.pre_execution_errors:
+            yield
+            return
+        yield from super().on_validate()
+
+
 class Schema(strawberry.Schema):
     rate_limiter: RateLimiter
 
@@ -76,7 +90,10 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
     built = Schema(
         query=Query,
         types=[Account, ApiKey, User],
-        extensions=[ErrorCodes, *limit_extensions(settings, limiter)],
+        # Validation is cached per document (dashboards send the same few documents over
+        # and over); limits that depend on variables (cost, rate) run on every request.
+        extensions=[ErrorCodes,
+                    *limit_extensions(settings, limiter), lambda: CachedValidation(maxsize=256)],
         config=StrawberryConfig(
             batching_config={"max_operations": settings.max_batch_operations}),
         execution_context_class=FastExecutionContext,
