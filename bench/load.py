@@ -7,7 +7,7 @@ server it starts itself in a temporary directory (``tests/pg_server.py``) or a S
 file (``--db sqlite``); creates ``--accounts`` paid accounts with users and API keys
 through the service API; then, for ``--seconds``, runs ``--ingesters`` clients posting
 event batches (mixed accounts, with deliberate duplicate resends) and ``--viewers``
-dashboard viewers (admins of different accounts sending ``bench.quick.DASHBOARD`` and a
+dashboard viewers (admins of different accounts sending ``bench.dashboard.DASHBOARD`` and a
 per-user breakdown), all at once, over HTTP with ``httpx.AsyncClient``. The server's RSS
 is sampled every second from ``/proc/<pid>/status``.
 
@@ -57,7 +57,7 @@ from typing import Any
 
 import httpx
 
-from bench.quick import DASHBOARD
+from bench.dashboard import DASHBOARD
 from gql_usage.auth import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,6 +19,7 @@ from aiodataloader import DataLoader
 
 from gql_usage import analytics
 from gql_usage.analytics import Spec, UsageQuery
+from gql_usage.db import M, Sql, dialect, fetch_models, read_connection
 from gql_usage.models import ApiKey, Endpoint, Source, User
 
 T = TypeVar("T")
@@ -62,33 +63,48 @@ class Loaders:
             self.api_keys.prime(key.id, key)
 
     async def _api_keys(self, ids: Sequence[int]) -> list[ApiKey | None]:
-        rows = await ApiKey.filter(account_id=self.account_id, id__in=list(set(ids)))
+        rows = await self._members(ApiKey, "api_key", "id", ids)
         return _in_order(ids, {r.id: r for r in rows})
 
     async def _api_keys_by_external(self, ids: Sequence[str]) -> list[ApiKey | None]:
-        rows = await ApiKey.filter(account_id=self.account_id, external_id__in=list(set(ids)))
+        rows = await self._members(ApiKey, "api_key", "external_id", ids)
         return _in_order(ids, {r.external_id: r for r in rows})
 
     async def _users(self, ids: Sequence[int]) -> list[User | None]:
-        rows = await User.filter(account_id=self.account_id, id__in=list(set(ids)))
+        rows = await self._members(User, "app_user", "id", ids)
         return _in_order(ids, {r.id: r for r in rows})
 
     async def _users_by_external(self, ids: Sequence[str]) -> list[User | None]:
-        rows = await User.filter(account_id=self.account_id, external_id__in=list(set(ids)))
+        rows = await self._members(User, "app_user", "external_id", ids)
         return _in_order(ids, {r.external_id: r for r in rows})
 
     async def _endpoints(self, ids: Sequence[int]) -> list[Endpoint | None]:
-        rows = await Endpoint.filter(id__in=list(set(ids)))
+        rows = await _catalogue(Endpoint, "endpoint", "id", ids)
         return _in_order(ids, {r.id: r for r in rows})
 
     async def _endpoints_by_path(self, paths: Sequence[str]) -> list[Endpoint | None]:
-        rows = await Endpoint.filter(path__in=list(set(paths)))
+        rows = await _catalogue(Endpoint, "endpoint", "path", paths)
         return _in_order(paths, {r.path: r for r in rows})
 
     async def _sources(self, ids: Sequence[int]) -> list[Source | None]:
-        rows = await Source.filter(id__in=list(set(ids)))
+        rows = await _catalogue(Source, "source", "id", ids)
         return _in_order(ids, {r.id: r for r in rows})
 
     async def _sources_by_key(self, keys: Sequence[str]) -> list[Source | None]:
-        rows = await Source.filter(key__in=list(set(keys)))
+        rows = await _catalogue(Source, "source", "key", keys)
         return _in_order(keys, {r.key: r for r in rows})
+
+    async def _members(self, model: type[M], table: str, column: str,
+                       values: Sequence[Any]) -> list[M]:
+        """Rows of this account's ``table`` (keys, users) whose ``column`` is in
+        ``values``; another account's ids find nothing."""
+        q = Sql(dialect(read_connection())).add(
+            f'SELECT * FROM "{table}" WHERE account_id = ', self.account_id, " AND ")
+        q.in_list(column, sorted(set(values)))
+        return await fetch_models(model, q)
+
+
+async def _catalogue(model: type[M], table: str, column: str, values: Sequence[Any]) -> list[M]:
+    q = Sql(dialect(read_connection())).add(f'SELECT * FROM "{table}" WHERE ')
+    q.in_list(f'"{column}"', sorted(set(values)))
+    return await fetch_models(model, q)

@@ -114,12 +114,20 @@ class ServiceApi:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
             return error(413, f"body exceeds {self.settings.max_body_bytes} bytes")
+        for name, value in request.path_params.items():  # ids in the path
+            if not 0 < len(value) <= 128 or "\x00" in value or not value.strip():
+                return error(422, f"{name}: must be 1 to 128 characters, not blank, "
+                             "without NUL (\\u0000)")
         try:
-            return model.model_validate(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            parsed = model.model_validate(json.loads(body))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             return error(400, "body is not valid JSON")
         except PydanticValidationError as exc:
             return error(422, describe_validation_error(exc))
+        for name, value in parsed.model_dump().items():  # no database stores NUL in text
+            if isinstance(value, str) and "\x00" in value:
+                return error(422, f"{name}: must not contain NUL (\\u0000) characters")
+        return parsed
 
     async def put_account(self, request: Request) -> Response:
         parsed = await self._json_body(request, AccountIn)

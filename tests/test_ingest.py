@@ -164,3 +164,18 @@ def cube_statements(batch: list[dict]) -> int:
     if dialect() == "postgres":
         return 1
     return 2 * -(-len(batch) // 1000)
+
+
+async def test_nul_characters_in_reference_data_are_refused_by_name(client):
+    """No database stores NUL in text (PostgreSQL refuses it, SQLite would keep it): a
+    422 naming the field or path id, and nothing stored."""
+    period = {"periodStart": "2026-01-01T00:00:00Z", "periodEnd": "2026-02-01T00:00:00Z"}
+    response = await client.put("/v1/accounts/acme", headers=SERVICE,
+                                json={"name": "Ac\x00me", "plan": "PRO", **period})
+    assert response.status_code == 422
+    assert response.json()["error"] == "name: must not contain NUL (\\u0000) characters"
+    response = await client.put("/v1/accounts/ac%00me", headers=SERVICE,
+                                json={"name": "Acme", "plan": "PRO", **period})
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("accountId: must be 1 to 128 characters")
+    assert await _stored("SELECT COUNT(*) FROM account") == [(0,)]

@@ -12,6 +12,7 @@ from tortoise.expressions import Q
 
 from gql_usage import analytics, calendar, models
 from gql_usage.analytics import Dimension, GroupSpec, SeriesSpec, Totals, TotalsSpec, UsageQuery
+from gql_usage.db import Sql, dialect, fetch_models, read_connection
 from gql_usage.graphql import ids
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.directives import ADMIN_ONLY, PAID_PLAN, guarded
@@ -277,10 +278,11 @@ class Account(Node):
 
     @strawberry.field(extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
     async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey] | None:
-        rows = models.ApiKey.filter(account_id=self._model.id)
+        q = Sql(dialect(read_connection())).add(
+            "SELECT * FROM api_key WHERE account_id = ", self._model.id)
         if not include_revoked:
-            rows = rows.filter(revoked_at__isnull=True)
-        keys = await rows.order_by("name", "id")
+            q.add(" AND revoked_at IS NULL")
+        keys = await fetch_models(models.ApiKey, q.add(" ORDER BY name, id"))
         info.context.loaders.prime_api_keys(keys)
         return [ApiKey.from_model(k) for k in keys]
 
