@@ -146,17 +146,23 @@ async def ingest(client: httpx.AsyncClient, bodies: list[bytes], clients: int) -
     return IngestFigures(totals[0], totals[1], totals[2], time.perf_counter() - started)
 
 
-async def pending_events(url: str, dsn: str | None) -> int:
+async def scalar(url: str, dsn: str | None, sql: str) -> int:
+    """One integer from the benchmark's database (PostgreSQL through asyncpg, else the
+    SQLite file), read beside the server, not through it."""
     if dsn:
         conn = await asyncpg.connect(dsn)
         try:
-            return int(await conn.fetchval("SELECT COUNT(*) FROM usage_pending"))
+            return int(await conn.fetchval(sql))
         finally:
             await conn.close()
     import sqlite3
 
     with sqlite3.connect(url.removeprefix("sqlite://")) as c:
-        return int(c.execute("SELECT COUNT(*) FROM usage_pending").fetchone()[0])
+        return int(c.execute(sql).fetchone()[0])
+
+
+async def pending_events(url: str, dsn: str | None) -> int:
+    return await scalar(url, dsn, "SELECT COUNT(*) FROM usage_pending")
 
 
 async def wait_until_folded(url: str, dsn: str | None) -> float:
@@ -425,16 +431,7 @@ def _round(value: float | None, digits: int = 2) -> float | None:
 
 
 async def _account_id(url: str, dsn: str | None) -> int:
-    if dsn:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval("SELECT id FROM account WHERE external_id = 'bigco'"))
-        finally:
-            await conn.close()
-    import sqlite3
-
-    with sqlite3.connect(url.removeprefix("sqlite://")) as c:
-        return int(c.execute("SELECT id FROM account WHERE external_id = 'bigco'").fetchone()[0])
+    return await scalar(url, dsn, "SELECT id FROM account WHERE external_id = 'bigco'")
 
 
 def print_table(result: dict[str, Any]) -> None:
