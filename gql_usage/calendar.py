@@ -56,8 +56,13 @@ def to_us(value: datetime) -> int:
 
 
 def from_us(value: int, tz: ZoneInfo | None = None) -> datetime:
-    dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=value)
-    return dt.astimezone(tz) if tz else dt
+    """The instant ``value`` (microseconds since the epoch) in ``tz`` (default UTC).
+
+    Whole seconds go through ``fromtimestamp`` (exact for integers, and it picks the
+    right fold); offsets change on whole seconds, so the microseconds are simply set."""
+    seconds, micro = divmod(value, US)
+    dt = datetime.fromtimestamp(seconds, tz or UTC)
+    return dt.replace(microsecond=micro) if micro else dt
 
 
 def _offset_s(tz: ZoneInfo, t_s: int) -> int:

@@ -342,18 +342,18 @@ class Ingestor:
         for attempt in range(_RETRIES):
             try:
                 if dialect(connection()) == "postgres":
-                    inserted = await _store_postgres(unique)
+                    stored_before = await _store_postgres(unique)
                 else:
                     async with in_transaction("default") as conn:
                         inserted = await _insert_events_sqlite(conn, unique)
                         await _insert_pending_sqlite(conn, [first[k] for k in sorted(inserted)])
+                    stored_before = [r for k, r in first.items() if k not in inserted]
                 break
             except (OperationalError, TransactionManagementError) as exc:
                 if attempt == _RETRIES - 1 or not _is_retryable(exc):
                     raise
                 await asyncio.sleep(0.01 * (attempt + 1))
-        result.accepted += len(inserted)
-        stored_before = [r for k, r in first.items() if k not in inserted]
+        result.accepted += len(unique) - len(stored_before)
         if stored_before:
             stored = await _stored_contents(stored_before)
             for row in stored_before:
@@ -434,17 +434,24 @@ def _classify_repeat(row: _Row, stored: tuple[int, ...] | None, result: IngestRe
 
 _EVENT_COLUMNS = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id",
                   "user_id", "credits", "occurred_at_us", "received_at_us")
-_RETURNED = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id", "user_id",
-             "credits", "occurred_at_us")
+_UNNEST = ", ".join(
+    "$2::text[]" if i == 2 else f"string_to_array(${i}, ',')::{'bigint' if i > 6 else 'int'}[]"
+    for i in range(1, 9))
+#: One statement: the new events, their pending copies, and the positions (1-based) of
+#: the rows that were *not* inserted (already stored), which is usually none. Integer
+#: columns travel as comma-separated text: asyncpg checks every element of a Python list
+#: against ``collections.abc`` when it encodes an array, which cost more than the insert.
 _POSTGRES_STORE = (
-    f"WITH new AS (INSERT INTO usage_event ({', '.join(_EVENT_COLUMNS)})"
-    " SELECT a, e, k, en, s, u, c, o, $9 FROM unnest($1::int[], $2::text[], $3::int[],"
-    " $4::int[], $5::int[], $6::int[], $7::bigint[], $8::bigint[]) WITH ORDINALITY"
-    " AS t(a, e, k, en, s, u, c, o, n) ORDER BY n"
-    f" ON CONFLICT (account_id, event_id) DO NOTHING RETURNING {', '.join(_RETURNED)}),"
+    f"WITH input AS (SELECT * FROM unnest({_UNNEST})"
+    " WITH ORDINALITY AS t(a, e, k, en, s, u, c, o, n)),"
+    f" new AS (INSERT INTO usage_event ({', '.join(_EVENT_COLUMNS)})"
+    " SELECT a, e, k, en, s, u, c, o, $9 FROM input ORDER BY n"
+    " ON CONFLICT (account_id, event_id) DO NOTHING"
+    f" RETURNING event_id, {', '.join(cube.PENDING_COLUMNS)}),"
     f" pending AS (INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)})"
     f" SELECT {', '.join(cube.PENDING_COLUMNS)} FROM new)"
-    " SELECT account_id, event_id FROM new"
+    " SELECT coalesce(array_agg(n), '{}') FROM input WHERE NOT EXISTS"
+    " (SELECT FROM new WHERE new.account_id = input.a AND new.event_id = input.e)"
 )
 
 
@@ -452,17 +459,21 @@ def _now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-async def _store_postgres(rows: list[_Row]) -> set[tuple[int, str]]:
-    """Events (and their pending copies) in one statement; returns the (account, id) pairs
-    that were new."""
+def _joined(values: Iterable[int]) -> str:
+    return ",".join(map(str, values))
+
+
+async def _store_postgres(rows: list[_Row]) -> list[_Row]:
+    """Events (and their pending copies) in one statement; returns the rows that were
+    already stored."""
     params = [
-        [r.account_id for r in rows], [r.event_id for r in rows],
-        [r.api_key_id for r in rows], [r.endpoint_id for r in rows],
-        [r.source_id for r in rows], [r.user_id for r in rows],
-        [r.credits for r in rows], [r.occurred_at_us for r in rows], _now_us(),
+        _joined(r.account_id for r in rows), [r.event_id for r in rows],
+        _joined(r.api_key_id for r in rows), _joined(r.endpoint_id for r in rows),
+        _joined(r.source_id for r in rows), _joined(r.user_id for r in rows),
+        _joined(r.credits for r in rows), _joined(r.occurred_at_us for r in rows), _now_us(),
     ]
-    result = await connection().execute_query_dict(_POSTGRES_STORE, params)
-    return {(int(r["account_id"]), str(r["event_id"])) for r in result}
+    _, result = await connection().execute_query(_POSTGRES_STORE, params)
+    return [rows[n - 1] for n in result[0][0]]
 
 
 async def _insert_events_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> set[tuple[int, str]]:

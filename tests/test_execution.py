@@ -51,6 +51,10 @@ def _points(kind: str) -> list[Point]:
         base[3].calls = 2**40
     if kind == "not-a-colour":
         base[1].colour = "GREEN"  # type: ignore[assignment]
+    if kind == "null-item":
+        base[4] = None  # type: ignore[call-overload]
+    if kind == "not-a-point":
+        base[0] = {"calls": 1}  # type: ignore[call-overload]
     return base
 
 
@@ -59,6 +63,10 @@ class Query:
     @strawberry.field
     def points(self, kind: str = "ok") -> list[Point]:
         return _points(kind)
+
+    @strawberry.field
+    def maybe_points(self, kind: str = "ok") -> list[Point | None]:
+        return _points(kind)  # type: ignore[return-value]
 
     @strawberry.field
     def rows(self) -> list[Row]:
@@ -74,6 +82,11 @@ DOCUMENTS = [
     '{ points(kind: "overflow") { start calls } }',
     '{ points(kind: "not-a-colour") { colour calls } }',
     "{ points { __typename calls } }",
+    '{ points(kind: "null-item") { calls } }',
+    '{ maybePoints(kind: "null-item") { calls label } }',
+    '{ maybePoints(kind: "null") { calls label } }',
+    '{ points(kind: "not-a-point") { calls } }',
+    "{ points { calls } rows { key } maybePoints { start } }",
 ]
 
 
@@ -110,3 +123,19 @@ def test_the_fast_path_is_taken_for_plain_objects() -> None:
     result = schema.execute_sync("{ points { start calls label colour } }")
     assert result.errors is None and len(result.data["points"]) == 5
     assert calls["general"] == 1  # only `points` itself; its five objects took the fast path
+
+
+def test_a_plain_list_is_completed_in_one_step() -> None:
+    items = {"completed one by one": 0}
+
+    class Counting(FastExecutionContext):
+        def complete_list_item_value(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            items["completed one by one"] += 1
+            return super().complete_list_item_value(*args, **kwargs)
+
+    schema = strawberry.Schema(query=Query, execution_context_class=Counting)
+    result = schema.execute_sync('{ points { calls } maybePoints(kind: "null-item") { calls } }')
+    assert result.errors is None and result.data is not None
+    assert len(result.data["points"]) == 5 and result.data["maybePoints"][4] is None
+    # `points` in one step; `maybePoints` has a null item and takes the general path.
+    assert items["completed one by one"] == 5

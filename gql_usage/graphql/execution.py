@@ -46,26 +46,43 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                        position_context: Any) -> Any:
         plan = self._plan(parent_type, grouped_field_set)
         if plan is not None:
-            results: dict[str, Any] = {}
-            for response_name, attribute, leaf_type in plan:
-                value = getattr(source_value, attribute)
-                if value is None:
-                    if isinstance(leaf_type, GraphQLNonNull):
-                        break  # let the general path raise the non-null error
-                    results[response_name] = None
-                    continue
-                try:
-                    coerced = (leaf_type.of_type if isinstance(leaf_type, GraphQLNonNull)
-                               else leaf_type).coerce_output_value(value)
-                except Exception:  # noqa: BLE001 - the general path reports it
-                    break
-                if coerced is Undefined or coerced is None:
-                    break
-                results[response_name] = coerced
-            else:
+            results = _plain_values(plan, source_value)
+            if results is not None:
                 return results
         return super().execute_fields(parent_type, source_value, path, grouped_field_set,
                                       position_context)
+
+    def complete_iterable_value(self, item_type: Any, field_details_list: Any, info: Any,
+                                path: Path, items: Any, position_context: Any) -> Any:
+        """A list of plain objects in one loop, without the per-item completion steps
+        (path entry, awaitable check, object completion, subfield collection)."""
+        completed = self._plain_list(item_type, field_details_list, path, items)
+        if completed is not None:
+            return completed
+        return super().complete_iterable_value(item_type, field_details_list, info, path,
+                                               items, position_context)
+
+    def _plain_list(self, item_type: Any, field_details_list: Any, path: Path,
+                    items: Any) -> list[dict[str, Any]] | None:
+        named = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if (not isinstance(items, list) or not isinstance(named, GraphQLObjectType)
+                or named.is_type_of is not None
+                or self.get_stream_usage(field_details_list, path) is not None):
+            return None
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(named,
+                                                                          field_details_list)
+        if new_defer_usages:
+            return None
+        plan = self._plan(named, grouped_field_set)
+        if plan is None:
+            return None
+        completed = []
+        for item in items:
+            values = None if item is None else _plain_values(plan, item)
+            if values is None:  # a null item or a surprise: the general path reports it
+                return None
+            completed.append(values)
+        return completed
 
     def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan | None:
         key = id(grouped_field_set)
@@ -77,6 +94,27 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self, parent_type, grouped_field_set)
         self._plans[key] = (grouped_field_set, plan)
         return plan
+
+
+def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
+    """The object's fields by the plan, or None to take the general path."""
+    results: dict[str, Any] = {}
+    for response_name, attribute, leaf_type in plan:
+        try:
+            value = getattr(source, attribute)
+            if value is None:
+                if isinstance(leaf_type, GraphQLNonNull):
+                    return None  # let the general path raise the non-null error
+                results[response_name] = None
+                continue
+            coerced = (leaf_type.of_type if isinstance(leaf_type, GraphQLNonNull)
+                       else leaf_type).coerce_output_value(value)
+        except Exception:  # noqa: BLE001 - the general path reports it
+            return None
+        if coerced is Undefined or coerced is None:
+            return None
+        results[response_name] = coerced
+    return results
 
 
 def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,

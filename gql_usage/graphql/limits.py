@@ -77,6 +77,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from graphql import (
     DocumentNode,
@@ -414,6 +415,28 @@ class CostCalculator:
         return own + size * (1 + self._selection_cost(children, named, scope))
 
 
+def operation_cost(schema: GraphQLSchema, document: DocumentNode,
+                   operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
+                   default_time_zone: str) -> int | None:
+    """``CostCalculator.for_operation``, cached: the cost is a function of the document,
+    the variables and the time zone alone, and a dashboard sends the same ones again and
+    again (documents come from the parse cache, so they are looked up by identity)."""
+    try:
+        variables = orjson.dumps(raw_variables or {}, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # not JSON (never from HTTP): not cached
+        return CostCalculator.for_operation(schema, document, operation, raw_variables,
+                                            default_time_zone)
+    return _cached_cost(schema, document, operation, variables, default_time_zone)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_cost(schema: GraphQLSchema, document: DocumentNode,
+                 operation: OperationDefinitionNode, variables: bytes,
+                 default_time_zone: str) -> int | None:
+    return CostCalculator.for_operation(schema, document, operation, orjson.loads(variables),
+                                        default_time_zone)
+
+
 def expanded_fields(document: DocumentNode, cap: int = MAX_EXPANDED_FIELDS) -> int:
     """Field selections of the largest operation with every fragment spread expanded,
     counted with one pass per fragment (memoised), stopping once past ``cap``."""
@@ -606,9 +629,8 @@ class QueryCost(SchemaExtension):
         operation = get_operation_ast(ctx.graphql_document, ctx.operation_name)
         if operation is None:
             return None
-        cost = CostCalculator.for_operation(
-            ctx.schema._schema, ctx.graphql_document, operation, ctx.variables,
-            viewer.account.time_zone)
+        cost = operation_cost(ctx.schema._schema, ctx.graphql_document, operation,
+                              ctx.variables, viewer.account.time_zone)
         if cost is None:
             return None
         context.query_cost += cost

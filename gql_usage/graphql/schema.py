@@ -8,12 +8,14 @@ do not change the SDL).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 
+import graphql
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ValidationCache
+from strawberry.extensions import SchemaExtension, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -61,6 +63,26 @@ class Query:
         return RateLimit.from_charge(charge)
 
 
+#: Documents by text (and parse options): a dashboard sends the same few over and over.
+#: Bounded, and each document is at most ``max_tokens`` tokens long.
+_parse = functools.lru_cache(maxsize=256)(graphql.parse)
+
+
+class CachedParse(SchemaExtension):
+    """Parses each document text once. Unlike Strawberry's ``ParserCache``, a document
+    that does not parse is left to Strawberry's own parse, which reports the syntax error
+    as usual (and the token limit's refusal keeps its code); errors are not cached."""
+
+    def on_parse(self) -> Iterator[None]:
+        ctx = self.execution_context
+        if ctx.query and ctx.graphql_document is None:
+            try:
+                ctx.graphql_document = _parse(ctx.query, **ctx.parse_options)
+            except GraphQLError:
+                pass
+        yield
+
+
 class CachedValidation(ValidationCache):
     """Strawberry's validation cache, except for a document an earlier extension has
     already refused (the fragment fan-out check of ``QueryCost``): validating that one is
@@ -90,10 +112,10 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
     built = Schema(
         query=Query,
         types=[Account, ApiKey, User],
-        # Validation is cached per document (dashboards send the same few documents over
-        # and over); limits that depend on variables (cost, rate) run on every request.
-        extensions=[ErrorCodes,
-                    *limit_extensions(settings, limiter), lambda: CachedValidation(maxsize=256)],
+        # Parsing and validation are cached per document (dashboards send the same few
+        # documents over and over); the rate limit runs on every request.
+        extensions=[ErrorCodes, *limit_extensions(settings, limiter), CachedParse,
+                    lambda: CachedValidation(maxsize=256)],
         config=StrawberryConfig(
             batching_config={"max_operations": settings.max_batch_operations}),
         execution_context_class=FastExecutionContext,
