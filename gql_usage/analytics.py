@@ -232,7 +232,7 @@ _ACCOUNT_IDS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Prepared:
     """The SQL answering a query's specs (``None`` when a filter matches nothing)."""
 
@@ -241,6 +241,13 @@ class Prepared:
 
 
 def prepare(query: UsageQuery, specs: Sequence[Spec], dialect_name: str) -> Prepared:
+    """The statement answering ``specs`` (cached: it depends on its arguments alone, and a
+    dashboard asks the same question again and again)."""
+    return _prepare(query, tuple(specs), dialect_name)
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare(query: UsageQuery, specs: tuple[Spec, ...], dialect_name: str) -> Prepared:
     if query.start_us >= query.end_us:
         raise ValueError("empty range")
     layouts = {i: series_layout(query, spec.granularity)
@@ -268,7 +275,8 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
     prepared = prepare(query, specs, dialect(conn))
     rows: list[Sequence[int]] = []
     if prepared.sql is not None:
-        rows = [tuple(int(v) for v in r) for r in await fetch_rows(prepared.sql, conn)]
+        rows = [(int(s), int(k), int(c), int(cr))
+                for s, k, c, cr in await fetch_rows(prepared.sql, conn)]
     grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(len(specs))}
     for spec_no, key, calls, credits in rows:
         grouped[spec_no][key] = (calls, credits)

@@ -18,8 +18,10 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
+import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClient
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.models import Model
 
 MODELS_MODULE = "gql_usage.models"
@@ -29,11 +31,33 @@ PRIMARY = "default"
 REPLICA = "replica"
 
 
+class PooledConnection(asyncpg.connection.Connection):  # type: ignore[misc]
+    """A pooled asyncpg connection released without the reset query.
+
+    asyncpg resets every connection it takes back (``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL``): a second round trip after every statement. gql_usage keeps
+    no session state: its advisory locks and settings are transaction-scoped, and it opens
+    no cursors and listens to nothing. asyncpg still rolls back an open transaction."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
+def connection_config(url: str) -> str | dict[str, Any]:
+    """Tortoise's config for one connection: the URL, or on asyncpg its expansion with
+    ``PooledConnection``."""
+    config: dict[str, Any] = expand_db_url(url)
+    if config["engine"] != "tortoise.backends.asyncpg":
+        return url
+    config["credentials"]["connection_class"] = PooledConnection
+    return config
+
+
 def tortoise_config(database_url: str, replica_url: str | None = None) -> dict[str, Any]:
     """Tortoise config; with ``replica_url`` a ``replica`` connection and its router."""
-    conns = {PRIMARY: database_url}
+    conns = {PRIMARY: connection_config(database_url)}
     if replica_url:
-        conns[REPLICA] = replica_url
+        conns[REPLICA] = connection_config(replica_url)
     config: dict[str, Any] = {
         "connections": conns,
         "apps": {

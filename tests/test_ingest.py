@@ -88,6 +88,37 @@ async def test_each_bad_event_is_rejected_with_a_reason_and_neighbours_are_kept(
         ("ok-1", 2), ("ok-2", 0)]
 
 
+async def test_blank_and_nul_texts_are_rejected_by_name(client):
+    """Blank ids and NUL characters (which no database stores in text) cost only their
+    own event, in a JSON array as in NDJSON."""
+    await _setup(client)
+    good = event("ok-1", "acme", "k1", "admin", "/v2/person", "api", 2, T0)
+    batch = [
+        good,
+        {**good, "id": " \t "},
+        {**good, "id": "n\x00l"},
+        {**good, "id": "x2", "endpoint": "/v2/\x00", "source": "a\x00pi"},
+        {**good, "id": "x3", "source": "\u2003"},  # an em space is blank too
+        event("ok-2", "acme", "k2", "bob", "/v2/company", "salesforce", 0, T0),
+    ]
+    for content_type, body in (
+            ("application/json", json.dumps(batch)),
+            ("application/x-ndjson", "\n".join(json.dumps(e) for e in batch))):
+        r = await client.post("/v1/usage-events", content=body, headers={
+            **SERVICE, "Content-Type": content_type})
+        assert r.status_code == 200, r.text
+        reasons = {x["index"]: x["reason"] for x in r.json()["rejected"]}
+        assert reasons == {
+            1: "id: must not be blank",
+            2: "id: must not contain NUL (\\u0000) characters",
+            3: "endpoint: must not contain NUL (\\u0000) characters; source: must not "
+               "contain NUL (\\u0000) characters",
+            4: "source: must not be blank",
+        }, content_type
+    assert await _stored("SELECT event_id FROM usage_event ORDER BY event_id") == [
+        ("ok-1",), ("ok-2",)]
+
+
 async def test_duplicates_are_counted_once_and_conflicts_keep_the_first(client):
     await _setup(client)
     e1 = event("e1", "acme", "k1", "admin", "/v2/person", "api", 5, T0)
