@@ -22,16 +22,19 @@ from __future__ import annotations
 from typing import Any
 
 from graphql import (
+    GraphQLInt,
     GraphQLNonNull,
     GraphQLObjectType,
+    GraphQLString,
     is_leaf_type,
 )
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 _BACKREF = "strawberry-definition"
-#: (response name, attribute name, leaf type) of every field of a fast object.
-_Plan = tuple[tuple[str, str, Any], ...]
+#: (response name, attribute name, named leaf type, non-null?, the Python type that is its
+#: own output value or None) of every field of a fast object.
+_Plan = tuple[tuple[str, str, Any, bool, type | None], ...]
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -96,19 +99,29 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return plan
 
 
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
 def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
-    """The object's fields by the plan, or None to take the general path."""
+    """The object's fields by the plan, or None to take the general path.
+
+    A value that is exactly an ``int`` in 32-bit range (for ``Int``) or a ``str`` (for
+    ``String``) is its own output value; anything else goes through the scalar's own
+    coercion, as in the general path."""
     results: dict[str, Any] = {}
-    for response_name, attribute, leaf_type in plan:
+    for response_name, attribute, named, non_null, builtin in plan:
         try:
-            value = getattr(source, attribute)
+            value: Any = getattr(source, attribute)
             if value is None:
-                if isinstance(leaf_type, GraphQLNonNull):
+                if non_null:
                     return None  # let the general path raise the non-null error
                 results[response_name] = None
                 continue
-            coerced = (leaf_type.of_type if isinstance(leaf_type, GraphQLNonNull)
-                       else leaf_type).coerce_output_value(value)
+            kind = type(value)
+            if kind is builtin and (kind is str or _INT_MIN <= value <= _INT_MAX):
+                results[response_name] = value
+                continue
+            coerced = named.coerce_output_value(value)
         except Exception:  # noqa: BLE001 - the general path reports it
             return None
         if coerced is Undefined or coerced is None:
@@ -131,5 +144,7 @@ def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
         strawberry_field = (field_def.extensions or {}).get(_BACKREF)
         if not is_leaf_type(named) or strawberry_field is None:
             return None
-        plan.append((response_name, strawberry_field.python_name, field_def.type))
+        builtin = {id(GraphQLInt): int, id(GraphQLString): str}.get(id(named))
+        plan.append((response_name, strawberry_field.python_name, named,
+                     isinstance(field_def.type, GraphQLNonNull), builtin))
     return tuple(plan)
