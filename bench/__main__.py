@@ -17,7 +17,7 @@ and then
    events (a mismatch aborts the run), then times end-to-end HTTP latency
    (``graphql_p50_ms``/``graphql_p99_ms``), the raw SQL (``raw_sql_ms``, the naive
    baseline) and gql_usage's own analytics statement sent directly through the driver
-   (``floor_sql_ms``);
+   (``floor_sql_ms``), the request and the statement alternating run by run;
 3. counts the SQL statements of one dashboard request (in-process, from Tortoise's log);
 4. sends the 365-day dashboard from 32 concurrent clients (``requests_per_s``, p99);
 5. reports the server's peak RSS.
@@ -246,6 +246,9 @@ async def timed_ms(coro_factory: Any, runs: int) -> list[float]:
 
 async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: int,
                         db: str, url: str, dsn: str | None, account_id: int) -> RangeFigures:
+    """Verify the answer, then time our request and the floor statement side by side
+    (alternating, so that anything else the machine does weighs on both alike), then
+    the raw SQL."""
     ours = dashboard.graphql_answer(await post_dashboard(client, token, days))
     if dsn:
         conn = await asyncpg.connect(dsn)
@@ -263,31 +266,39 @@ async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: 
     if problems:
         raise SystemExit(f"MISMATCH on the {days}-day dashboard, run aborted:\n"
                          + "\n".join(problems))
-    for _ in range(3):  # warm-up
-        await post_dashboard(client, token, days)
-    graphql = await timed_ms(lambda: post_dashboard(client, token, days), runs)
+    text, params = dashboard.floor_sql(account_id, days, db)
+    path = url.removeprefix("sqlite://")
     raw_runs = 3 if days >= 365 else 5
-    floor_ms = raw_ms = None
-    if conn is not None:
-        try:
-            await dashboard.raw_answer_postgres(conn, days)  # warm-up
-            raw_ms = statistics.median(await timed_ms(
-                lambda: dashboard.raw_answer_postgres(conn, days), raw_runs))
-            text, params = dashboard.floor_sql(account_id, days, "postgres")
-            await conn.fetch(text, *params)
-            floor_ms = statistics.median(await timed_ms(lambda: conn.fetch(text, *params),
-                                                        runs))
-        finally:
+    try:
+        if conn is not None:
+            pg = conn
+
+            def floor() -> Any:
+                return pg.fetch(text, *params)
+
+            def naive() -> Any:
+                return dashboard.raw_answer_postgres(pg, days)
+        else:
+            def floor() -> Any:
+                return asyncio.to_thread(_sqlite_fetch, path, text, params)
+
+            def naive() -> Any:
+                return asyncio.to_thread(dashboard.raw_answer_sqlite, path, days)
+        for _ in range(3):  # warm-up
+            await post_dashboard(client, token, days)
+            await floor()
+        graphql: list[float] = []
+        floor_ms: list[float] = []
+        for _ in range(runs):
+            graphql += await timed_ms(lambda: post_dashboard(client, token, days), 1)
+            floor_ms += await timed_ms(floor, 1)
+        await naive()  # warm-up
+        raw_ms = statistics.median(await timed_ms(naive, raw_runs))
+    finally:
+        if conn is not None:
             await conn.close()
-    else:
-        path = url.removeprefix("sqlite://")
-        raw_ms = statistics.median(await timed_ms(
-            lambda: asyncio.to_thread(dashboard.raw_answer_sqlite, path, days), raw_runs))
-        text, params = dashboard.floor_sql(account_id, days, "sqlite")
-        floor_ms = statistics.median(await timed_ms(
-            lambda: asyncio.to_thread(_sqlite_fetch, path, text, params), runs))
     return RangeFigures(days, statistics.median(graphql), percentile(graphql, 99),
-                        raw_ms, floor_ms)
+                        raw_ms, statistics.median(floor_ms))
 
 
 def _sqlite_fetch(path: str, text: str, params: list[Any]) -> list[Any]:
