@@ -35,3 +35,14 @@ def test_the_benchmark_runs_at_its_smallest_size(db: str) -> None:
         assert result["copy_events_per_s"] > 0 and result["raw_sql_ms"] > 0
     assert result["statements_per_request"] <= 6
     assert set(result["ranges"]) == {"30", "90", "365"}
+
+
+def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
+    """``python -m bench.store_cost`` stores real batches (the ingest statement must
+    accept them, or the run fails) and reports both costs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.store_cost", "--batches", "3", "--preload", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("ingest statement ") and "ms per 1,000 events; COPY " in line
