@@ -186,15 +186,23 @@ class _SeriesLayout:
         return points
 
 
-@functools.lru_cache(maxsize=512)
 def series_layout(query: UsageQuery, granularity: Granularity) -> _SeriesLayout:
-    """Buckets of the range; raises ``calendar.TooManyBuckets``.
+    """Buckets of the query's range; raises ``calendar.TooManyBuckets``."""
+    return bucket_layout(query.time_zone, query.start_us, query.end_us, granularity)
 
-    Cached: the resolver checks the bucket limit before the loader runs, and the loader
-    needs the same layout (it is immutable once built)."""
-    tz = query.tz
-    segments = calendar.offset_segments(tz, query.start_us, query.end_us)
-    return _SeriesLayout(calendar.buckets(tz, query.start_us, query.end_us, granularity, segments),
+
+@functools.lru_cache(maxsize=512)
+def bucket_layout(time_zone: str, start_us: int, end_us: int,
+                  granularity: Granularity) -> _SeriesLayout:
+    """Buckets of ``[start_us, end_us)`` in ``time_zone``; raises
+    ``calendar.TooManyBuckets``.
+
+    Cached by range alone: the query cost counts a series' buckets, the resolver checks
+    the bucket limit before the loader runs, and the loader lays out the same buckets
+    (immutable once built)."""
+    tz = calendar.zone(time_zone)
+    segments = calendar.offset_segments(tz, start_us, end_us)
+    return _SeriesLayout(calendar.buckets(tz, start_us, end_us, granularity, segments),
                          segments, granularity)
 
 

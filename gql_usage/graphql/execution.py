@@ -100,6 +100,8 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+#: Scalars whose output value is the Python value itself when it has exactly this type.
+_OWN_OUTPUT: dict[int, type] = {id(GraphQLInt): int, id(GraphQLString): str}
 
 
 def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
@@ -144,7 +146,6 @@ def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
         strawberry_field = (field_def.extensions or {}).get(_BACKREF)
         if not is_leaf_type(named) or strawberry_field is None:
             return None
-        builtin = {id(GraphQLInt): int, id(GraphQLString): str}.get(id(named))
         plan.append((response_name, strawberry_field.python_name, named,
-                     isinstance(field_def.type, GraphQLNonNull), builtin))
+                     isinstance(field_def.type, GraphQLNonNull), _OWN_OUTPUT.get(id(named))))
     return tuple(plan)

@@ -116,7 +116,7 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 
-from gql_usage import calendar
+from gql_usage import analytics, calendar
 from gql_usage.graphql.errors import (
     BAD_USER_INPUT,
     INTROSPECTION_DISABLED,
@@ -288,14 +288,8 @@ def bucket_count(rng: _Range | None, granularity: object) -> int:
     approx = (rng.end_us - rng.start_us) // (_APPROX_BUCKET_S[g] * calendar.US)
     if approx > calendar.MAX_BUCKETS + 2:  # far too many: don't lay them out
         return calendar.MAX_BUCKETS
-    return _bucket_count(rng.tz_name, rng.start_us, rng.end_us, g)
-
-
-@functools.lru_cache(maxsize=1024)
-def _bucket_count(tz_name: str, start_us: int, end_us: int, g: calendar.Granularity) -> int:
-    """Cached: a dashboard asks for the same ranges again and again."""
     try:
-        return len(calendar.buckets(calendar.zone(tz_name), start_us, end_us, g))
+        return len(analytics.bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
     except calendar.TooManyBuckets:
         return calendar.MAX_BUCKETS
     except (ValueError, OverflowError):
