@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import h11
 import httpx
 import pytest
 from conftest import JWT_SECRET, SERVICE_TOKEN, make_settings
@@ -272,6 +274,78 @@ async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Server]:
         server.stop()
 
 
+class HeldPost:
+    """A ``POST`` over a plain socket with ``Expect: 100-continue``, sent piece by piece.
+
+    uvicorn answers ``100 Continue`` when the app first reads the body, so once ``open``
+    returns the server itself has said that the request is in flight (headers parsed, the
+    app running and reading the body). Faults are injected on that word, never after a
+    sleep that a quiet or a loaded machine could outlast."""
+
+    def __init__(self, port: int, path: str, body: bytes) -> None:
+        self.port = port
+        self.path = path
+        self.body = body
+        self.conn = h11.Connection(h11.CLIENT)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        headers = [("Host", f"127.0.0.1:{self.port}"), ("Content-Type", "application/json"),
+                   ("Content-Length", str(len(self.body))), ("Expect", "100-continue"),
+                   *SERVICE.items()]
+        await self._write(h11.Request(method="POST", target=self.path, headers=headers))
+        event = await self._next_event()
+        assert isinstance(event, h11.InformationalResponse) and event.status_code == 100, event
+
+    async def send(self, data: bytes) -> None:
+        await self._write(h11.Data(data=data))
+
+    async def finish(self) -> tuple[int, Any]:
+        """Send the end of the body; the status and JSON body of the answer."""
+        await self._write(h11.EndOfMessage())
+        response = await self._next_event()
+        assert isinstance(response, h11.Response), response
+        chunks = []
+        while not isinstance(event := await self._next_event(), h11.EndOfMessage):
+            assert isinstance(event, h11.Data), event
+            chunks.append(event.data)
+        return response.status_code, json.loads(b"".join(chunks))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    async def _write(self, event: h11.Event) -> None:
+        assert self.writer is not None
+        data = self.conn.send(event)
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        assert self.reader is not None
+        while (event := self.conn.next_event()) is h11.NEED_DATA:
+            self.conn.receive_data(await asyncio.wait_for(self.reader.read(65536), 60))
+        if isinstance(event, h11.ConnectionClosed):
+            raise ConnectionResetError("the server closed the connection")
+        return event
+
+
+def json_body(events: list[dict[str, Any]]) -> bytes:
+    return json.dumps(events).encode()
+
+
+async def wait_for_log(server: Server, text: str, within: float = 30) -> None:
+    """Until the server's own log says ``text``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while text not in server.log(lines=100_000):
+        assert loop.time() < deadline, f"the server never logged {text!r}:\n{server.log()}"
+        await asyncio.sleep(0.02)
+
+
 @contextlib.contextmanager
 def dedicated_postgres() -> Iterator[tuple[CrashablePostgres, str]]:
     with crashable_postgres() as pg:
@@ -377,17 +451,29 @@ async def test_server_sigkill_mid_batch_loses_and_duplicates_nothing(db_url, tmp
     events = make_events(rng, 9000)
     plans = plan_batches(rng, events, clients=3, batch_size=1500, overlap=150)
     run = Run()
+    held_batch = rng.sample(events, 1500)
     async with served(db_url, tmp_path) as server, httpx.AsyncClient(
             base_url=server.base_url) as client:
         await make_account(client, "acme", users=USERS, keys=KEYS)
 
         async def kill_and_restart() -> None:
             await asyncio.wait_for(run.reached.wait(), 60)
-            await asyncio.sleep(0.1)  # the other clients' batches are in flight
+            # One more producer's batch, held half-sent: the server is reading it (its own
+            # 100 Continue says so) when it is killed, whatever the other clients' timing.
+            body = json_body(held_batch)
+            held = HeldPost(server.port, "/v1/usage-events", body)
+            await held.open()
+            await held.send(body[:len(body) // 2])
             server.signal(signal.SIGKILL)
             assert server.wait(timeout=30) == -signal.SIGKILL
+            with pytest.raises((h11.RemoteProtocolError, OSError)):
+                await held.send(body[len(body) // 2:])
+                await held.finish()
+            held.close()
+            run.connection_errors += 1
             await server.start()
             run.fault_done = True
+            await deliver(client, held_batch, run)  # the producer sends it again
 
         await asyncio.gather(run_clients(client, plans, run), kill_and_restart())
         assert run.connection_errors > 0  # requests were in flight when it died
@@ -401,32 +487,29 @@ async def test_server_sigkill_mid_batch_loses_and_duplicates_nothing(db_url, tmp
 
 async def test_sigterm_finishes_in_flight_batches_then_exits_cleanly(db_url, tmp_path):
     rng = random.Random(3)
-    whole = make_events(rng, 5000, prefix="whole")
-    streamed = make_events(rng, 1000, prefix="streamed")
+    whole = json_body(make_events(rng, 5000, prefix="whole"))
+    streamed_events = make_events(rng, 1000, prefix="streamed")
+    streamed = json_body(streamed_events)
     async with served(db_url, tmp_path) as server, httpx.AsyncClient(
             base_url=server.base_url) as client:
         await make_account(client, "acme", users=USERS, keys=KEYS)
-        signalled = asyncio.Event()
-        text = httpx.Request("POST", "/", json=streamed).content
-
-        async def body() -> AsyncIterator[bytes]:
-            yield text[:len(text) // 2]   # half the batch now, the rest after SIGTERM
-            await signalled.wait()
-            await asyncio.sleep(0.3)
-            yield text[len(text) // 2:]
-
-        posts = asyncio.gather(
-            client.post("/v1/usage-events", json=whole, headers=SERVICE, timeout=60),
-            client.post("/v1/usage-events", content=body(), timeout=60,
-                        headers={**SERVICE, "Content-Type": "application/json"}))
-        await asyncio.sleep(0.3)  # both requests are in flight
+        # Both requests are in flight by the server's own word (100 Continue): one with
+        # its whole body sent, one with half of it; the rest comes once the server has
+        # logged that it is shutting down.
+        first = HeldPost(server.port, "/v1/usage-events", whole)
+        second = HeldPost(server.port, "/v1/usage-events", streamed)
+        await first.open()
+        await first.send(whole)
+        await second.open()
+        await second.send(streamed[:len(streamed) // 2])
         server.signal(signal.SIGTERM)
-        signalled.set()
-        first, second = await posts
-        assert (first.status_code, first.json()) == (
-            200, {"accepted": 5000, "duplicates": 0, "rejected": []})
-        assert (second.status_code, second.json()) == (
-            200, {"accepted": 1000, "duplicates": 0, "rejected": []})
+        await wait_for_log(server, "Shutting down")
+        await second.send(streamed[len(streamed) // 2:])
+        answers = await asyncio.gather(first.finish(), second.finish())
+        first.close()
+        second.close()
+        assert answers == [(200, {"accepted": 5000, "duplicates": 0, "rejected": []}),
+                           (200, {"accepted": 1000, "duplicates": 0, "rejected": []})]
         # uvicorn finishes its shutdown (connections, then the lifespan: the database is
         # closed), then re-raises the signal so that the parent sees "terminated by SIGTERM".
         assert await asyncio.to_thread(server.wait, 30) == -signal.SIGTERM, server.log()
@@ -437,7 +520,7 @@ async def test_sigterm_finishes_in_flight_batches_then_exits_cleanly(db_url, tmp
             await client.get("/healthz")
     _, rows = await connection().execute_query("SELECT COUNT(*), SUM(credits) FROM usage_event")
     assert (int(rows[0][0]), int(rows[0][1])) == (
-        6000, sum(e["credits"] for e in whole + streamed))
+        6000, sum(e["credits"] for e in json.loads(whole) + streamed_events))
 
 
 # --- 4. event age ---------------------------------------------------------------------

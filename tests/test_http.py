@@ -87,12 +87,25 @@ def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
 
 # --- request timeout ---------------------------------------------------------------------
 
-async def slow_body(payload: bytes, pieces: int = 5, pause: float = 0.4) -> AsyncIterator[bytes]:
-    """A client that sends its body slowly (``pieces`` chunks, ``pause`` s apart)."""
-    size = -(-len(payload) // pieces)
-    for start in range(0, len(payload), size):
-        await asyncio.sleep(pause)
-        yield payload[start:start + size]
+class StalledBody:
+    """A client that sends the first half of its body, then nothing more until it has its
+    answer (or ``give_up`` seconds have passed): a request slower than any deadline, by
+    construction rather than by a sleep that a loaded machine could outlast."""
+
+    def __init__(self, payload: bytes, give_up: float = 30.0) -> None:
+        self.payload = payload
+        self.give_up = give_up
+        self.answered = asyncio.Event()
+        self.finished = False  # set if the rest of the body was ever sent
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        half = len(self.payload) // 2
+        yield self.payload[:half]
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.answered.wait(), self.give_up)
+        if not self.answered.is_set():
+            self.finished = True
+            yield self.payload[half:]
 
 
 async def test_a_request_slower_than_the_timeout_gets_503(
@@ -104,21 +117,27 @@ async def test_a_request_slower_than_the_timeout_gets_503(
         payload = json.dumps(events).encode()
         loop = asyncio.get_running_loop()
         started = loop.time()
-        slow = await client.post("/v1/usage-events", content=slow_body(payload),
+        stalled = StalledBody(payload)
+        slow = await client.post("/v1/usage-events", content=stalled,
                                  headers={**SERVICE, "Content-Type": "application/json"})
         elapsed = loop.time() - started
+        stalled.answered.set()
         assert slow.status_code == 503
         assert slow.json() == {"error": "request timed out after 1 s", "code": "TIMEOUT"}
-        assert 1.0 <= elapsed < 1.9  # answered at the deadline, not when the body ended
+        # answered at the deadline, while the body was still unfinished
+        assert elapsed >= 1.0 and not stalled.finished
         assert_hardened(slow)
         # nothing of the timed-out batch was stored: the same event is new now
         fast = await client.post("/v1/usage-events", json=events, headers=SERVICE)
         assert fast.status_code == 200
         assert fast.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
 
+        stalled = StalledBody(json.dumps({"query": "{ viewer { name } }"}).encode())
         graphql = await client.post(
-            "/graphql", content=slow_body(json.dumps({"query": "{ viewer { name } }"}).encode()),
+            "/graphql", content=stalled,
             headers={**user_auth(), "Content-Type": "application/json"})
+        stalled.answered.set()
+        assert not stalled.finished
         assert graphql.status_code == 503
         assert graphql.json() == {"data": None, "errors": [{
             "message": "request timed out after 1 s", "extensions": {"code": "TIMEOUT"}}]}
