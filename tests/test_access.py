@@ -18,24 +18,38 @@ A refusal nulls only the guarded field: ``viewer { name }`` and ``account { name
 still render. Role and plan are read from the database on every request, never from the
 token. The last tests walk the schema itself: every guarded field prints its directives,
 is nullable, and is enforced by the very permissions that print them.
+
+SPEC 6.1 (version 2): an ``ApiKey`` is read only by admins of paid-plan accounts wherever
+it is reached, ``node(id:)`` included, so ``ApiKey.usage`` reached through ``node`` is
+now refused one level up (``node`` is null, with the same code); ``User.email`` is read
+only by admins and by the user themself. The tests of both follow the matrix tests.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Annotated, Any
 
 import graphql
 import httpx
 import jwt
 import pytest
+import strawberry
 from conftest import JWT_SECRET
 from helpers import event, gid, gql, ingest, make_account, put, token
 from strawberry.permission import PermissionExtension
+from strawberry.schema.config import StrawberryConfig
 
+from gql_usage import models
 from gql_usage.auth import issue_token
-from gql_usage.graphql.directives import RULES
-from gql_usage.graphql.schema import schema
+from gql_usage.graphql.directives import RULES, AdminOnly, PaidPlan, guarded_type, type_rules
+from gql_usage.graphql.execution import FastExecutionContext
+from gql_usage.graphql.guards import field_rules, unguarded_paths
+from gql_usage.graphql.scalars import SCALAR_MAP
+from gql_usage.graphql.schema import Schema, schema
+from gql_usage.graphql.types import ApiKey, Node, Source
 
 FILTER = '{from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"}'
 
@@ -149,10 +163,16 @@ async def test_guarded_field_access_matrix(client, viewer, field):
     assert data["viewer"] == {"name": name}
     assert {k: data["account"][k] for k in ("name", "plan")} == {
         "name": f"Account {account}", "plan": plan}
+    code = EXPECTED_CODE[viewer][field]
+    if field == "ApiKey.usage" and code is not None:
+        # SPEC 6.1: a viewer who may not list keys may not read one through node(id:)
+        # either; the key (and so its usage) is refused as a whole, with the same code.
+        assert data["node"] is None
+        assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
+            (["node"], code)]
+        return
     if field == "ApiKey.usage":
         assert data["node"]["name"] == f"Key {account[0]}k1"  # the key itself is visible
-
-    code = EXPECTED_CODE[viewer][field]
     if code is None:
         assert "errors" not in body, body
         assert _guarded_value(field, data) == _expected_data(viewer, field)
@@ -165,8 +185,7 @@ async def test_guarded_field_access_matrix(client, viewer, field):
             ("account", "endpoints", i, "usage") for i in range(len(paths))]
     else:
         assert _guarded_value(field, data) is None
-        path = ["node", "usage"] if field == "ApiKey.usage" else ["account", field]
-        assert [e["path"] for e in body["errors"]] == [path]
+        assert [e["path"] for e in body["errors"]] == [["account", field]]
     assert {e["extensions"]["code"] for e in body["errors"]} == {code}
 
 
@@ -202,13 +221,118 @@ async def test_all_guarded_fields_refused_in_one_request(client):
                     "endpoints": [{"path": "/v2/company", "usage": None},
                                   {"path": "/v2/person", "usage": None}],
                     "usage": None},
-        "node": {"name": "Key pk1", "prefix": "pk_pk1", "usage": None},
+        "node": None,  # SPEC 6.1: an API key is not for members, through node(id:) either
     }
     assert sorted(tuple(e["path"]) for e in body["errors"]) == sorted([
         ("account", "creditPool"), ("account", "apiKeys"), ("account", "usage"),
         ("account", "endpoints", 0, "usage"), ("account", "endpoints", 1, "usage"),
-        ("node", "usage")])
+        ("node",)])
     assert {e["extensions"]["code"] for e in body["errors"]} == {"FORBIDDEN"}
+
+
+# --- SPEC 6.1: an API key obeys its rules wherever it is reached --------------------------
+
+#: (node selection, what a paid admin reads for the key pk1): every shape of asking.
+NODE_SELECTIONS = {
+    "fields": ("... on ApiKey { name prefix createdBy { name } }",
+               {"name": "Key pk1", "prefix": "pk_pk1", "createdBy": {"name": "User padmin"}}),
+    "typename only": ("__typename", {"__typename": "ApiKey"}),
+    "through the interface": ("... on Node { id }", {"id": gid("ApiKey", "pk1")}),
+}
+
+
+@pytest.mark.parametrize("viewer", list(VIEWERS))
+async def test_node_reads_an_api_key_only_where_api_keys_may_be_listed(client, viewer):
+    """``node(id:)`` obeys ``Account.apiKeys``' rules: a paid admin reads the key; anyone
+    else gets the code ``apiKeys`` gives them (FORBIDDEN before PLAN_UPGRADE_REQUIRED),
+    for any key id at all (their own, another account's, one that never existed) and any
+    selection, so a refusal says nothing about which ids exist. ``viewer`` still renders."""
+    await _setup(client)
+    user, account, name, _plan = VIEWERS[viewer]
+    code = EXPECTED_CODE[viewer]["apiKeys"]
+    for shape, (selection, own_key) in NODE_SELECTIONS.items():
+        for key in ("pk1", "fk1", "never-existed"):
+            body = await gql(client, f'{{ viewer {{ name }} node(id: "{gid("ApiKey", key)}") '
+                             f"{{ {selection} }} }}", user=user, account=account)
+            where = (shape, key)
+            _assert_codes(body)
+            assert body["data"]["viewer"] == {"name": name}, where
+            if code is not None:
+                assert body["data"]["node"] is None, where
+                assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
+                    (["node"], code)], where
+            elif key == "pk1":
+                assert body == {"data": {"viewer": {"name": name}, "node": own_key}}, where
+            else:  # another account's key, or none: nothing, and no error
+                assert body == {"data": {"viewer": {"name": name}, "node": None}}, where
+
+
+async def test_api_keys_of_a_breakdown_still_render_for_paid_admins(client):
+    """``UsageRow.apiKey`` is guarded like every path to an API key; inside
+    ``Account.usage`` (already admin and paid plan) it renders as before."""
+    await _setup(client)
+    body = await gql(client, f"""{{ account {{ usage(filter: {FILTER}) {{
+        breakdown(by: API_KEY) {{ key label calls credits
+                                  apiKey {{ id name prefix createdBy {{ name }} }} }} }} }} }}""",
+                     user="padmin", account="pro")
+    assert "errors" not in body, body
+    rows = []
+    for key in ("pk1", "pk2"):
+        totals = _totals(PRO_EVENTS, key=key)
+        rows.append({"key": gid("ApiKey", key), "label": f"Key {key}", **totals,
+                     "apiKey": {"id": gid("ApiKey", key), "name": f"Key {key}",
+                                "prefix": f"pk_{key}", "createdBy": {"name": "User padmin"}}})
+    rows.sort(key=lambda r: (-r["credits"], -r["calls"], r["key"]))
+    assert body["data"]["account"]["usage"]["breakdown"] == rows
+
+
+#: viewer -> (a colleague in the same account, may the viewer read the colleague's email?)
+COLLEAGUES = {"paid admin": ("pmember", True), "paid member": ("padmin", False),
+              "free admin": ("fmember", True), "free member": ("fadmin", False)}
+
+
+@pytest.mark.parametrize("viewer", list(VIEWERS))
+async def test_user_email_is_read_by_admins_and_the_user_themself(client, viewer):
+    """SPEC 6.1: ``User.email`` is nullable; the user reads their own, an admin reads
+    everyone's in the account, and anyone else gets that one field null with FORBIDDEN
+    (the rest of the user renders). ``node`` completes a ``User`` of plain attributes in
+    one step (fast execution): the email's permission must run there too."""
+    await _setup(client)
+    user, account, name, _plan = VIEWERS[viewer]
+    colleague, allowed = COLLEAGUES[viewer]
+    body = await gql(client, f"""{{ viewer {{ name email }}
+        node(id: "{gid("User", colleague)}") {{ ... on User {{ id name email role }} }} }}""",
+                     user=user, account=account)
+    _assert_codes(body)
+    assert body["data"]["viewer"] == {"name": name, "email": f"{user}@{account}.example"}
+    role = "ADMIN" if colleague.endswith("admin") else "MEMBER"
+    assert body["data"]["node"] == {
+        "id": gid("User", colleague), "name": f"User {colleague}",
+        "email": f"{colleague}@{account}.example" if allowed else None, "role": role}
+    if allowed:
+        assert "errors" not in body, body
+    else:
+        assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
+            (["node", "email"], "FORBIDDEN")]
+        assert "admin" in body["errors"][0]["message"].lower()
+
+
+async def test_admins_read_emails_in_lists(client):
+    """An admin reads every email of a USER breakdown (a list completed in one step
+    when its objects are plain) and of a key's creator."""
+    await _setup(client)
+    body = await gql(client, f"""{{ account {{ usage(filter: {FILTER}) {{
+        breakdown(by: USER) {{ user {{ name email }} }} }}
+        apiKeys {{ createdBy {{ email }} }} }} }}""", user="padmin", account="pro")
+    assert "errors" not in body, body
+    by_user = {e[3]: 0 for e in PRO_EVENTS}
+    for e in PRO_EVENTS:
+        by_user[e[3]] += e[6]
+    ordered_users = sorted(by_user, key=lambda u: -by_user[u])
+    assert body["data"]["account"]["usage"]["breakdown"] == [
+        {"user": {"name": f"User {u}", "email": f"{u}@pro.example"}} for u in ordered_users]
+    assert body["data"]["account"]["apiKeys"] == [
+        {"createdBy": {"email": "padmin@pro.example"}}] * 2
 
 
 # --- Authentication --------------------------------------------------------------------
@@ -375,7 +499,8 @@ def test_schema_walk_covers_every_field():
             ("UsageRow", "apiKey"), ("CreditPool", "remaining")} <= seen
     guarded = {(t, f) for t, f, _, p in _fields() if _printed_directives(p)}
     assert guarded == {("Account", "usage"), ("Account", "apiKeys"), ("Account", "creditPool"),
-                       ("ApiKey", "usage"), ("Endpoint", "usage")}
+                       ("ApiKey", "usage"), ("Endpoint", "usage"),
+                       ("UsageRow", "apiKey"), ("User", "email")}  # the last two: SPEC 6.1
 
 
 def test_every_usage_field_is_admin_only_and_paid():
@@ -419,3 +544,166 @@ def test_printed_directives_are_the_enforced_permissions():
                  for p in extension.permissions]
         assert names == directives, where
         assert [type(p) for p in extension.permissions] == [RULES[n] for n in directives], where
+
+
+# --- SPEC 6.1: a guarded type is guarded on every path, present and future -------------
+
+def test_every_field_returning_an_api_key_is_guarded():
+    """Walk the served schema: every field whose type is ``ApiKey`` (in any list or
+    nullable wrapper) prints ``@adminOnly @paidPlan``, is enforced by those very
+    permissions and is nullable; the schema's own check finds nothing unguarded."""
+    reaching = []
+    for type_name, field_name, field, printed in _fields():
+        if graphql.get_named_type(field.type).name != "ApiKey":
+            continue
+        where = f"{type_name}.{field_name}"
+        reaching.append(where)
+        assert _printed_directives(printed)[:2] == ["adminOnly", "paidPlan"], where
+        assert {AdminOnly, PaidPlan} <= field_rules(field), where
+        assert not graphql.is_non_null_type(field.type), where
+    assert {"Account.apiKeys", "UsageRow.apiKey"} <= set(reaching)
+    assert unguarded_paths(schema._schema) == []
+    # node(id:) returns the Node interface: the type's rules are checked on the object
+    # (the node tests above), and the type declares them for that.
+    assert type_rules(ApiKey) == (AdminOnly, PaidPlan)
+
+
+def _context(role: str, plan: str) -> Any:
+    user = SimpleNamespace(id=1, role=models.Role(role))
+    return SimpleNamespace(viewer=SimpleNamespace(user=user,
+                                                  account=SimpleNamespace(plan=models.Plan(plan))))
+
+
+def _key(n: int) -> ApiKey:
+    return ApiKey(id=strawberry.ID(f"k{n}"), name=f"key {n}", prefix=f"pk_{n}",
+                  created_at=datetime(2026, 1, 1, tzinfo=UTC), revoked_at=None, _pk=n,
+                  _created_by_id=None)
+
+
+@strawberry.type
+class Stranger:
+    """A type from a future change that reaches API keys without declaring any guard."""
+
+    @strawberry.field
+    def key(self) -> ApiKey | None:
+        return _key(1)
+
+    @strawberry.field
+    def keys(self) -> list[ApiKey] | None:
+        return [_key(1), _key(2)]
+
+
+@strawberry.type
+class StrangeQuery:
+    @strawberry.field
+    def stranger(self) -> Stranger:
+        return Stranger()
+
+    @strawberry.field
+    def anything(self) -> Node | None:
+        return _key(3)
+
+    @strawberry.field
+    def either(self) -> Annotated[ApiKey | Source, strawberry.union("KeyOrSource")] | None:
+        return _key(4)
+
+
+STRANGE = "{ stranger { key { name } keys { name prefix } } anything { id } either { __typename } }"
+#: role, plan -> the code every path to a key answers with (None: the data)
+STRANGE_CODES = {("ADMIN", "PRO"): None, ("MEMBER", "PRO"): "FORBIDDEN",
+                 ("ADMIN", "FREE"): "PLAN_UPGRADE_REQUIRED", ("MEMBER", "FREE"): "FORBIDDEN"}
+
+
+@pytest.mark.parametrize(("role", "plan"), list(STRANGE_CODES))
+def test_a_new_path_to_an_api_key_is_guarded_without_being_told(role, plan):
+    """A field added later that returns ``ApiKey`` and declares nothing still prints and
+    enforces the type's rules; a field of an interface or a union type is refused when
+    execution meets a key there."""
+    strange = Schema(query=StrangeQuery, types=[ApiKey, Source],
+                     execution_context_class=FastExecutionContext,
+                     config=StrawberryConfig(scalar_map=SCALAR_MAP))
+    sdl = strange.as_str()
+    assert "key: ApiKey @adminOnly @paidPlan" in sdl
+    assert "keys: [ApiKey!] @adminOnly @paidPlan" in sdl
+    result = strange.execute_sync(STRANGE, context_value=_context(role, plan))
+    code = STRANGE_CODES[role, plan]
+    if code is None:
+        assert result.errors is None
+        assert result.data == {"stranger": {"key": {"name": "key 1"}, "keys": [
+            {"name": "key 1", "prefix": "pk_1"}, {"name": "key 2", "prefix": "pk_2"}]},
+            "anything": {"id": "k3"}, "either": {"__typename": "ApiKey"}}
+        return
+    assert result.data == {"stranger": {"key": None, "keys": None}, "anything": None,
+                           "either": None}
+    assert sorted((tuple(e.path or ()), (e.extensions or {}).get("code"))
+                  for e in result.errors or []) == sorted([
+        (("stranger", "key"), code), (("stranger", "keys"), code), (("anything",), code),
+        (("either",), code)])
+
+
+@guarded_type(AdminOnly)
+@strawberry.type
+class Secret:
+    """A guarded type of plain fields only: a list of them is completed in one step."""
+
+    name: str
+
+
+@strawberry.type
+class ListQuery:
+    @strawberry.field
+    def keys(self) -> list[ApiKey] | None:
+        return [_key(1), _key(2)]
+
+    @strawberry.field
+    def secrets(self) -> list[Secret] | None:
+        return [Secret(name="a"), Secret(name="b")]
+
+
+def test_execution_refuses_guarded_objects_even_without_the_field_guards():
+    """Defence in depth: with a plain Strawberry schema (no field gets the type's guard),
+    the execution alone refuses guarded objects: each key as it is completed, and a list
+    of plain guarded objects, which fast execution completes in one step, as a whole."""
+    bare = strawberry.Schema(query=ListQuery, execution_context_class=FastExecutionContext,
+                             config=StrawberryConfig(scalar_map=SCALAR_MAP))
+    sdl = bare.as_str()
+    assert "  keys: [ApiKey!]\n" in sdl and "  secrets: [Secret!]\n" in sdl  # unguarded
+    query = "{ keys { name prefix } secrets { name } }"
+    refused = bare.execute_sync(query, context_value=_context("MEMBER", "PRO"))
+    assert refused.data == {"keys": None, "secrets": None}
+    assert sorted((e.path, (e.extensions or {}).get("code")) for e in refused.errors or []) == [
+        (["keys", 0], "FORBIDDEN"), (["secrets"], "FORBIDDEN")]
+    allowed = bare.execute_sync(query, context_value=_context("ADMIN", "PRO"))
+    assert allowed.errors is None
+    assert allowed.data == {"keys": [{"name": "key 1", "prefix": "pk_1"},
+                                     {"name": "key 2", "prefix": "pk_2"}],
+                            "secrets": [{"name": "a"}, {"name": "b"}]}
+
+    one_by_one = []
+
+    class Counting(FastExecutionContext):
+        def complete_list_item_value(self, *args: Any, **kwargs: Any) -> Any:
+            one_by_one.append(1)
+            return super().complete_list_item_value(*args, **kwargs)
+
+    counted = strawberry.Schema(query=ListQuery, execution_context_class=Counting,
+                                config=StrawberryConfig(scalar_map=SCALAR_MAP))
+    result = counted.execute_sync("{ secrets { name } }",
+                                  context_value=_context("MEMBER", "PRO"))
+    assert result.data == {"secrets": None}
+    assert one_by_one == []  # refused on the fast path itself, not item by item
+
+
+@strawberry.type
+class NonNullQuery:
+    @strawberry.field
+    def key(self) -> ApiKey:
+        return _key(1)
+
+
+def test_a_non_null_path_to_an_api_key_does_not_build():
+    """A refusal must null only the field: a non-null field returning a key is a
+    schema error at start-up, naming the field."""
+    with pytest.raises(TypeError, match=r"NonNullQuery\.key.*nullable"):
+        Schema(query=NonNullQuery, types=[ApiKey],
+               config=StrawberryConfig(scalar_map=SCALAR_MAP))

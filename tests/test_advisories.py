@@ -197,6 +197,34 @@ async def test_forged_and_foreign_ids_resolve_to_nothing(client: httpx.AsyncClie
         assert await _node(client, forged) == never_existed, forged
 
 
+async def test_node_as_a_member_obeys_the_listing_rules(client: httpx.AsyncClient) -> None:
+    """SPEC 6.1: the tests above run as a paid-plan admin, who may read keys and emails.
+    A member (``shared``) reads no API key through ``node``: every ApiKey id, existing,
+    foreign, forged or missing, is the same FORBIDDEN (no oracle of which exist); a
+    colleague's email is null with FORBIDDEN, their own is readable."""
+    await _two_accounts(client)
+    as_member = {"user": "shared", "account": "acme"}
+    for global_id in [gid("ApiKey", "shared"), gid("ApiKey", "k1"), gid("ApiKey", "b_key"),
+                      gid("ApiKey", "admin"), gid("ApiKey", "never-existed")]:
+        body = await gql(client, NODE, {"id": global_id}, **as_member)
+        assert body["data"] == {"node": None}, global_id
+        assert [(e["path"], e["extensions"]["code"]) for e in body["errors"]] == [
+            (["node"], "FORBIDDEN")], global_id
+    own = await gql(client, NODE, {"id": gid("User", "shared")}, **as_member)
+    assert own == {"data": {"node": {"__typename": "User", "id": gid("User", "shared"),
+                                     "name": "User shared", "email": "shared@acme.example",
+                                     "role": "MEMBER"}}}
+    colleague = await gql(client, NODE, {"id": gid("User", "admin")}, **as_member)
+    assert colleague["data"] == {"node": {"__typename": "User", "id": gid("User", "admin"),
+                                          "name": "User admin", "email": None,
+                                          "role": "ADMIN"}}
+    assert [(e["path"], e["extensions"]["code"]) for e in colleague["errors"]] == [
+        (["node", "email"], "FORBIDDEN")]
+    for forged in FORGED_IDS:  # ids that are not one of the member's own users or keys
+        body = await gql(client, NODE, {"id": forged}, **as_member)
+        assert body["data"] == {"node": None}, forged
+
+
 # --- (c) WebSocket subscription flooding -------------------------------------------------
 
 async def _websocket_attempt(app: Any, subprotocol: str | None) -> list[dict[str, Any]]:

@@ -86,6 +86,20 @@ type UsageTotals { calls: Int!  credits: Int! }
 type CreditPool { granted: Int!  used: Int!  remaining: Int!  periodStart: DateTime!  periodEnd: DateTime! }
 """  # noqa: E501 - the spec's lines, verbatim
 
+#: SPEC section 6.1 changes section 3's types: every count is a ``SafeInt!``, and
+#: ``User.email`` is nullable.
+V2_TYPES = {
+    **{f"{t}.{f}": "SafeInt!" for t in ("UsageReport", "UsageBucket", "UsageRow",
+                                        "UsageTotals") for f in ("calls", "credits")},
+    **{f"CreditPool.{f}": "SafeInt!" for f in ("granted", "used", "remaining")},
+    "User.email": "String",
+}
+#: ... and its access rules: ``User.email`` is read only by admins and the user themself;
+#: an ``ApiKey`` only by admins of paid-plan accounts, wherever it is reached.
+V2_DIRECTIVES = {"User.email": ["adminOrSelf"], "UsageRow.apiKey": ["adminOnly", "paidPlan"]}
+#: SPEC 6.1: every field with one of these names is ``SafeInt!``.
+SAFE_INT_NAMES = {"calls", "credits", "granted", "used", "remaining", "overage"}
+
 SPEC = graphql.parse(SPEC_SDL)
 OURS_TEXT = (ROOT / "schema.graphql").read_text()
 OURS = graphql.build_schema(OURS_TEXT)
@@ -153,8 +167,9 @@ def test_spec_object_types_have_their_fields_arguments_and_directives():
             where = f"{name}.{field.name.value}"
             assert field.name.value in ours.fields, where
             mine = ours.fields[field.name.value]
-            assert str(mine.type) == graphql.print_ast(field.type), where
-            assert _directives(mine.ast_node) == _directives(field), where
+            assert str(mine.type) == V2_TYPES.get(where, graphql.print_ast(field.type)), where
+            assert _directives(mine.ast_node) == V2_DIRECTIVES.get(
+                where, _directives(field)), where
             for arg in field.arguments or ():
                 at = f"{where}({arg.name.value}:)"
                 assert arg.name.value in mine.args, at
@@ -168,6 +183,23 @@ def test_spec_object_types_have_their_fields_arguments_and_directives():
                               if a not in {x.name.value for x in field.arguments or ()}
                               and graphql.is_required_argument(v)]
             assert required_extra == [], f"{where}: new required arguments break clients"
+
+
+def test_every_count_is_a_safe_int():
+    """SPEC 6.1: every ``calls``, ``credits``, ``granted``, ``used``, ``remaining`` and
+    ``overage`` field, on any type, is ``SafeInt!``; ``SafeInt`` is a scalar."""
+    assert isinstance(OURS.get_type("SafeInt"), graphql.GraphQLScalarType)
+    seen = []
+    for name, gtype in OURS.type_map.items():
+        if name.startswith("__") or not isinstance(
+                gtype, graphql.GraphQLObjectType | graphql.GraphQLInterfaceType):
+            continue
+        for field_name, field in gtype.fields.items():
+            if field_name in SAFE_INT_NAMES:
+                seen.append(f"{name}.{field_name}")
+                assert str(field.type) == "SafeInt!", f"{name}.{field_name}"
+    assert {"UsageReport.calls", "UsageRow.credits", "CreditPool.overage",
+            "CreditPool.remaining", "UsageTotals.calls"} <= set(seen)
 
 
 def test_spec_input_types_have_their_fields():

@@ -7,14 +7,21 @@ completion; for a year's DAY series that is over a thousand field executions per
 most of the GraphQL layer's time.
 
 ``FastExecutionContext`` executes an object in one step when every field selected on it
-is a *plain leaf*: a field without a resolver, arguments, extensions or permissions
-(Strawberry marks those with ``_is_default``) whose type is a scalar or an enum. The
+is a *plain leaf*: a field without a resolver or arguments (Strawberry marks those with
+``_is_default``), without field extensions (a guarded attribute such as ``User.email``
+is ``_is_default`` too, and must run its permission), whose type is a scalar or an enum. The
 value is read from the attribute and coerced by the field's own type, exactly as the
 general path would. Anything else, and any surprise (a null in a non-null field, a value
 the scalar refuses), takes the general path for that object, which then reports the error
 as it always does. No schema middleware may be installed (none is); the fast path is
 switched off if one is (Strawberry always passes a manager, empty unless an extension
 implements ``resolve``).
+
+Guarded types (``@guarded_type``, ``directives.py``) are checked here too, on every
+object execution completes, whichever field reached it (``node(id:)`` returns the
+``Node`` interface, which no field guard can cover): ``complete_object_value`` enforces
+the type's rules before any field of the object runs, and a plain list of such objects
+is checked once before it is completed in one step.
 """
 
 from __future__ import annotations
@@ -31,10 +38,17 @@ from graphql import (
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from gql_usage.graphql import scalars
+from gql_usage.graphql.directives import enforce
+from gql_usage.graphql.guards import object_type_rules
+
 _BACKREF = "strawberry-definition"
-#: (response name, attribute name, named leaf type, non-null?, the Python type that is its
-#: own output value or None) of every field of a fast object.
-_Plan = tuple[tuple[str, str, Any, bool, type | None], ...]
+#: (Python type, lowest, highest): a value of exactly this type (within these bounds, for
+#: an int) is its own output value.
+_Own = tuple[type, int, int]
+#: (response name, attribute name, named leaf type, non-null?, own output or None) of
+#: every field of a fast object.
+_Plan = tuple[tuple[str, str, Any, bool, _Own | None], ...]
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -59,19 +73,33 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                                 path: Path, items: Any, position_context: Any) -> Any:
         """A list of plain objects in one loop, without the per-item completion steps
         (path entry, awaitable check, object completion, subfield collection)."""
-        completed = self._plain_list(item_type, field_details_list, path, items)
+        completed = self._plain_list(item_type, field_details_list, info, path, items)
         if completed is not None:
             return completed
         return super().complete_iterable_value(item_type, field_details_list, info, path,
                                                items, position_context)
 
-    def _plain_list(self, item_type: Any, field_details_list: Any, path: Path,
+    def complete_object_value(self, return_type: GraphQLObjectType, field_details_list: Any,
+                              info: Any, path: Path, result: Any,
+                              position_context: Any) -> Any:
+        """Every object of a guarded type, however it was reached, is checked against
+        its type's rules before any of its fields runs."""
+        rules = object_type_rules(return_type)
+        if rules:
+            enforce(rules, info)
+        return super().complete_object_value(return_type, field_details_list, info, path,
+                                             result, position_context)
+
+    def _plain_list(self, item_type: Any, field_details_list: Any, info: Any, path: Path,
                     items: Any) -> list[dict[str, Any]] | None:
         named = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
         if (not isinstance(items, list) or not isinstance(named, GraphQLObjectType)
                 or named.is_type_of is not None
                 or self.get_stream_usage(field_details_list, path) is not None):
             return None
+        rules = object_type_rules(named)
+        if rules and items:
+            enforce(rules, info)  # what complete_object_value checks for each item
         grouped_field_set, new_defer_usages, _ = self.collect_subfields(named,
                                                                           field_details_list)
         if new_defer_usages:
@@ -99,19 +127,31 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return plan
 
 
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-#: Scalars whose output value is the Python value itself when it has exactly this type.
-_OWN_OUTPUT: dict[int, type] = {id(GraphQLInt): int, id(GraphQLString): str}
+_INT = (int, -(2**31), 2**31 - 1)
+_SAFE_INT = (int, scalars.MIN_SAFE_INT, scalars.MAX_SAFE_INT)
+_STR = (str, 0, 0)
+#: Built-in scalars whose output value is the Python value itself when it has exactly
+#: this type (and, for an int, lies in the scalar's range).
+_OWN_OUTPUT: dict[int, _Own] = {id(GraphQLInt): _INT, id(GraphQLString): _STR}
+
+
+def _own_output(named: Any) -> _Own | None:
+    """``SafeInt``'s GraphQL type is made per schema: it is known by its serializer."""
+    own = _OWN_OUTPUT.get(id(named))
+    if own is None and getattr(named, "serialize", None) is scalars.serialize:
+        own = _SAFE_INT
+    return own
 
 
 def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
     """The object's fields by the plan, or None to take the general path.
 
-    A value that is exactly an ``int`` in 32-bit range (for ``Int``) or a ``str`` (for
-    ``String``) is its own output value; anything else goes through the scalar's own
-    coercion, as in the general path."""
+    A value that is exactly an ``int`` in the scalar's range (32-bit for ``Int``,
+    ±(2^53 − 1) for ``SafeInt``) or a ``str`` (for ``String``) is its own output value;
+    anything else goes through the scalar's own coercion, and anything that fails it
+    takes the general path, which reports the error as it always does."""
     results: dict[str, Any] = {}
-    for response_name, attribute, named, non_null, builtin in plan:
+    for response_name, attribute, named, non_null, own in plan:
         try:
             value: Any = getattr(source, attribute)
             if value is None:
@@ -120,7 +160,8 @@ def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
                 results[response_name] = None
                 continue
             kind = type(value)
-            if kind is builtin and (kind is str or _INT_MIN <= value <= _INT_MAX):
+            if own is not None and kind is own[0] and (
+                    kind is str or own[1] <= value <= own[2]):
                 results[response_name] = value
                 continue
             coerced = named.coerce_output_value(value)
@@ -144,8 +185,11 @@ def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
         named = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) \
             else field_def.type
         strawberry_field = (field_def.extensions or {}).get(_BACKREF)
-        if not is_leaf_type(named) or strawberry_field is None:
+        # A field extension (a permission) must run: Strawberry marks an attribute
+        # field with extensions ``_is_default`` all the same.
+        if (not is_leaf_type(named) or strawberry_field is None
+                or strawberry_field.extensions):
             return None
         plan.append((response_name, strawberry_field.python_name, named,
-                     isinstance(field_def.type, GraphQLNonNull), _OWN_OUTPUT.get(id(named))))
+                     isinstance(field_def.type, GraphQLNonNull), _own_output(named)))
     return tuple(plan)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import graphql
 import strawberry
@@ -20,11 +21,19 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from gql_usage.graphql import ids
+from gql_usage.graphql.directives import enforce, type_rules
 from gql_usage.graphql.errors import ErrorCodes
 from gql_usage.graphql.execution import FastExecutionContext
+from gql_usage.graphql.guards import apply_type_guards, check_type_guards
 from gql_usage.graphql.limits import Clock, RateLimiter, limit_extensions
+from gql_usage.graphql.scalars import SCALAR_MAP
 from gql_usage.graphql.types import Account, ApiKey, Info, Node, NodeId, RateLimit, User
 from gql_usage.settings import Settings
+
+#: The types ``node(id:)`` answers with, by the type name in the id.
+NODE_TYPES: dict[str, type] = {"Account": Account, "ApiKey": ApiKey, "User": User}
+if set(NODE_TYPES) != set(ids.TYPES):  # pragma: no cover - a module-level consistency check
+    raise TypeError("node(id:) must know a type for every id type in ids.TYPES")
 
 
 @strawberry.type
@@ -38,12 +47,17 @@ class Query:
         return Account.from_model(info.context.viewer.account)
 
     @strawberry.field(description="An object by global id; null for an unknown id or one "
-                      "outside the viewer's account.")
+                      "outside the viewer's account. The object obeys the rules of its "
+                      "type wherever it is listed: an `ApiKey` only for admins of "
+                      "paid-plan accounts (`FORBIDDEN`, then `PLAN_UPGRADE_REQUIRED`).")
     async def node(self, info: Info, id: NodeId) -> Node | None:
         try:
             type_name, external_id = ids.decode(str(id))
         except ValueError:
             return None
+        # The type's rules, before anything is looked up: a refused viewer learns
+        # nothing about which ids exist. (Execution checks them again on the object.)
+        enforce(type_rules(NODE_TYPES[type_name]), info)
         viewer = info.context.viewer
         if type_name == "Account":
             ok = external_id == viewer.account.external_id
@@ -96,7 +110,19 @@ class CachedValidation(ValidationCache):
 
 
 class Schema(strawberry.Schema):
+    """Strawberry's schema, with every field that returns a ``@guarded_type`` guarded by
+    that type's rules (``gql_usage/graphql/guards.py``): it does not build otherwise."""
+
     rate_limiter: RateLimiter
+
+    def __init__(self, query: type, mutation: type | None = None,
+                 subscription: type | None = None, types: Iterable[Any] = (),
+                 **kwargs: Any) -> None:
+        types = list(types)
+        apply_type_guards([query, mutation, subscription, *types])
+        super().__init__(query=query, mutation=mutation, subscription=subscription,
+                         types=types, **kwargs)
+        check_type_guards(self._schema)
 
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
@@ -117,7 +143,8 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
         extensions=[ErrorCodes, *limit_extensions(settings, limiter), CachedParse,
                     lambda: CachedValidation(maxsize=256)],
         config=StrawberryConfig(
-            batching_config={"max_operations": settings.max_batch_operations}),
+            batching_config={"max_operations": settings.max_batch_operations},
+            scalar_map=SCALAR_MAP),
         execution_context_class=FastExecutionContext,
     )
     built.rate_limiter = limiter

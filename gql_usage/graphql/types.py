@@ -1,5 +1,7 @@
 """GraphQL object types. Plain data fields carry no resolver; only fields that load or
-aggregate do, and only guarded fields carry the access extension."""
+aggregate do, and only guarded fields carry the access extension. A type that may be
+read only under some rules wherever it is reached (``ApiKey``) says so once, with
+``@guarded_type``; every counted figure is a ``SafeInt``."""
 
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from gql_usage.analytics import Dimension, GroupSpec, SeriesSpec, Totals, Totals
 from gql_usage.db import Sql, dialect, fetch_models, read_connection
 from gql_usage.graphql import ids
 from gql_usage.graphql.context import Context
-from gql_usage.graphql.directives import ADMIN_ONLY, PAID_PLAN, guarded
+from gql_usage.graphql.directives import ADMIN_ONLY, ADMIN_OR_SELF, PAID_PLAN, guarded, guarded_type
 from gql_usage.graphql.errors import BadUserInput
 from gql_usage.graphql.filters import UsageFilter, resolve_filter
 from gql_usage.graphql.limits import Charge
+from gql_usage.graphql.scalars import SafeInt
 
 Info = strawberry.Info[Context, None]
 
@@ -56,8 +59,8 @@ class Node:
 
 @strawberry.type(description="Calls and credits.")
 class UsageTotals:
-    calls: int
-    credits: int
+    calls: SafeInt
+    credits: SafeInt
 
 
 async def _load(info: Info, query: UsageQuery, spec: analytics.Spec) -> object:
@@ -74,23 +77,30 @@ async def _group_totals(info: Info, f: UsageFilter, dim: Dimension, item_id: int
     by_id = await _load(info, query, GroupSpec(dim))
     assert isinstance(by_id, dict)
     t = by_id.get(item_id, Totals())
-    return UsageTotals(calls=t.calls, credits=t.credits)
+    return UsageTotals(calls=SafeInt(t.calls), credits=SafeInt(t.credits))
 
 
 @strawberry.type(description="A member of an account.")
 class User(Node):
     id: strawberry.ID
     name: str
-    email: str
+    email: str | None = strawberry.field(
+        description="Read only by admins of the account and by the user themself.",
+        extensions=[guarded(ADMIN_OR_SELF)])
     role: Role  # type: ignore[valid-type]
+    _pk: strawberry.Private[int]
 
     @classmethod
     def from_model(cls, m: models.User) -> User:
         return cls(id=strawberry.ID(ids.encode("User", m.external_id)), name=m.name,
-                   email=m.email, role=m.role)
+                   email=m.email, role=m.role, _pk=m.id)
 
 
-@strawberry.type(description="An API key of the account (the secret is never stored).")
+@guarded_type(ADMIN_ONLY, PAID_PLAN)
+@strawberry.type(description="An API key of the account (the secret is never stored). Only "
+                 "admins of paid-plan accounts read API keys, wherever they are reached: "
+                 "every field returning one is `@adminOnly @paidPlan`, and so is "
+                 "`node(id:)` for a key's id.")
 class ApiKey(Node):
     id: strawberry.ID
     name: str
@@ -150,8 +160,8 @@ class Source:
 class UsageBucket:
     start: datetime
     end: datetime
-    calls: int
-    credits: int
+    calls: SafeInt
+    credits: SafeInt
 
 
 @strawberry.type(description="One row of a breakdown.")
@@ -163,8 +173,8 @@ class UsageRow:
     api_key: ApiKey | None
     source: Source | None
     user: User | None
-    calls: int
-    credits: int
+    calls: SafeInt
+    credits: SafeInt
     share_of_credits: float = strawberry.field(
         description="Percent of the report's credits, 0..100; 0 when the report has none.")
 
@@ -179,12 +189,12 @@ class UsageReport:
         return t
 
     @strawberry.field(description="Number of billable calls.")
-    async def calls(self, info: Info) -> int:
-        return (await self._totals(info)).calls
+    async def calls(self, info: Info) -> SafeInt:
+        return SafeInt((await self._totals(info)).calls)
 
     @strawberry.field(description="Credits used.")
-    async def credits(self, info: Info) -> int:
-        return (await self._totals(info)).credits
+    async def credits(self, info: Info) -> SafeInt:
+        return SafeInt((await self._totals(info)).credits)
 
     @strawberry.field(description="Every bucket of the range in order, zero-filled; at most "
                       "2,000 buckets.")
@@ -206,8 +216,8 @@ class UsageReport:
                 value = instants[us] = calendar.from_us(us, tz)
             return value
 
-        return [UsageBucket(start=at(p.start_us), end=at(p.end_us), calls=p.calls,
-                            credits=p.credits) for p in points]
+        return [UsageBucket(start=at(p.start_us), end=at(p.end_us), calls=SafeInt(p.calls),
+                            credits=SafeInt(p.credits)) for p in points]
 
     @strawberry.field(description="Rows by credits, then calls (descending), then key; rows "
                       "without calls are left out; `limit` keeps the top rows.")
@@ -229,7 +239,7 @@ async def _rows(info: Info, by: UsageDimension, groups: dict[int, Totals],
 
     def row(key: str, label: str, t: Totals, **objects: object) -> UsageRow:
         share = 100.0 * t.credits / total_credits if total_credits else 0.0
-        return UsageRow(key=key, label=label, calls=t.calls, credits=t.credits,
+        return UsageRow(key=key, label=label, calls=SafeInt(t.calls), credits=SafeInt(t.credits),
                         share_of_credits=share, endpoint=objects.get("endpoint"),  # type: ignore[arg-type]
                         api_key=objects.get("api_key"), source=objects.get("source"),  # type: ignore[arg-type]
                         user=objects.get("user"))  # type: ignore[arg-type]
@@ -259,10 +269,11 @@ async def _rows(info: Info, by: UsageDimension, groups: dict[int, Totals],
 
 @strawberry.type(description="The account's credit pool in the current billing period.")
 class CreditPool:
-    granted: int
-    used: int
-    remaining: int = strawberry.field(description="granted - used, never below 0.")
-    overage: int = strawberry.field(description="Credits used beyond the grant (0 if none).")
+    granted: SafeInt
+    used: SafeInt
+    remaining: SafeInt = strawberry.field(description="granted - used, never below 0.")
+    overage: SafeInt = strawberry.field(description="Credits used beyond the grant (0 if "
+                                        "none).")
     period_start: datetime
     period_end: datetime
 
@@ -287,9 +298,9 @@ class Account(Node):
                            end_us=calendar.to_us(m.period_end), time_zone=m.time_zone)
         t = await _load(info, query, TotalsSpec())
         assert isinstance(t, Totals)
-        return CreditPool(granted=m.credits_granted, used=t.credits,
-                          remaining=max(m.credits_granted - t.credits, 0),
-                          overage=max(t.credits - m.credits_granted, 0),
+        return CreditPool(granted=SafeInt(m.credits_granted), used=SafeInt(t.credits),
+                          remaining=SafeInt(max(m.credits_granted - t.credits, 0)),
+                          overage=SafeInt(max(t.credits - m.credits_granted, 0)),
                           period_start=m.period_start, period_end=m.period_end)
 
     @strawberry.field(extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
@@ -326,19 +337,20 @@ class Account(Node):
 @strawberry.type(description="The viewer's query-cost budget (per account and user, per "
                   "minute) after this operation.")
 class RateLimit:
-    cost: int = strawberry.field(description="Points this operation cost.")
-    limit: int = strawberry.field(description="Points the viewer may spend per window.")
-    remaining: int = strawberry.field(description="Points left in the current window.")
+    cost: SafeInt = strawberry.field(description="Points this operation cost.")
+    limit: SafeInt = strawberry.field(description="Points the viewer may spend per window.")
+    remaining: SafeInt = strawberry.field(description="Points left in the current window.")
     reset_at: datetime = strawberry.field(description="When the window ends and the "
                                           "budget is full again.")
-    used: int = strawberry.field(description="Points spent in the current window, this "
-                                 "operation included.")
+    used: SafeInt = strawberry.field(description="Points spent in the current window, this "
+                                     "operation included.")
 
     @classmethod
     def from_charge(cls, charge: Charge) -> RateLimit:
         b = charge.budget
-        return cls(cost=charge.cost, limit=b.limit, remaining=b.remaining,
-                   reset_at=b.reset_datetime(), used=b.used)
+        return cls(cost=SafeInt(charge.cost), limit=SafeInt(b.limit),
+                   remaining=SafeInt(b.remaining), reset_at=b.reset_datetime(),
+                   used=SafeInt(b.used))
 
 
 NodeId = Annotated[strawberry.ID, strawberry.argument(description="A global id.")]
