@@ -119,6 +119,9 @@ from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.errors import StorageError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from strawberry.extensions import (
     AddValidationRules,
@@ -250,9 +253,12 @@ class RateLimiter:
         self._shared: FixedWindowRateLimiter | None = None
         self._store = _redacted(storage_url)
         if urlsplit(storage_url).scheme != "memory":
+            # A connection the server closed (a Redis restart) is retried once, at once,
+            # on a new connection; a timeout is not retried.
             self._pool = redis.asyncio.ConnectionPool.from_url(
                 storage_url, socket_timeout=STORE_TIMEOUT_SECONDS,
-                socket_connect_timeout=STORE_TIMEOUT_SECONDS)
+                socket_connect_timeout=STORE_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
             # The pool is redis-py's (``implementation="redispy"``), so that it can be
             # closed; ``connection_pool`` is a documented option, typed as a plain value.
             self._shared = FixedWindowRateLimiter(RedisStorage(
