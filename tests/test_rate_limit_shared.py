@@ -201,8 +201,8 @@ async def _two_workers(tmp_path: Path, storage_url: str) -> AsyncIterator[
 
 
 @pytest.mark.parametrize("storage", ["redis", "memory"])
-async def test_two_workers_share_one_budget_in_redis(storage: str, request: pytest.FixtureRequest,
-                                                     tmp_path: Path) -> None:
+async def test_two_workers_share_one_budget_only_in_redis(
+        storage: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     """Redis: the points accepted across both workers are exactly one budget, charged in
     one sequence (1, 2, 3, ... whichever worker serves), then RATE_LIMITED everywhere.
     Memory (the default): each worker grants its own budget, so twice as much passes.
@@ -261,7 +261,7 @@ KEY = (7, 8)
 async def test_a_redis_outage_fails_open_to_process_memory_and_recovers(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(limits_module, "STORE_RETRY_SECONDS", 0.0)  # retry on every call
-    caplog.set_level(logging.WARNING, logger="gql_usage.rate_limit")
+    caplog.set_level(logging.INFO, logger="gql_usage.rate_limit")
     with start_redis() as server:
         one = RateLimiter(10, storage_url=server.url)
         two = RateLimiter(10, storage_url=server.url)  # another process, in effect
@@ -282,9 +282,10 @@ async def test_a_redis_outage_fails_open_to_process_memory_and_recovers(
             assert charged and budget.used == 10
             assert not (await one.charge(KEY, 1))[0]  # still limited, per process
             assert time.monotonic() - started < 5  # a refused connection fails fast
-            warnings = [r.getMessage() for r in caplog.records]
+            warnings = [(r.levelname, r.getMessage()) for r in caplog.records]
             assert len(warnings) == 1, warnings  # once per outage, not per request
-            assert f"rate-limit store {server.url} unreachable" in warnings[0]
+            assert warnings[0][0] == "WARNING"
+            assert f"rate-limit store {server.url} unreachable" in warnings[0][1]
             assert not await two.check()
 
             server.start()  # the same port, empty (no persistence)
@@ -292,8 +293,8 @@ async def test_a_redis_outage_fails_open_to_process_memory_and_recovers(
             charged, budget = await one.charge(KEY, 5)
             assert charged and budget.used == 5  # shared again (a fresh Redis)
             assert (await two.peek(KEY)).used == 5
-            assert [r.getMessage() for r in caplog.records] == [
-                f"rate-limit store {server.url} reachable again; budgets shared"]
+            assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+                ("INFO", f"rate-limit store {server.url} reachable again; budgets shared")]
         finally:
             await one.close()
             await two.close()
@@ -301,9 +302,11 @@ async def test_a_redis_outage_fails_open_to_process_memory_and_recovers(
 
 async def test_an_unreachable_redis_still_serves_graphql(db_url: str,
                                                          caplog: pytest.LogCaptureFixture):
-    """Nothing listens on the port: the API answers as usual, limited per process."""
+    """Nothing listens on the port: the API answers as usual, limited per process, and
+    the warning does not give the password away."""
     caplog.set_level(logging.WARNING, logger="gql_usage.rate_limit")
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    port = _free_port()
+    url = f"redis://admin:s3cret@127.0.0.1:{port}/0"
     app = create_app(make_settings(db_url, rate_limit_points=BUDGET,
                                    rate_limit_storage_url=url), manage_db=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -315,7 +318,9 @@ async def test_an_unreachable_redis_still_serves_graphql(db_url: str,
     assert response.json()["data"]["rateLimit"] == {"used": 1, "remaining": BUDGET - 1}
     assert response.headers["X-RateLimit-Remaining"] == str(BUDGET - 1)
     (warning,) = [r.getMessage() for r in caplog.records]
-    assert warning.startswith(f"rate-limit store {url} unreachable (")
+    assert warning.startswith(f"rate-limit store redis://admin:***@127.0.0.1:{port}/0 "
+                              "unreachable (")
+    assert "s3cret" not in warning
     assert warning.endswith("); counting budgets in this process's memory, retrying every 5 s")
 
 

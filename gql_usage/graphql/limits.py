@@ -321,7 +321,7 @@ class RateLimiter:
                 self._retry_at = time.monotonic() + STORE_RETRY_SECONDS
             else:
                 if self._retry_at is not None:
-                    log.warning("rate-limit store %s reachable again; budgets shared",
+                    log.info("rate-limit store %s reachable again; budgets shared",
                                 self._store)
                     self._retry_at = None
                 return result
