@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from conftest import JWT_SECRET, SERVICE_TOKEN, make_settings
 from helpers import make_account, token
 from pydantic import ValidationError
@@ -208,6 +209,9 @@ async def test_two_workers_share_one_budget_only_in_redis(
     Memory (the default): each worker grants its own budget, so twice as much passes.
     Requests alternate between the two workers, each on a new connection."""
     url = request.getfixturevalue("redis_server").url if storage == "redis" else "memory://"
+    if storage == "redis":  # the budgets of an earlier test on the same Redis are gone
+        with redis.Redis.from_url(url) as client:
+            client.flushdb()
     async with _two_workers(tmp_path, url) as (port, workers):
         order = sorted(workers)
         assert len(order) == 2, workers
