@@ -54,7 +54,7 @@ class GraphQLView(GraphQL[Context, None]):
                                       getattr(exc, "code", BAD_USER_INPUT))
             viewer = request.scope.get("state", {}).get("viewer")
             if viewer is not None and isinstance(self.schema, Schema):
-                budget = self.schema.rate_limiter.peek(viewer_key(viewer))
+                budget = await self.schema.rate_limiter.peek(viewer_key(viewer))
                 response.headers.update(rate_limit_headers(budget, 0))
             return response
 
@@ -116,7 +116,8 @@ class GraphQLEndpoint:
 
     def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         self.settings = settings
-        self.view = GraphQLView(build_schema(settings, clock=clock), graphql_ide="graphiql")
+        self.schema = build_schema(settings, clock=clock)
+        self.view = GraphQLView(self.schema, graphql_ide="graphiql")
         self.ide_headers = {"Content-Security-Policy": ide_csp(self.view.graphql_ide_html)}
         self.view.retry_after_seconds = settings.retry_after_seconds
 
@@ -180,6 +181,7 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
         if manage_db:
             await init_db(settings.database_url, replica_url=settings.replica_database_url,
                           migrate=migrate)
+        await limiter.check()  # an unreachable Redis is logged now, and served fail-open
         try:
             if manage_db:  # folds pending events into the cube (gql_usage.cube)
                 async with compactor(settings.compact_interval_seconds):
@@ -187,10 +189,12 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
             else:
                 yield
         finally:
+            await limiter.close()
             if manage_db:
                 await close_db()
 
     graphql = GraphQLEndpoint(settings, clock=clock)
+    limiter = graphql.schema.rate_limiter
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/healthz", healthz, methods=["GET"]),

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_query_cost: int = Field(default=5000, gt=0)
     #: Cost points each viewer may spend per minute.
     rate_limit_points: int = Field(default=50_000, gt=0)
+    #: Where the rate-limit budgets are counted: "memory://" (each server process on its
+    #: own) or Redis, "redis://host:port/db" (rediss://, unix://), shared by every process.
+    rate_limit_storage_url: str = "memory://"
     #: Most operations in one batched GraphQL HTTP request.
     max_batch_operations: int = Field(default=10, gt=0)
     #: Whether schema introspection is allowed (switch off in production if wanted).
@@ -82,6 +85,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin such as "
                                  "https://dashboard.example.com (scheme, host, optional "
                                  "port; no path)")
+        return value
+
+    @field_validator("rate_limit_storage_url")
+    @classmethod
+    def _rate_limit_storage(cls, value: str) -> str:
+        value = value.strip()
+        scheme = urlsplit(value).scheme
+        if value != "memory://" and scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{value!r} is neither memory:// nor a Redis URL such as "
+                             "redis://127.0.0.1:6379/0 (rediss://, unix:///path/redis.sock)")
         return value
 
     @field_validator("log_level", mode="before")

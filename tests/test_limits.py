@@ -390,19 +390,19 @@ async def test_rate_limit_exhaustion_headers_and_reset(db_url):
         assert "more than the whole budget of 300 points" in costly["errors"][0]["message"]
 
 
-def test_rate_limiter_windows():
+async def test_rate_limiter_windows():
     clock = Clock(1000.0)
     limiter = RateLimiter(10, clock=clock)
-    assert limiter.peek("a").remaining == 10
-    assert limiter.charge("a", 7) == (True, limiter.peek("a"))
-    assert limiter.peek("a").used == 7 and limiter.peek("a").reset_at == 1060.0
-    charged, budget = limiter.charge("a", 4)
+    assert (await limiter.peek("a")).remaining == 10
+    assert await limiter.charge("a", 7) == (True, await limiter.peek("a"))
+    assert (await limiter.peek("a")).used == 7 and (await limiter.peek("a")).reset_at == 1060.0
+    charged, budget = await limiter.charge("a", 4)
     assert not charged and budget.remaining == 3
-    assert limiter.charge("b", 10)[0]
+    assert (await limiter.charge("b", 10))[0]
     clock.now = 1059.999
-    assert not limiter.charge("a", 4)[0]
+    assert not (await limiter.charge("a", 4))[0]
     clock.now = 1060.0
-    charged, budget = limiter.charge("a", 4)
+    charged, budget = await limiter.charge("a", 4)
     assert charged and (budget.used, budget.reset_at) == (4, 1120.0)
     with pytest.raises(ValueError):
         RateLimiter(0)

@@ -134,7 +134,8 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
     """The schema with ``settings``' limits (default: the defaults, not the environment)
     and its own rate limiter."""
     settings = settings or Settings.model_construct()
-    limiter = RateLimiter(settings.rate_limit_points, clock=clock)
+    limiter = RateLimiter(settings.rate_limit_points,
+                          storage_url=settings.rate_limit_storage_url, clock=clock)
     built = Schema(
         query=Query,
         types=[Account, ApiKey, User],
