@@ -11,11 +11,13 @@ the guards it lacks against slow and greedy clients.
   head (a slow head or an idle keep-alive); when every open connection is busy with a
   request, the new one is closed at once. Descriptors stay far from the process limit,
   and a probe's connection, which sends its request at once, gets served.
-* **Lingering close**: when uvicorn closes a connection whose request body is still
-  arriving (an early 413 to a client that sent ``Connection: close``, as ``urllib`` and
-  ``requests`` do), the rest of the body is read and discarded, up to a bound in bytes
-  and time, so that the client's write completes and it reads the answer; closing with
-  unread data would make the kernel reset the connection, answer and all.
+* **Lingering close**: when a response is complete while its request body is still
+  arriving (an early 413 or 401), the rest of the body is read and discarded, up to a
+  bound in bytes and time, and the connection is closed. A client that writes its whole
+  body before reading (``urllib``, ``requests``; they send ``Connection: close``) thus
+  completes its write and reads the answer: closing with unread data would make the
+  kernel reset the connection, answer and all. A keep-alive client can no longer make
+  the server parse an unwanted body without end.
 * **JSON protocol errors**: a malformed request gets uvicorn's 400 as
   ``{"error", "code": "BAD_REQUEST"}``.
 
@@ -248,6 +250,10 @@ class GuardedH11Protocol(H11Protocol):
             self._stop_waiting()
 
     def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY:
+            # answered before the body arrived (a 413, a 401): drain it, bounded, and
+            # close, rather than parse the rest of an unwanted body for ever
+            self.linger()
         heads = self.heads_seen
         super().on_response_complete()  # may start a pipelined request
         if (heads == self.heads_seen and not self.lost and self.raw_transport is not None

@@ -638,7 +638,7 @@ FIXED_INGEST: list[tuple[str, bytes, str, int, int, int]] = [
     ("xml", b"<events><event id='1'/></events>", "application/xml", 400, 0, 0),
     ("form", b"id=1&credits=5", "application/x-www-form-urlencoded", 400, 0, 0),
     ("multipart", b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n[]\r\n--x--\r\n",
-     "multipart/form-data; boundary=x", 400, 0, 0),
+     "multipart/form-data; boundary=x", 415, 0, 0),
     ("NDJSON declared, JSON array sent", json.dumps([_ev(11, 11), _ev(12, 12)]).encode(),
      "application/x-ndjson", 200, 0, 0),
     ("one object, not a list", json.dumps(_ev(13, 13)).encode(), "application/json", 200, 1,
