@@ -62,16 +62,18 @@ def error(status: int, message: str, **extra: Any) -> JSONResponse:
                         status_code=status)
 
 
+#: Body types read as JSON besides ``application/json``: none declared, or plain text
+#: (some HTTP clients label any string body so).
+LENIENT_TYPES = ("", "text/plain")
+
+
 def unsupported_media_type(request: Request, *, ndjson: bool) -> Response | None:
-    """415 when the request declares a body type other than JSON (or NDJSON where
-    ``ndjson``): a form or multipart body is a client's mistake, named as such. A body
-    without ``Content-Type`` is read as JSON."""
-    declared = request.headers.get("content-type")
-    if declared is None:
-        return None
+    """415 when the request declares a body type that is not JSON (or NDJSON where
+    ``ndjson``): a form, multipart or XML body is a client's mistake, named as such."""
+    declared = request.headers.get("content-type", "")
     essence = declared.split(";", 1)[0].strip().lower()
-    if essence == "application/json" or (ndjson and ("ndjson" in essence
-                                                     or "jsonl" in essence)):
+    if essence in ("application/json", *LENIENT_TYPES) or (
+            ndjson and ("ndjson" in essence or "jsonl" in essence)):
         return None
     wanted = ("application/json or application/x-ndjson" if ndjson
               else "application/json")

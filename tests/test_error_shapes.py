@@ -72,8 +72,9 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes | None, int, str]] = [
      b"{" + b" " * LIMIT + b"}", 413, "PAYLOAD_TOO_LARGE"),
     ("too many events", "POST", "/v1/usage-events", {**SERVICE, **JSON},
      b"[{}, {}, {}]", 413, "PAYLOAD_TOO_LARGE"),  # max_batch_events=2
-    ("events as text/plain", "POST", "/v1/usage-events",
-     {**SERVICE, "Content-Type": "text/plain"}, b"[]", 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ("events as XML", "POST", "/v1/usage-events",
+     {**SERVICE, "Content-Type": "application/xml"}, b"<events/>", 415,
+     "UNSUPPORTED_MEDIA_TYPE"),
     ("events as multipart", "POST", "/v1/usage-events",
      {**SERVICE, "Content-Type": "multipart/form-data; boundary=x"},
      b"--x\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n[]\r\n--x--\r\n", 415,
@@ -206,7 +207,7 @@ async def test_messages_name_what_was_wrong(db_url: str) -> None:
         batch = await client.post("/v1/usage-events", content=b"[{}, {}, {}]",
                                   headers={**SERVICE, **JSON})
         media = await client.post("/v1/usage-events", content=b"[]",
-                                  headers={**SERVICE, "Content-Type": "text/plain"})
+                                  headers={**SERVICE, "Content-Type": "text/xml"})
         cors = await client.options("/v1/usage-events", headers=preflight("https://evil.example"))
     assert missing.json() == {"error": "no such route: GET /no/such/path", "code": "NOT_FOUND"}
     assert wrong.json() == {"error": "method DELETE not allowed on /v1/usage-events "
@@ -214,7 +215,7 @@ async def test_messages_name_what_was_wrong(db_url: str) -> None:
     assert batch.json() == {"error": "batch holds 3 events; the maximum is 2",
                             "code": "PAYLOAD_TOO_LARGE"}
     assert media.json() == {"error": "Content-Type must be application/json or "
-                            "application/x-ndjson, not 'text/plain'",
+                            "application/x-ndjson, not 'text/xml'",
                             "code": "UNSUPPORTED_MEDIA_TYPE"}
     assert cors.json() == {"error": "CORS preflight refused: Disallowed CORS origin",
                            "code": "CORS_REJECTED"}
@@ -237,7 +238,8 @@ async def test_timeouts_and_an_unready_database_are_coded_json(db_url: str) -> N
 
 @pytest.mark.parametrize(("content_type", "ndjson"), [
     ("application/json", False), ("application/json; charset=utf-8", False),
-    ("application/x-ndjson", True), ("application/jsonl", True), (None, False)])
+    ("application/x-ndjson", True), ("application/jsonl", True), ("text/plain", False),
+    (None, False)])
 async def test_json_and_ndjson_bodies_are_still_taken(db_url: str, content_type: str | None,
                                                       ndjson: bool) -> None:
     async with serve(db_url) as client:
