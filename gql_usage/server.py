@@ -272,7 +272,8 @@ class GuardedH11Protocol(H11Protocol):
             return False
         self.lingering = True
         self._stop_waiting()
-        self.raw_transport.write_eof()  # the answer is complete: FIN after it
+        if self.raw_transport.can_write_eof():
+            self.raw_transport.write_eof()  # the answer is complete: FIN after it
         self.raw_transport.resume_reading()
         self.linger_timer = self.loop.call_later(self.guard.linger_seconds,
                                                  self.raw_transport.close)
