@@ -27,6 +27,7 @@ from conftest import SERVICE_TOKEN, make_settings
 from helpers import SERVICE, make_account, token
 from live_server import LiveServer, free_port, live_server
 
+from gql_usage import logs
 from gql_usage import server as guarded
 from gql_usage.server import GuardedH11Protocol
 
@@ -130,10 +131,13 @@ def test_connections_that_never_finish_their_head_are_closed(tmp_path: Path) -> 
         for sock in slow:
             sock.close()
         lines = server.log_lines()[lines_at_start:]
-    assert len(lines) < 150, "\n".join(lines[:50])
+    # each kind of warning at most RATE_LIMIT_BURST times per 10 s window (the test may
+    # straddle two), tracebacks included; before: 441,401 lines in 20 s
+    assert len(lines) < 400, "\n".join(lines[:50])
     cut = [line for line in lines if "request head not complete" in line]
     evicted = [line for line in lines if "connection limit (200) reached" in line]
-    assert 1 <= len(cut) <= 10 and 1 <= len(evicted) <= 10, (len(cut), len(evicted))
+    most = 2 * logs.RATE_LIMIT_BURST
+    assert 1 <= len(cut) <= most and 1 <= len(evicted) <= most, (len(cut), len(evicted))
 
 
 # --- one byte at a time ----------------------------------------------------------------------
