@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 from cross_web import HTTPException
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
@@ -32,6 +33,7 @@ from gql_usage.http import (
     Readiness,
     harden,
     healthz,
+    http_error,
     ide_csp,
     internal_error,
     is_json_content_type,
@@ -203,5 +205,5 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[
         Middleware(DatabaseFaults, retry_after_seconds=settings.retry_after_seconds)],
-        exception_handlers={Exception: internal_error})
+        exception_handlers={StarletteHTTPException: http_error, Exception: internal_error})
     return harden(app, settings)

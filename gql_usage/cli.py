@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     """Migrate once (here, in the parent), then run uvicorn with ``--workers`` processes."""
     import uvicorn
 
-    from gql_usage import logs
+    from gql_usage import logs, server
     from gql_usage.app import create_app
     from gql_usage.db import run_migrations
 
@@ -38,10 +38,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     options: dict[str, Any] = {
         "host": args.host, "port": args.port, "log_level": settings.log_level.lower(),
         # our handler (gql_usage.logs) formats uvicorn's records; our AccessLog replaces
-        # uvicorn's access log; no WebSockets (we serve no subscriptions)
-        "log_config": None, "access_log": False, "ws": "none",
+        # uvicorn's access log; no WebSockets (we serve no subscriptions); h11 with a
+        # header timeout, a connection cap and lingering close (gql_usage.server)
+        "log_config": None, "access_log": False, "ws": "none", "http": server.PROTOCOL,
         "proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
     if args.workers == 1:
+        server.install(settings)
         uvicorn.run(create_app(settings, migrate=False), **options)
     else:
         # Worker processes are spawned and read their settings from the environment:
@@ -56,13 +58,15 @@ def serve_app() -> ASGIApp:
     """The app of one uvicorn worker (settings from the environment, no migrations).
 
     For running uvicorn or gunicorn directly, after ``gql-usage migrate``:
-    ``uvicorn --factory gql_usage.cli:serve_app --workers 4``.
+    ``uvicorn --factory gql_usage.cli:serve_app --http gql_usage.server:GuardedH11Protocol
+    --workers 4``.
     """
-    from gql_usage import logs
+    from gql_usage import logs, server
     from gql_usage.app import create_app
 
     settings = load_settings()
     logs.configure(settings.log_format, settings.log_level)
+    server.install(settings)  # the limits of gql_usage.server.PROTOCOL in this worker
     return create_app(settings, migrate=False)
 
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from html.parser import HTMLParser
 from typing import Any
 
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -37,6 +39,19 @@ access_log = logging.getLogger("gql_usage.access")
 
 TIMEOUT = "TIMEOUT"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
+NOT_FOUND = "NOT_FOUND"
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+BAD_USER_INPUT = "BAD_USER_INPUT"
+SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+CORS_REJECTED = "CORS_REJECTED"
+#: The code of an ``HTTPException`` by status (Starlette raises 404 and 405 itself).
+HTTP_EXCEPTION_CODES = {400: BAD_USER_INPUT, 401: UNAUTHENTICATED, 404: NOT_FOUND,
+                        405: METHOD_NOT_ALLOWED, 413: PAYLOAD_TOO_LARGE,
+                        415: UNSUPPORTED_MEDIA_TYPE, 422: BAD_USER_INPUT,
+                        503: SERVICE_UNAVAILABLE}
 GRAPHQL_PATH = "/graphql"
 #: Applied to every response that does not set its own policy: it serves no documents.
 STRICT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -73,6 +88,25 @@ def internal_error_response(scope: Scope) -> JSONResponse:
     request_id = str(scope.get("state", {}).get("request_id", "-"))
     return error_response(scope["path"], 500, f"Internal server error (request id "
                           f"{request_id})", INTERNAL_SERVER_ERROR, requestId=request_id)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's ``HTTPException``s (no route: 404; a route without the method: 405)
+    as coded JSON instead of Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    path, status = request.url.path, exc.status_code
+    if status == 404:
+        message = f"no such route: {request.method} {path}"
+    elif status == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {request.method} not allowed on {path} (allowed: {allowed})"
+    else:
+        message = exc.detail
+    code = HTTP_EXCEPTION_CODES.get(status, INTERNAL_SERVER_ERROR if status >= 500
+                                    else BAD_USER_INPUT)
+    response = error_response(path, status, message, code)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -249,6 +283,25 @@ def is_json_content_type(value: str | None) -> bool:
     return essence == "application/json"
 
 
+# --- CORS ----------------------------------------------------------------------------------
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, refusing a preflight with coded JSON (400
+    ``CORS_REJECTED``, naming what was disallowed) instead of plain text."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        detail = bytes(response.body).decode("utf-8", "replace")  # "Disallowed CORS origin"
+        refusal = error_response("", response.status_code, f"CORS preflight refused: {detail}",
+                                 CORS_REJECTED)
+        for name, value in response.headers.items():
+            if name not in ("content-type", "content-length"):
+                refusal.headers[name] = value
+        return refusal
+
+
 # --- timeouts ----------------------------------------------------------------------------
 
 class RequestTimeout:
@@ -336,7 +389,8 @@ class Readiness:
 
     @staticmethod
     def _unready(reason: str, **detail: Iterable[str]) -> Response:
-        body: dict[str, Any] = {"status": "unavailable", "reason": reason}
+        body: dict[str, Any] = {"status": "unavailable", "reason": reason,
+                                "error": f"not ready: {reason}", "code": SERVICE_UNAVAILABLE}
         body.update({key: list(value) for key, value in detail.items()})
         return JSONResponse(body, status_code=503)
 
@@ -346,7 +400,7 @@ class Readiness:
 def harden(app: ASGIApp, settings: Settings) -> ASGIApp:
     """Wrap ``app`` in the middlewares above, configured from ``settings``."""
     wrapped: ASGIApp = RequestTimeout(app, settings.request_timeout_seconds)
-    wrapped = CORSMiddleware(wrapped, allow_origins=settings.cors_origins,
+    wrapped = JsonCORSMiddleware(wrapped, allow_origins=settings.cors_origins,
                              allow_methods=("GET", "POST"), allow_headers=CORS_ALLOW_HEADERS,
                              expose_headers=CORS_EXPOSE_HEADERS, allow_credentials=False,
                              max_age=600)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
@@ -27,6 +30,75 @@ _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {
 #: Loggers of the ASGI server; they are routed through our handler (see ``configure``).
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+#: Loggers whose warnings a client can provoke at will (a flood of bad or slow
+#: connections): each message is let through at most ``RATE_LIMIT_BURST`` times per
+#: ``RATE_LIMIT_SECONDS`` (``RateLimitFilter``).
+RATE_LIMITED_LOGGERS = ("asyncio", "uvicorn", "uvicorn.error", "gql_usage.server")
+RATE_LIMIT_BURST = 10
+RATE_LIMIT_SECONDS = 10.0
+
+#: Control characters (C0, DEL, C1) and the Unicode line and paragraph separators: in a
+#: text log line, a request path holding them could end the line and forge another.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: What JSON leaves raw in a string of ours (it escapes C0 itself).
+_JSON_RAW_CONTROL = re.compile("[\x7f-\x9f\u2028\u2029]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED_ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100
+                                        else f"\\u{ord(char):04x}")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\r``, ``\\x1b``,
+    ``\\u2028``): one line, nothing for a terminal to interpret."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+class RateLimitFilter(logging.Filter):
+    """At most ``burst`` records of the same message (logger, level and format string)
+    per ``seconds``; the first one let through afterwards says how many were dropped
+    (``suppressed`` on the record, and in its text). For loggers a client can make
+    write a line per connection: a flood of connections must not become a flood of
+    log lines (and disk)."""
+
+    def __init__(self, burst: int = RATE_LIMIT_BURST, seconds: float = RATE_LIMIT_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.burst = burst
+        self.seconds = seconds
+        self.clock = clock
+        #: message key -> [window start, records let through, records dropped]
+        self._windows: dict[tuple[str, int, str], list[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        window = self._windows.get(key)
+        if window is None or now - window[0] >= self.seconds:
+            dropped = int(window[2]) if window is not None else 0
+            if len(self._windows) > 1000:  # bounded memory: forget old windows
+                self._windows.clear()
+            self._windows[key] = [now, 1, 0]
+            if dropped:
+                record.msg = (f"{record.getMessage()} ({dropped} more like this suppressed "
+                              f"in {self.seconds:g} s)")
+                record.args = None
+                record.suppressed = dropped
+            return True
+        if window[1] < self.burst:
+            window[1] += 1
+            return True
+        window[2] += 1
+        return False
 
 
 class RequestIdFilter(logging.Filter):
@@ -57,14 +129,37 @@ class JsonFormatter(logging.Formatter):
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack_info"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _JSON_RAW_CONTROL.sub(_json_escape,
+                                     json.dumps(entry, default=str, ensure_ascii=False))
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, one record per line whatever it holds: control characters in
+    the message (a request path with ``%0d%0a``, say) are escaped; a traceback keeps its
+    lines, each indented, so that no line of it can pass for the start of a record."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - stdlib name
+        return self._indent(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - stdlib name
+        return self._indent(super().formatStack(stack_info))
+
+    @staticmethod
+    def _indent(text: str) -> str:
+        return "\n".join("    " + escape_controls(line) for line in text.split("\n"))
 
 
 def make_handler(log_format: LogFormat, stream: TextIO | None = None) -> logging.Handler:
     """A stream handler (stderr by default) with our formatter and request-id filter."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else
-                         logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     return handler
 
@@ -85,4 +180,10 @@ def configure(log_format: LogFormat = "json", log_level: str = "INFO",
             server_logger.removeHandler(old)
         server_logger.propagate = True
         server_logger.setLevel(logging.NOTSET)
+    for name in RATE_LIMITED_LOGGERS:
+        limited = logging.getLogger(name)
+        for old_filter in list(limited.filters):
+            if isinstance(old_filter, RateLimitFilter):
+                limited.removeFilter(old_filter)
+        limited.addFilter(RateLimitFilter())
     return handler

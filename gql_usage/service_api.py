@@ -20,6 +20,13 @@ from tortoise.transactions import in_transaction
 
 from gql_usage import calendar
 from gql_usage.auth import service_token_ok
+from gql_usage.http import (
+    BAD_USER_INPUT,
+    NOT_FOUND,
+    PAYLOAD_TOO_LARGE,
+    UNAUTHENTICATED,
+    UNSUPPORTED_MEDIA_TYPE,
+)
 from gql_usage.ingest import BodyError, Ingestor, decode_batch, describe_validation_error
 from gql_usage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.settings import Settings
@@ -44,8 +51,33 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+#: The code of each status the service API answers with.
+ERROR_CODES = {400: BAD_USER_INPUT, 401: UNAUTHENTICATED, 404: NOT_FOUND,
+               413: PAYLOAD_TOO_LARGE, 415: UNSUPPORTED_MEDIA_TYPE, 422: BAD_USER_INPUT}
+
+
 def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+    """``{"error": message, "code": ...}`` with the code of ``status``."""
+    return JSONResponse({"error": message, "code": ERROR_CODES[status], **extra},
+                        status_code=status)
+
+
+#: Body types read as JSON besides ``application/json``: none declared, or plain text
+#: (some HTTP clients label any string body so).
+LENIENT_TYPES = ("", "text/plain")
+
+
+def unsupported_media_type(request: Request, *, ndjson: bool) -> Response | None:
+    """415 when the request declares a body type that is not JSON (or NDJSON where
+    ``ndjson``): a form, multipart or XML body is a client's mistake, named as such."""
+    declared = request.headers.get("content-type", "")
+    essence = declared.split(";", 1)[0].strip().lower()
+    if essence in ("application/json", *LENIENT_TYPES) or (
+            ndjson and ("ndjson" in essence or "jsonl" in essence)):
+        return None
+    wanted = ("application/json or application/x-ndjson" if ndjson
+              else "application/json")
+    return error(415, f"Content-Type must be {wanted}, not {declared[:100]!r}")
 
 
 def _aware(value: datetime) -> datetime:
@@ -110,6 +142,8 @@ class ServiceApi:
     async def _json_body(self, request: Request, model: type[BaseModel]) -> BaseModel | Response:
         if not self._authorized(request):
             return error(401, "invalid or missing service token")
+        if (refusal := unsupported_media_type(request, ndjson=False)) is not None:
+            return refusal
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
@@ -183,6 +217,8 @@ class ServiceApi:
     async def post_events(self, request: Request) -> Response:
         if not self._authorized(request):
             return error(401, "invalid or missing service token")
+        if (refusal := unsupported_media_type(request, ndjson=True)) is not None:
+            return refusal
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:

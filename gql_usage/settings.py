@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     #: Origins allowed to call the API from a browser (CORS); empty: none. The variable
     #: takes a comma-separated list or a JSON array.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: A connection must deliver a complete request head (request line and headers)
+    #: within this many seconds of opening, or of the previous response; else it is closed
+    #: (408 ``TIMEOUT`` when part of a head arrived). See ``gql_usage/server.py``.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Most open connections per server process; at the cap, the oldest connection still
+    #: waiting for a request head is closed to make room (or the new one, if none waits).
+    max_connections: int = Field(default=1000, gt=0)
     #: Log format: "json" (one object per line) or "text".
     log_format: Literal["json", "text"] = "json"
     #: Level of every logger: DEBUG, INFO, WARNING, ERROR or CRITICAL.

@@ -516,12 +516,15 @@ async def test_readyz_refuses_a_database_missing_a_migration(client: httpx.Async
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "reason": "migrations not applied",
-                               "pending": [last]}
+                               "pending": [last], "error": "not ready: migrations not applied",
+                               "code": "SERVICE_UNAVAILABLE"}
     await connection().execute_script("DROP TABLE tortoise_migrations")
     response = await client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "reason": "no migrations applied",
-                               "pending": shipped_migrations()}
+                               "pending": shipped_migrations(),
+                               "error": "not ready: no migrations applied",
+                               "code": "SERVICE_UNAVAILABLE"}
     assert (await client.get("/healthz")).status_code == 200  # alive all the same
 
 
@@ -538,6 +541,8 @@ async def test_readyz_refuses_an_unreachable_database(db_url: str) -> None:
     body = response.json()
     assert body["status"] == "unavailable"
     assert body["reason"].startswith("database unreachable (")
+    assert (body["error"], body["code"]) == (f"not ready: {body['reason']}",
+                                             "SERVICE_UNAVAILABLE")
     assert unreachable not in response.text  # no connection details leak
     assert health.status_code == 200
 
