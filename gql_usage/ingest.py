@@ -139,6 +139,7 @@ class BatchTooLarge(ValueError):
 #: A line holding something other than white space (JSON's: space, tab, CR).
 _NDJSON_LINE = re.compile(rb"[^\n]*[^\s][^\n]*")
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
 
 
 def _ndjson_lines(body: bytes, max_events: int) -> list[tuple[int, bytes]]:
@@ -168,7 +169,7 @@ def _check_array_length(text: str, max_events: int) -> None:
     position = space(text, 1).end()
     if text[position:position + 1] == "]":
         return
-    for _ in range(max_events + 1):
+    for _ in range(max_events):
         try:
             _, position = decoder.raw_decode(text, position)
         except (json.JSONDecodeError, RecursionError):
@@ -177,7 +178,7 @@ def _check_array_length(text: str, max_events: int) -> None:
         if text[position:position + 1] != ",":
             return
         position = space(text, position + 1).end()
-    raise BatchTooLarge(max_events)
+    raise BatchTooLarge(max_events)  # a comma after the last item the cap allows
 
 
 def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
@@ -209,16 +210,21 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
             except RecursionError:
                 items.append(_Undecodable(f"line {number} is nested too deeply"))
         return items
-    if body[:1] == b"[" and body.count(b",") >= max_events:
+    first = _JSON_SPACE_BYTES.match(body).end()
+    if body[first:first + 1] == b"[" and body.count(b",") >= max_events:
         try:
-            _check_array_length(body.decode("utf-8"), max_events)
+            _check_array_length(body[first:].decode("utf-8"), max_events)
         except UnicodeDecodeError as exc:
-            raise BodyError(f"body is not valid UTF-8 (byte {exc.start})") from None
+            raise BodyError(f"body is not valid UTF-8 (byte {exc.start + first})") from None
     if body[:1] == b"[" and b"\\u0000" not in body:
         try:
-            return ValidEvents(_EVENTS.validate_json(body))
+            valid = ValidEvents(_EVENTS.validate_json(body))
         except PydanticValidationError:
             pass  # find and name the bad events below
+        else:
+            if len(valid) > max_events:
+                raise BatchTooLarge(max_events)
+            return valid
     try:
         decoded = json.loads(body)
     except UnicodeDecodeError as exc:
@@ -233,8 +239,6 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
         decoded = [decoded]
     if not isinstance(decoded, list):
         raise BodyError("body must be a JSON array of events (or NDJSON)")
-    if len(decoded) > max_events:  # a body not starting with "[" (leading white space)
-        raise BatchTooLarge(max_events)
     return decoded
 
 
