@@ -110,8 +110,8 @@ def parse_event(raw: Any) -> EventIn:
         event = _EVENT.validate_json(json.dumps(raw))
     except PydanticValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
-    nul = [name for name in _NUL_FIELDS
-           if "\x00" in (event.get(name) or "")]  # type: ignore[misc]
+    fields: dict[str, Any] = dict(event)
+    nul = [name for name in _NUL_FIELDS if "\x00" in (fields.get(name) or "")]
     if nul:
         raise ValueError("; ".join(f"{name}: must not contain NUL (\\u0000) characters"
                                    for name in nul))
@@ -138,8 +138,6 @@ class BatchTooLarge(ValueError):
 
 #: A line holding something other than white space (JSON's: space, tab, CR).
 _NDJSON_LINE = re.compile(rb"[^\n]*[^\s][^\n]*")
-_JSON_SPACE = re.compile(r"[ \t\n\r]*")
-_JSON_SPACE_BYTES = re.compile(rb"[ \t\n\r]*")
 
 
 def _ndjson_lines(body: bytes, max_events: int) -> list[tuple[int, bytes]]:
@@ -157,6 +155,13 @@ def _ndjson_lines(body: bytes, max_events: int) -> list[tuple[int, bytes]]:
     return lines
 
 
+def _after_space(text: str, position: int) -> int:
+    """The position of the first non-space character at or after ``position``."""
+    while text[position:position + 1] in (" ", "\t", "\n", "\r"):
+        position += 1
+    return position
+
+
 def _check_array_length(text: str, max_events: int) -> None:
     """``BatchTooLarge`` if the JSON array ``text`` holds more than ``max_events`` items.
 
@@ -165,8 +170,7 @@ def _check_array_length(text: str, max_events: int) -> None:
     is left to the full decoder, which names the error.
     """
     decoder = json.JSONDecoder()
-    space = _JSON_SPACE.match
-    position = space(text, 1).end()
+    position = _after_space(text, 1)
     if text[position:position + 1] == "]":
         return
     for _ in range(max_events):
@@ -174,10 +178,10 @@ def _check_array_length(text: str, max_events: int) -> None:
             _, position = decoder.raw_decode(text, position)
         except (json.JSONDecodeError, RecursionError):
             return
-        position = space(text, position).end()
+        position = _after_space(text, position)
         if text[position:position + 1] != ",":
             return
-        position = space(text, position + 1).end()
+        position = _after_space(text, position + 1)
     raise BatchTooLarge(max_events)  # a comma after the last item the cap allows
 
 
@@ -200,8 +204,8 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
             if line.strip()]
         items: list[Any] = []
         for number, line in lines:
-            try:
-                items.append(json.loads(line))
+            try:  # UTF-8 only (json.loads of bytes would guess UTF-16 and drop a BOM)
+                items.append(json.loads(line.decode("utf-8")))
             except UnicodeDecodeError as exc:
                 raise BodyError(f"line {number} is not valid UTF-8 (byte {exc.start})"
                                 ) from None
@@ -210,7 +214,7 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
             except RecursionError:
                 items.append(_Undecodable(f"line {number} is nested too deeply"))
         return items
-    first = _JSON_SPACE_BYTES.match(body).end()
+    first = len(body) - len(body.lstrip(b" \t\n\r"))
     if body[first:first + 1] == b"[" and body.count(b",") >= max_events:
         try:
             _check_array_length(body[first:].decode("utf-8"), max_events)

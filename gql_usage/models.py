@@ -28,7 +28,7 @@ The cube keeps a few *grouping sets* per grain (``CUBE_SETS``): calls and credit
 over every dimension not in the set. A row's ``dims`` is the set as a bit mask
 (``DIM_BITS``); a dimension outside the set is stored as 0 (no real id is 0). A call
 made without a user (``UsageEvent.user_id`` NULL) has user id 0 in the cube and in
-``usage_pending`` (``NO_USER``): inside a set with the user dimension it is its own group. A question
+``usage_pending`` (``NO_USER``): in a set with the user dimension it is a group. A question
 filtered on dimensions F and grouped by G reads the smallest set containing F and G;
 questions no set covers are answered from the raw events, exactly, only slower.
 

@@ -82,7 +82,7 @@ async def test_millions_of_items_or_lines_are_refused_fast_in_bounded_memory(db_
         spaced = b" \n" + array[:-1] + b"]"  # not starting with "[": counted all the same
         for body, headers in ((array, JSON), (spaced, JSON), (lines, NDJSON)):
             # Reset the peak RSS to the current RSS (Linux: 5 > clear_refs).
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
+            Path(f"/proc/{pid}/clear_refs").write_text("5")  # noqa: ASYNC240
             before = _status_kib(pid, "VmHWM")
             response, seconds, slowest_health = await _timed_while_probing(client, body, headers)
             grown_mib = (_status_kib(pid, "VmHWM") - before) / 1024
