@@ -11,7 +11,10 @@ and then
    the dataset (``bench/data.py``) to ``POST /v1/usage-events`` in batches of 1,000 from 4
    concurrent clients, 2% of the batches sent twice: ``ingest_events_per_s``. Baseline:
    PostgreSQL ``COPY`` of the same rows into a bare table without indexes
-   (``copy_events_per_s``, the floor);
+   (``copy_events_per_s``, the floor). Latency of a batch: first deliveries
+   (``ingest_batch_p50_ms``/``p99``) and resends of batches already stored
+   (``resend_p50_ms``/``p99``: the retried batches during the load, then ``--resends``
+   stored batches sent again once everything is in, one at a time);
 2. for the dashboard page query over the last 30, 90 and 365 days of the large account:
    checks that the GraphQL answer equals hand-written SQL ``GROUP BY``s over the raw
    events (a mismatch aborts the run), then times end-to-end HTTP latency
@@ -111,6 +114,8 @@ class IngestFigures:
     accepted: int
     duplicates: int
     seconds: float
+    first_ms: list[float]
+    resend_ms: list[float]
 
     @property
     def per_s(self) -> float:
@@ -119,21 +124,25 @@ class IngestFigures:
 
 async def ingest(client: httpx.AsyncClient, bodies: list[bytes], clients: int) -> IngestFigures:
     """Every body once, every 50th twice (a producer retrying), from ``clients`` senders."""
-    sends: list[bytes] = []
+    sends: list[tuple[bytes, bool]] = []  # (body, resent)
     for i, body in enumerate(bodies):
-        sends.append(body)
+        sends.append((body, False))
         if i % 50 == 49:
-            sends.append(bodies[i - 25])
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in sends:
-        queue.put_nowait(body)
+            sends.append((bodies[i - 25], True))
+    queue: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+    for send in sends:
+        queue.put_nowait(send)
     totals = [0, 0, 0]
+    first_ms: list[float] = []
+    resend_ms: list[float] = []
 
     async def sender() -> None:
         while not queue.empty():
-            body = queue.get_nowait()
+            body, resent = queue.get_nowait()
+            sent = time.perf_counter()
             r = await client.post("/v1/usage-events", content=body,
                                   headers={**SERVICE, "Content-Type": "application/json"})
+            (resend_ms if resent else first_ms).append((time.perf_counter() - sent) * 1000)
             result = r.json()
             if r.status_code != 200 or result["rejected"]:
                 raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
@@ -143,7 +152,25 @@ async def ingest(client: httpx.AsyncClient, bodies: list[bytes], clients: int) -
 
     started = time.perf_counter()
     await asyncio.gather(*(sender() for _ in range(clients)))
-    return IngestFigures(totals[0], totals[1], totals[2], time.perf_counter() - started)
+    return IngestFigures(totals[0], totals[1], totals[2], time.perf_counter() - started,
+                         first_ms, resend_ms)
+
+
+async def resend(client: httpx.AsyncClient, bodies: list[bytes], count: int) -> list[float]:
+    """Latencies (ms) of ``count`` stored batches sent again, one at a time, spread over
+    the whole load (a producer retrying after a lost acknowledgement): every event must
+    come back as a duplicate."""
+    latencies = []
+    for i in range(count):
+        body = bodies[(i * 7919) % len(bodies)]
+        sent = time.perf_counter()
+        r = await client.post("/v1/usage-events", content=body,
+                              headers={**SERVICE, "Content-Type": "application/json"})
+        latencies.append((time.perf_counter() - sent) * 1000)
+        result = r.json()
+        if r.status_code != 200 or result["accepted"] or result["rejected"]:
+            raise RuntimeError(f"resend not all duplicates: {r.status_code} {str(result)[:500]}")
+    return latencies
 
 
 async def scalar(url: str, dsn: str | None, sql: str) -> int:
@@ -378,6 +405,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                           ) as client:
             await put_reference_data(client, data)
             figures = await ingest(client, bodies, args.clients)
+            resend_ms = figures.resend_ms + await resend(client, bodies, args.resends)
             del bodies
             if figures.accepted != data.total_events:
                 raise SystemExit(f"accepted {figures.accepted:,} events, expected "
@@ -413,6 +441,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ingest_folded_events_per_s": round(figures.events_posted / (figures.seconds + drain_s)),
         "copy_events_per_s": round(copy_rate) if copy_rate else None,
         "ingest_vs_copy": round(figures.per_s / copy_rate, 3) if copy_rate else None,
+        "ingest_batch_p50_ms": round(percentile(figures.first_ms, 50), 1),
+        "ingest_batch_p99_ms": round(percentile(figures.first_ms, 99), 1),
+        "resends": len(resend_ms),
+        "resend_p50_ms": round(percentile(resend_ms, 50), 1),
+        "resend_p99_ms": round(percentile(resend_ms, 99), 1),
         "graphql_p50_ms": round(main_range.graphql_p50_ms, 2),
         "graphql_p99_ms": round(main_range.graphql_p99_ms, 2),
         "raw_sql_ms": _round(main_range.raw_sql_ms),
@@ -451,6 +484,9 @@ def print_table(result: dict[str, Any]) -> None:
     copy = result["copy_events_per_s"]
     print(f"  ingest   {result['ingest_events_per_s']:>10,} events/s   COPY floor "
           + (f"{copy:,} events/s   ratio {result['ingest_vs_copy']}" if copy else "n/a"))
+    print(f"  batch of 1,000: first delivery p50 {result['ingest_batch_p50_ms']} ms, p99 "
+          f"{result['ingest_batch_p99_ms']} ms; resend ({result['resends']}) p50 "
+          f"{result['resend_p50_ms']} ms, p99 {result['resend_p99_ms']} ms")
     print(f"  {'range':>6} {'p50 ms':>9} {'p99 ms':>9} {'raw ms':>10} {'floor ms':>9} "
           f"{'vs raw':>8} {'vs floor':>9}")
     for days, r in result["ranges"].items():
@@ -469,6 +505,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per range")
     parser.add_argument("--clients", type=int, default=4, help="concurrent ingest clients")
+    parser.add_argument("--resends", type=int, default=50,
+                        help="stored batches sent again after the load (resend latency)")
     parser.add_argument("--load-clients", type=int, default=32)
     parser.add_argument("--load-requests", type=int, default=320)
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")

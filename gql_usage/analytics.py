@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from gql_usage import calendar
 from gql_usage.calendar import US, Bucket, Granularity, Segment
 from gql_usage.db import Sql, dialect, fetch_rows, read_connection
-from gql_usage.models import CUBE_SETS, DIM_BITS
+from gql_usage.models import CUBE_SETS, DIM_BITS, NO_USER
 
 #: Past this many separate raw pieces a spec reads its whole range from the raw events.
 MAX_RAW_PIECES = 64
@@ -236,8 +236,11 @@ _ACCOUNT_IDS = {
     "api_key_id": "SELECT id FROM api_key WHERE account_id = ",
     "endpoint_id": "SELECT endpoint_id FROM account_endpoint WHERE account_id = ",
     "source_id": "SELECT source_id FROM account_source WHERE account_id = ",
-    "user_id": "SELECT id FROM app_user WHERE account_id = ",
+    "user_id": f"SELECT {NO_USER} UNION ALL SELECT id FROM app_user WHERE account_id = ",
 }
+#: Raw events store a call without a user as NULL; the cube and pending events as NO_USER.
+_EVENT_DIMS = ", ".join(f"coalesce({c}, {NO_USER}) AS {c}" if c == "user_id" else c
+                        for c in DIM_BITS)
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,8 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
         if not pieces:
             continue
         q.add(" UNION ALL " if parts else "",
-              f"SELECT occurred_at_us / {US} AS t, {dims}, 1 AS c, credits AS cr "
+              f"SELECT occurred_at_us / {US} AS t, "
+              f"{_EVENT_DIMS if table == 'usage_event' else dims}, 1 AS c, credits AS cr "
               f"FROM {table} WHERE account_id = ", query.account_id)
         _ranges_sql(q, "occurred_at_us", pieces)
         _filters_sql(q, query)

@@ -10,17 +10,25 @@ happens in one transaction of a few statements.
 
 A JSON array body is validated in one pass by pydantic-core (``decode_batch``); only a
 batch with a bad event takes the slower per-event path that names each bad event.
+
+Bounded work for any body: the events of a batch are counted before anything is
+validated, without decoding more than the cap (``GQL_USAGE_MAX_BATCH_EVENTS``) allows, so a
+body of millions of tiny items or lines is refused at once (``BatchTooLarge``) instead of
+collecting millions of errors; the answer lists at most ``MAX_LISTED_REJECTIONS`` reasons
+and every rejected position (``IngestResult.as_json``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, NamedTuple, NotRequired
 
 from pydantic import AwareDatetime, Field, Strict, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
@@ -32,9 +40,13 @@ from typing_extensions import TypedDict
 from gql_usage import cube
 from gql_usage.calendar import US, to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
+from gql_usage.models import NO_USER
 
 MAX_CREDITS = 10**12
 SQLITE_ROWS_PER_STATEMENT = 1000
+#: Most rejections listed with their reason in one answer (every rejected position is
+#: listed in ``rejectedIndexes`` whatever their number).
+MAX_LISTED_REJECTIONS = 100
 _RETRIES = 5
 
 
@@ -58,7 +70,8 @@ class EventIn(TypedDict):
     id: Id
     accountId: Id
     apiKeyId: Id
-    userId: Id
+    #: Absent or null: a call made without a user (server to server).
+    userId: NotRequired[Id | None]
     endpoint: Annotated[StrictStr, Field(min_length=1, max_length=512, pattern=_NOT_BLANK)]
     source: Annotated[StrictStr, Field(min_length=1, max_length=128, pattern=_NOT_BLANK)]
     credits: Annotated[StrictInt, Field(ge=0, le=MAX_CREDITS)]
@@ -97,7 +110,8 @@ def parse_event(raw: Any) -> EventIn:
         event = _EVENT.validate_json(json.dumps(raw))
     except PydanticValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
-    nul = [name for name in _NUL_FIELDS if "\x00" in event[name]]  # type: ignore[literal-required]
+    fields: dict[str, Any] = dict(event)
+    nul = [name for name in _NUL_FIELDS if "\x00" in (fields.get(name) or "")]
     if nul:
         raise ValueError("; ".join(f"{name}: must not contain NUL (\\u0000) characters"
                                    for name in nul))
@@ -112,37 +126,109 @@ class BodyError(ValueError):
     """The request body as a whole cannot be read as a batch of events."""
 
 
-def decode_batch(body: bytes, content_type: str) -> list[Any]:
+class BatchTooLarge(ValueError):
+    """The body holds more events than one batch may (``max_events``); found while
+    counting, before any event was validated."""
+
+    def __init__(self, max_events: int) -> None:
+        super().__init__(f"batch holds more than {max_events} events, the maximum "
+                         "(GQL_USAGE_MAX_BATCH_EVENTS); send smaller batches")
+        self.max_events = max_events
+
+
+#: A line holding something other than white space (JSON's: space, tab, CR).
+_NDJSON_LINE = re.compile(rb"[^\n]*[^\s][^\n]*")
+
+
+def _ndjson_lines(body: bytes, max_events: int) -> list[tuple[int, bytes]]:
+    """(line number, line) of the non-blank lines; ``BatchTooLarge`` past ``max_events``
+    (found after reading at most ``max_events + 1`` lines, not the whole body)."""
+    found = list(itertools.islice(_NDJSON_LINE.finditer(body), max_events + 1))
+    if len(found) > max_events:
+        raise BatchTooLarge(max_events)
+    lines = []
+    number, position = 1, 0
+    for match in found:
+        number += body.count(b"\n", position, match.start())
+        position = match.start()
+        lines.append((number, match.group()))
+    return lines
+
+
+def _after_space(text: str, position: int) -> int:
+    """The position of the first non-space character at or after ``position``."""
+    while text[position:position + 1] in (" ", "\t", "\n", "\r"):
+        position += 1
+    return position
+
+
+def _check_array_length(text: str, max_events: int) -> None:
+    """``BatchTooLarge`` if the JSON array ``text`` holds more than ``max_events`` items.
+
+    Decodes one item at a time and stops at ``max_events + 1``: memory stays that of one
+    item, and a body of millions of tiny items costs a few milliseconds. A malformed body
+    is left to the full decoder, which names the error.
+    """
+    decoder = json.JSONDecoder()
+    position = _after_space(text, 1)
+    if text[position:position + 1] == "]":
+        return
+    for _ in range(max_events):
+        try:
+            _, position = decoder.raw_decode(text, position)
+        except (json.JSONDecodeError, RecursionError):
+            return
+        position = _after_space(text, position)
+        if text[position:position + 1] != ",":
+            return
+        position = _after_space(text, position + 1)
+    raise BatchTooLarge(max_events)  # a comma after the last item the cap allows
+
+
+def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
     """A JSON array, or NDJSON (one event per line; a bad line rejects only that event).
 
+    ``BatchTooLarge`` when it holds more than ``max_events`` events: counted first,
+    cheaply (a body with fewer commas or lines cannot hold more items), before any
+    event is validated.
     A JSON array whose events are all valid (and without any ``\\u0000``) comes back as
     ``EventIn`` objects, validated in one pass; otherwise items are the decoded values,
     validated one by one later.
     Lines that fail to decode are returned as ``_Undecodable`` markers so that their
     position is kept and reported.
     """
-    if (body[:1] == b"[" and b"\\u0000" not in body and "ndjson" not in content_type
-            and "jsonl" not in content_type):
-        try:
-            return ValidEvents(_EVENTS.validate_json(body))
-        except PydanticValidationError:
-            pass  # find and name the bad events below
-    if "ndjson" in content_type or "jsonl" in content_type:
+    ndjson = "ndjson" in content_type or "jsonl" in content_type
+    if ndjson:
+        lines = _ndjson_lines(body, max_events) if body.count(b"\n") >= max_events else [
+            (number, line) for number, line in enumerate(body.split(b"\n"), start=1)
+            if line.strip()]
         items: list[Any] = []
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BodyError(f"body is not valid UTF-8 (byte {exc.start})") from None
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append(json.loads(line))
+        for number, line in lines:
+            try:  # UTF-8 only (json.loads of bytes would guess UTF-16 and drop a BOM)
+                items.append(json.loads(line.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                raise BodyError(f"line {number} is not valid UTF-8 (byte {exc.start})"
+                                ) from None
             except json.JSONDecodeError as exc:
                 items.append(_Undecodable(f"line {number} is not valid JSON: {exc.msg}"))
             except RecursionError:
                 items.append(_Undecodable(f"line {number} is nested too deeply"))
         return items
+    first = len(body) - len(body.lstrip(b" \t\n\r"))
+    if body[first:first + 1] == b"[" and body.count(b",") >= max_events:
+        try:
+            _check_array_length(body[first:].decode("utf-8"), max_events)
+        except UnicodeDecodeError as exc:
+            raise BodyError(f"body is not valid UTF-8 (byte {exc.start + first})") from None
+    if body[:1] == b"[" and b"\\u0000" not in body:
+        try:
+            valid = ValidEvents(_EVENTS.validate_json(body))
+        except PydanticValidationError:
+            pass  # find and name the bad events below
+        else:
+            if len(valid) > max_events:
+                raise BatchTooLarge(max_events)
+            return valid
     try:
         decoded = json.loads(body)
     except UnicodeDecodeError as exc:
@@ -178,12 +264,22 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        """``rejected``: the first ``MAX_LISTED_REJECTIONS`` rejections (lowest positions)
+        with their reasons. When anything was rejected, also ``rejectedCount`` (all of
+        them) and ``rejectedIndexes`` (every rejected position), so that a producer can
+        always tell which events to fix: every other event of the batch is stored
+        (accepted now, or a duplicate of a stored one)."""
+        ordered = sorted(self.rejected, key=lambda r: r.index)
+        answer: dict[str, Any] = {
             "accepted": self.accepted,
             "duplicates": self.duplicates,
-            "rejected": [{"index": r.index, "reason": r.reason} for r in sorted(
-                self.rejected, key=lambda r: r.index)],
+            "rejected": [{"index": r.index, "reason": r.reason}
+                         for r in ordered[:MAX_LISTED_REJECTIONS]],
         }
+        if ordered:
+            answer["rejectedCount"] = len(ordered)
+            answer["rejectedIndexes"] = [r.index for r in ordered]
+        return answer
 
 
 class _Row(NamedTuple):
@@ -194,12 +290,12 @@ class _Row(NamedTuple):
     api_key_id: int
     endpoint_id: int
     source_id: int
-    user_id: int
+    user_id: int | None  # None: a call made without a user
     credits: int
     occurred_at_us: int
     position: int  # in the batch
 
-    def content(self) -> tuple[int, int, int, int, int, int]:
+    def content(self) -> tuple[int | None, ...]:
         return (self.api_key_id, self.endpoint_id, self.source_id, self.user_id,
                 self.credits, self.occurred_at_us)
 
@@ -316,18 +412,19 @@ class Ingestor:
         keys = await self.directory.members(
             d, "api_key", {(a, e["apiKeyId"]) for _, e, _, a in known})
         users = await self.directory.members(
-            d, "app_user", {(a, e["userId"]) for _, e, _, a in known})
+            d, "app_user", {(a, u) for _, e, _, a in known if (u := e.get("userId")) is not None})
         endpoints = await self.catalog.endpoint_ids({e["endpoint"] for _, e, _, _ in known})
         sources = await self.catalog.source_ids({e["source"] for _, e, _, _ in known})
         rows = []
         for index, e, occurred, account_id in known:
             key_id = keys.get((account_id, e["apiKeyId"]))
-            user_id = users.get((account_id, e["userId"]))
+            user = e.get("userId")
+            user_id = None if user is None else users.get((account_id, user))
             if key_id is None:
                 result.rejected.append(Rejection(
                     index, f"apiKeyId: unknown API key {e['apiKeyId']!r} for account "
                     f"{e['accountId']!r}"))
-            elif user_id is None:
+            elif user is not None and user_id is None:
                 result.rejected.append(Rejection(
                     index, f"userId: unknown user {e['userId']!r} for account "
                     f"{e['accountId']!r}"))
@@ -433,7 +530,8 @@ def _is_retryable(exc: Exception) -> bool:
     return any(s in text for s in ("deadlock", "could not serialize", "database is locked"))
 
 
-def _classify_repeat(row: _Row, stored: tuple[int, ...] | None, result: IngestResult) -> None:
+def _classify_repeat(row: _Row, stored: tuple[int | None, ...] | None,
+                     result: IngestResult) -> None:
     if stored is None or stored == row.content():
         result.duplicates += 1
     else:
@@ -445,9 +543,12 @@ def _classify_repeat(row: _Row, stored: tuple[int, ...] | None, result: IngestRe
 
 _EVENT_COLUMNS = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id",
                   "user_id", "credits", "occurred_at_us", "received_at_us")
+#: Ids as comma-separated text; an empty item (a call without a user) is NULL.
 _UNNEST = ", ".join(
-    "$2::text[]" if i == 2 else f"string_to_array(${i}, ',')::{'bigint' if i > 6 else 'int'}[]"
+    "$2::text[]" if i == 2 else f"string_to_array(${i}, ',', '')::{'bigint' if i > 6 else 'int'}[]"
     for i in range(1, 9))
+_PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" else c
+                            for c in cube.PENDING_COLUMNS)
 #: One statement: the new events, their pending copies, and the positions (1-based) of
 #: the rows that were *not* inserted (already stored), which is usually none. Integer
 #: columns travel as comma-separated text: asyncpg checks every element of a Python list
@@ -460,7 +561,7 @@ _POSTGRES_STORE = (
     " ON CONFLICT (account_id, event_id) DO NOTHING"
     f" RETURNING event_id, {', '.join(cube.PENDING_COLUMNS)}),"
     f" pending AS (INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)})"
-    f" SELECT {', '.join(cube.PENDING_COLUMNS)} FROM new)"
+    f" SELECT {_PENDING_SELECT} FROM new)"
     " SELECT coalesce(array_agg(n), '{}') FROM input WHERE NOT EXISTS"
     " (SELECT FROM new WHERE new.account_id = input.a AND new.event_id = input.e)"
 )
@@ -470,8 +571,8 @@ def _now_us() -> int:
     return int(time.time() * 1_000_000)
 
 
-def _joined(values: Iterable[int]) -> str:
-    return ",".join(map(str, values))
+def _joined(values: Iterable[int | None]) -> str:
+    return ",".join("" if v is None else str(v) for v in values)
 
 
 async def _store_postgres(rows: list[_Row]) -> list[_Row]:
@@ -509,23 +610,66 @@ async def _insert_pending_sqlite(conn: BaseDBAsyncClient, rows: list[_Row]) -> N
         q = Sql("sqlite").add(
             f"INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)}) VALUES ")
         for i, r in enumerate(rows[start:start + SQLITE_ROWS_PER_STATEMENT]):
+            user = NO_USER if r.user_id is None else r.user_id
             q.add(", (" if i else "(", r.account_id, ", ", r.api_key_id, ", ", r.endpoint_id,
-                  ", ", r.source_id, ", ", r.user_id, ", ", r.credits, ", ",
+                  ", ", r.source_id, ", ", user, ", ", r.credits, ", ",
                   r.occurred_at_us, ")")
         await conn.execute_query(q.text, q.params)
 
 
-async def _stored_contents(rows: list[_Row]) -> dict[tuple[int, str], tuple[int, ...]]:
-    conn = connection()
-    d = dialect(conn)
-    out: dict[tuple[int, str], tuple[int, ...]] = {}
+_CONTENT_COLUMNS = ("api_key_id", "endpoint_id", "source_id", "user_id", "credits",
+                    "occurred_at_us")
+#: The duplicate lookup on PostgreSQL: one probe of the unique index (event_id, account_id)
+#: per resent event, whatever the table's statistics say. The account is matched only
+#: inside row comparisons led by event_id, which no other index can serve (a plain
+#: ``account_id = ...`` would let the planner probe the (account_id, occurred_at_us)
+#: index and read the account's every row per event, as a bitmap scan of it with the id
+#: list as a filter once took 28 s on a never-analyzed table of 2.86 M rows), and
+#: ``POSTGRES_LOOKUP_SETTINGS`` leave the planner a nested loop of index scans as the only
+#: plan (no sequential or bitmap scan, hash or merge join; no JIT compilation, which a
+#: wild cost estimate from stale statistics would otherwise buy for hundreds of ms).
+POSTGRES_LOOKUP = (
+    f"SELECT u.account_id, u.event_id, {', '.join('u.' + c for c in _CONTENT_COLUMNS)}"
+    " FROM unnest(string_to_array($1, ',')::int[], $2::text[]) AS k(account_id, event_id)"
+    " JOIN usage_event u ON (u.event_id, u.account_id) >= (k.event_id, k.account_id)"
+    " AND (u.event_id, u.account_id) <= (k.event_id, k.account_id)"
+)
+POSTGRES_LOOKUP_SETTINGS = ("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;"
+                            " SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off;"
+                            " SET LOCAL enable_material = off; SET LOCAL jit = off")
+#: SQLite: the same index, named (``INDEXED BY`` fails rather than plan another way).
+SQLITE_LOOKUP = (f"SELECT account_id, event_id, {', '.join(_CONTENT_COLUMNS)} FROM usage_event"
+                 " INDEXED BY usage_event_event_account WHERE account_id = ")
+
+
+def lookup_sql(d: str, rows: Sequence[_Row]) -> list[Sql]:
+    """The statements reading the stored versions of ``rows`` (by account and event id)."""
+    if d == "postgres":
+        q = Sql(d).add(POSTGRES_LOOKUP)
+        q.params.extend([_joined(r.account_id for r in rows), [r.event_id for r in rows]])
+        return [q]
     by_account: dict[int, list[str]] = {}
     for r in rows:
         by_account.setdefault(r.account_id, []).append(r.event_id)
+    out = []
     for account_id, ids in sorted(by_account.items()):
-        q = Sql(d).add("SELECT event_id, api_key_id, endpoint_id, source_id, user_id, credits, "
-                       "occurred_at_us FROM usage_event WHERE account_id = ", account_id, " AND ")
-        q.in_list("event_id", ids)
-        for event_id, *content in await fetch_rows(q, conn):
-            out[(account_id, str(event_id))] = tuple(int(c) for c in content)
+        for start in range(0, len(ids), SQLITE_ROWS_PER_STATEMENT):
+            q = Sql(d).add(SQLITE_LOOKUP, account_id, " AND ")
+            out.append(q.in_list("event_id", ids[start:start + SQLITE_ROWS_PER_STATEMENT]))
     return out
+
+
+async def _stored_contents(rows: list[_Row]) -> dict[tuple[int, str], tuple[int | None, ...]]:
+    conn = connection()
+    d = dialect(conn)
+    found: list[Sequence[Any]] = []
+    if d == "postgres":
+        async with in_transaction("default") as tx:
+            await tx.execute_script(POSTGRES_LOOKUP_SETTINGS)
+            for q in lookup_sql(d, rows):
+                found += await fetch_rows(q, tx)
+    else:
+        for q in lookup_sql(d, rows):
+            found += await fetch_rows(q, conn)
+    return {(int(account_id), str(event_id)): tuple(None if c is None else int(c) for c in content)
+            for account_id, event_id, *content in found}

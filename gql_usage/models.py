@@ -26,7 +26,9 @@ value instead of 35,040 slots; a DAY series in Berlin reads hours (its days star
 
 The cube keeps a few *grouping sets* per grain (``CUBE_SETS``): calls and credits summed
 over every dimension not in the set. A row's ``dims`` is the set as a bit mask
-(``DIM_BITS``); a dimension outside the set is stored as 0 (no real id is 0). A question
+(``DIM_BITS``); a dimension outside the set is stored as 0 (no real id is 0). A call
+made without a user (``UsageEvent.user_id`` NULL) has user id 0 in the cube and in
+``usage_pending`` (``NO_USER``): in a set with the user dimension it is a group. A question
 filtered on dimensions F and grouped by G reads the smallest set containing F and G;
 questions no set covers are answered from the raw events, exactly, only slower.
 
@@ -53,6 +55,9 @@ from tortoise.models import Model
 SLOT_SECONDS = 15 * 60
 HOUR_SECONDS = 3_600
 DAY_SECONDS = 86_400
+#: User id of a call made without a user in ``usage_cube`` and ``usage_pending`` (and in
+#: analytics results); ``usage_event`` stores NULL.
+NO_USER = 0
 #: Bit of each dimension column in ``usage_cube.dims``.
 DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
 _SINGLE_SETS = (0, 1, 2, 4, 8)
@@ -191,12 +196,15 @@ class UsageEvent(Model):
     api_key_id = fields.IntField()
     endpoint_id = fields.IntField()
     source_id = fields.IntField()
-    user_id = fields.IntField()
+    #: NULL: a call made without a user (the cube and ``usage_pending`` store it as 0).
+    user_id = fields.IntField(null=True)
     credits = fields.BigIntField()
     occurred_at_us = fields.BigIntField()
     received_at_us = fields.BigIntField()
 
     class Meta:
         table = "usage_event"
-        unique_together = (("account_id", "event_id"),)
+        #: Index ``usage_event_event_account`` (migration 0003): event id first, which
+        #: the duplicate lookup of ``gql_usage.ingest`` relies on.
+        unique_together = (("event_id", "account_id"),)
         indexes = (Index(fields=("account_id", "occurred_at_us"), name="usage_event_acc_time"),)

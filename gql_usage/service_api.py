@@ -27,7 +27,13 @@ from gql_usage.http import (
     UNAUTHENTICATED,
     UNSUPPORTED_MEDIA_TYPE,
 )
-from gql_usage.ingest import BodyError, Ingestor, decode_batch, describe_validation_error
+from gql_usage.ingest import (
+    BatchTooLarge,
+    BodyError,
+    Ingestor,
+    decode_batch,
+    describe_validation_error,
+)
 from gql_usage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.settings import Settings
 
@@ -225,12 +231,12 @@ class ServiceApi:
             return error(413, f"body exceeds {self.settings.max_body_bytes} bytes; "
                          "send smaller batches")
         try:
-            items = decode_batch(body, request.headers.get("content-type", ""))
+            items = decode_batch(body, request.headers.get("content-type", ""),
+                                 self.settings.max_batch_events)
+        except BatchTooLarge as exc:
+            return error(413, str(exc), code="BATCH_TOO_LARGE", maxEvents=exc.max_events)
         except BodyError as exc:
             return error(400, str(exc))
-        if len(items) > self.settings.max_batch_events:
-            return error(413, f"batch holds {len(items)} events; the maximum is "
-                         f"{self.settings.max_batch_events}")
         result = await self.ingestor.ingest(items)
         return JSONResponse(result.as_json())
 

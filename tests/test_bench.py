@@ -16,7 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FIELDS = ("ingest_events_per_s", "copy_events_per_s", "graphql_p50_ms", "graphql_p99_ms",
           "raw_sql_ms", "floor_sql_ms", "speedup_vs_raw", "overhead_vs_floor",
-          "statements_per_request", "requests_per_s", "server_peak_rss_mib")
+          "statements_per_request", "requests_per_s", "server_peak_rss_mib",
+          "ingest_batch_p50_ms", "ingest_batch_p99_ms", "resend_p50_ms", "resend_p99_ms")
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])

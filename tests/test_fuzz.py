@@ -648,7 +648,8 @@ FIXED_INGEST: list[tuple[str, bytes, str, int, int, int]] = [
         _one(id="t4", accountId=1), _one(id="t5", occurredAt=1767225600),
         _one(id="t6", endpoint={"path": "/a"}), _one(id="t7", userId=None),
         _one(id="t8", credits=-3), _one(id="t9", credits=10**40), _ev(14, 14)]).encode(),
-     "application/json", 200, 1, 14),
+     # t7: a null userId is a call without a user (SPEC 6.1), accepted with its 5 credits.
+     "application/json", 200, 2, 19),
     ("just over the body limit", b"[" + b" " * (INGEST_LIMIT - 1) + b"]", "application/json",
      413, 0, 0),
     ("too many events", json.dumps([{}] * 10_001).encode(), "application/json", 413, 0, 0),

@@ -263,6 +263,8 @@ async def _rows(info: Info, by: UsageDimension, groups: dict[int, Totals],
             if u:
                 user = User.from_model(u)
                 rows.append(row(str(user.id), u.name, groups[i], user=user))
+            elif i == models.NO_USER:  # calls made without a user (SPEC 6.1)
+                rows.append(row("", "No user", groups[i]))
     rows.sort(key=lambda r: (-r.credits, -r.calls, r.key))
     return rows if limit is None else rows[:limit]
 
