@@ -11,9 +11,14 @@ code                        refused because
 ``QUERY_TOO_DEEP``          selections nested deeper than ``max_query_depth``
 ``TOO_MANY_ALIASES``        more aliases in the document than ``max_aliases``
 ``TOO_MANY_TOKENS``         more lexical tokens in the document than ``max_tokens``
-``QUERY_TOO_COSTLY``        static cost above ``max_query_cost`` (``extensions.cost``,
-                            ``extensions.maxCost``), or fragment spreads expanding to
-                            more than ``MAX_EXPANDED_FIELDS`` fields (before validation)
+``QUERY_TOO_COSTLY``        static cost above ``max_query_cost`` (``extensions.cost``: at
+                            least this much, ``extensions.maxCost``), or fragment spreads
+                            expanding to more than ``MAX_EXPANDED_FIELDS`` fields
+                            (before validation)
+``BAD_USER_INPUT``          an argument known to be wrong before execution (a filter's
+                            time zone, range, ids or texts; a series over 2,000 buckets;
+                            a negative ``limit``): ``extensions.argument``, ``path`` the
+                            field's response keys, the message names both
 ``RATE_LIMITED``            cost above what is left of the viewer's budget this window
                             (``extensions.cost``, ``remaining``, ``limit``, ``resetAt``;
                             HTTP 429 with ``Retry-After``)
@@ -41,7 +46,7 @@ returns the ``Node`` interface) costs as much as its most expensive possible typ
 
   - ``series(granularity)``: the number of buckets of the enclosing ``usage`` filter's
     range in its time zone (``gql_usage.calendar``; a DAY series over 365 days is 365 or
-    366 buckets), at most 2,000 (larger series are refused as ``BAD_USER_INPUT``);
+    366 buckets), at most 2,000 (a larger series refuses the operation, ``BAD_USER_INPUT``);
   - ``breakdown(by, limit)``: ``min(limit, 100)``, or 100 without a limit;
   - ``apiKeys``, ``endpoints``, ``sources`` and any other list: ``ASSUMED_LIST_SIZE``
     (100), a static assumption; no SQL is run to count.
@@ -56,14 +61,25 @@ series(granularity: DAY) { start } breakdown(by: ENDPOINT, limit: 3) { key endpo
 { path } } } apiKeys { id } } }`` costs viewer 1 + account 1 + usage (5 + 1) + series
 (5 + 7 x 1) + breakdown (5 + 3 x (1 + 1)) + apiKeys (100 x 1) = 131.
 
+The pass stops as soon as the cost passes ``max_query_cost`` (the refusal reports the
+cost known so far, a lower bound), and it checks arguments on the way: the first wrong
+one refuses the whole operation (``data: null``) before any SQL (SPEC 6.1). A series'
+buckets are bounded from below by arithmetic first (``calendar.min_buckets``: a range
+sure to hold over 2,000 buckets is refused without consulting its zone, and one whose
+bound already passes the maximum is too costly); only then are they counted exactly,
+DAY/WEEK/MONTH without scanning the zone's offsets.
+
 Rate limit
 ----------
 Each viewer (account + user) may spend ``rate_limit_points`` per fixed one-minute window,
 which starts with the viewer's first charged operation. An operation is charged its cost
-when it executes; refused operations are not charged. State is in process memory (one
-budget per server process). Every GraphQL response carries ``X-RateLimit-Limit``,
-``X-RateLimit-Remaining``, ``X-RateLimit-Used``, ``X-RateLimit-Reset`` (Unix seconds) and
-``X-Query-Cost`` (the cost of the request's operations, summed over a batch); the
+when it executes; an operation refused by the cost pass (too costly, a wrong argument) is
+charged ``REFUSAL_POINTS``, and once that no longer fits it is answered ``RATE_LIMITED``.
+Refusals by validation (depth, aliases, tokens, introspection) are not charged. State is
+in process memory (one budget per server process). Every GraphQL response carries
+``X-RateLimit-Limit``, ``X-RateLimit-Remaining``, ``X-RateLimit-Used``,
+``X-RateLimit-Reset`` (Unix seconds) and ``X-Query-Cost`` (the points charged for the
+request's operations, summed over a batch); the
 ``rateLimit`` field gives the same figures for the operation that asks.
 """
 
