@@ -3,6 +3,8 @@
 Pure Python, no database: the analytics layer turns the plan computed here into SQL.
 
 * ``offset_segments`` splits a UTC range into pieces of constant UTC offset.
+* ``min_buckets`` bounds a series' bucket count from below by arithmetic alone, so a range
+  far too long is refused (``check_bucket_limit``) before any zone lookup or scan.
 * ``buckets`` lists the HOUR/DAY/WEEK/MONTH buckets of a range, clipped to it.
 * ``bucket_key`` says, for a bucket, the integer key that ``key_sql`` computes in SQL for
   any instant inside it, so rows grouped by that key map back onto buckets exactly.
@@ -32,6 +34,36 @@ class Granularity(StrEnum):
 
 class TooManyBuckets(ValueError):
     pass
+
+
+#: Longest bucket of each granularity, in seconds, as local calendar time: a local hour is
+#: cut at every offset change, so an HOUR bucket is never longer than 3,600 s.
+_LONGEST_S = {Granularity.HOUR: HOUR_S, Granularity.DAY: DAY_S,
+              Granularity.WEEK: 7 * DAY_S, Granularity.MONTH: 31 * DAY_S}
+#: What offset changes can add to a range beyond its calendar buckets: UTC offsets lie
+#: within +-16 h (so the offsets at its two ends differ by under 32 h), and a day skipped
+#: by a date-line change (Samoa 2011, Kwajalein 1993) is an empty bucket, at most one per
+#: change of side. Four days cover both with room to spare.
+_SLACK_S = 4 * DAY_S
+
+
+def min_buckets(start_us: int, end_us: int, granularity: Granularity) -> int:
+    """A lower bound on ``len(buckets(...))`` in any zone, without looking at the zone.
+
+    HOUR: every bucket is at most an hour, so there are at least ``ceil(length / 1 h)``.
+    DAY/WEEK/MONTH: the calendar buckets touched span the range plus at most the offset
+    change, each at most its longest local length (31 days for MONTH)."""
+    length_s = max(end_us - start_us, 0) // US
+    if granularity is Granularity.HOUR:
+        return -(-length_s // HOUR_S)
+    return max((length_s - _SLACK_S) // _LONGEST_S[granularity], 0)
+
+
+def check_bucket_limit(start_us: int, end_us: int, granularity: Granularity) -> None:
+    """``TooManyBuckets`` when the range is certain to hold more than ``MAX_BUCKETS``
+    buckets: arithmetic only, before any zone is consulted."""
+    if min_buckets(start_us, end_us, granularity) > MAX_BUCKETS:
+        raise TooManyBuckets(_too_many(granularity))
 
 
 def zone(name: str) -> ZoneInfo:
@@ -144,8 +176,11 @@ def buckets(tz: ZoneInfo, start_us: int, end_us: int, granularity: Granularity,
     For DAY/WEEK/MONTH the key is the local day number (days since 1970-01-01 in local
     time) of the bucket's first local day; ``day_to_bucket`` maps any local day to it.
     For HOUR the key is ``local_hour_number * 1024 + segment_index``.
-    Raises ``TooManyBuckets`` past ``MAX_BUCKETS``.
+    Raises ``TooManyBuckets`` past ``MAX_BUCKETS``: at once when ``min_buckets`` is past
+    it, else after at most ``MAX_BUCKETS + 1`` steps (an HOUR range that gets this far is
+    at most 2,000 hours, so scanning its offsets is cheap).
     """
+    check_bucket_limit(start_us, end_us, granularity)
     if granularity is Granularity.HOUR:
         return _hour_buckets(segments or offset_segments(tz, start_us, end_us), start_us, end_us)
     first_local = from_us(start_us, tz).date()

@@ -56,14 +56,13 @@ def usage_query(filter_body: str, selection: str = "calls") -> str:
 ], ids=["from after to", "from equals to", "same instant, other offset"])
 async def test_from_not_before_to_is_bad_user_input(acme, range_):
     """The range is half-open ``[from, to)``: ``from >= to`` is refused, naming
-    ``filter.from``, and only ``usage`` is nulled."""
+    ``filter.from``, before execution: the whole operation (SPEC 6.1)."""
     body = (await post(acme, usage_query(range_))).json()
-    assert body["data"] == {"viewer": {"name": "User admin"},
-                            "account": {"name": "Account acme", "usage": None}}
+    assert body["data"] is None
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["argument"] == "filter.from"
-    assert "filter.from" in error["message"]
+    assert error["message"].startswith("account.usage(filter.from): ")
     assert error["path"] == ["account", "usage"]
 
 
@@ -84,9 +83,9 @@ async def test_hourly_series_over_100_days_is_bad_user_input(acme):
     assert error["extensions"]["argument"] == "granularity"
     assert "granularity" in error["message"]
     assert error["path"] == ["account", "usage", "series"]
-    # series is non-null, so the report is nulled, not the whole answer.
-    assert body["data"] == {"viewer": {"name": "User admin"},
-                            "account": {"name": "Account acme", "usage": None}}
+    assert error["message"].startswith("account.usage.series(granularity): ")
+    # Known before execution: the whole operation is refused (SPEC 6.1).
+    assert body["data"] is None
 
 
 @pytest.mark.parametrize(("to", "allowed"), [

@@ -26,8 +26,10 @@ from gql_usage.db import StatementCounter
 from gql_usage.graphql.limits import (
     AGGREGATE_POINTS,
     ASSUMED_LIST_SIZE,
+    REFUSAL_POINTS,
     CostCalculator,
     RateLimiter,
+    RefusedArgument,
 )
 from gql_usage.graphql.schema import schema
 from gql_usage.settings import Settings
@@ -161,13 +163,18 @@ def test_series_costs_its_buckets_in_the_filter_time_zone():
         base + days
     assert series_cost("MONTH", "2025-01-15T00:00:00Z", "2026-01-15T00:00:00Z", "UTC") == \
         base + 13
-    # HOUR over a year is 8,760 buckets: counted as the 2,000 the resolver allows at most
-    # (it then refuses the series with BAD_USER_INPUT).
-    assert series_cost("HOUR", "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "UTC") == \
+    # Exactly 2,000 HOUR buckets cost 2,000; a year of them (8,760) and an empty range
+    # are argument errors, refused with the argument's path before execution.
+    assert series_cost("HOUR", "2026-01-01T00:00:00Z", "2026-03-25T08:00:00Z", "UTC") == \
         base + 2000
-    # An invalid range is left to the resolver's BAD_USER_INPUT: one bucket.
-    assert series_cost("DAY", "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", "UTC") == \
-        base + 1
+    with pytest.raises(RefusedArgument) as refused:
+        series_cost("HOUR", "2025-01-01T00:00:00Z", "2026-01-01T00:00:00Z", "UTC")
+    assert (refused.value.refusal.path, refused.value.refusal.argument) == (
+        ("account", "usage", "series"), "granularity")
+    with pytest.raises(RefusedArgument) as refused:
+        series_cost("DAY", "2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z", "UTC")
+    assert (refused.value.refusal.path, refused.value.refusal.argument) == (
+        ("account", "usage"), "filter.from")
 
 
 def test_breakdown_limit_only_lowers_the_assumed_size():
@@ -269,7 +276,7 @@ async def test_limits_refuse_with_a_code_and_advice_before_any_sql(db_url):
         await accepted("{ viewer { " + "id " * 295 + "} }")
         # Cost: account 1 + apiKeys N + endpoints N = 201 > 200.
         body = await refused("{ account { apiKeys { id } endpoints { path } } }",
-                             "QUERY_TOO_COSTLY", "costs 201 points", "maximum is 200",
+                             "QUERY_TOO_COSTLY", "costs at least 201 points", "maximum is 200",
                              "split the query")
         assert body["errors"][0]["extensions"] == {"code": "QUERY_TOO_COSTLY", "cost": 201,
                                                    "maxCost": 200}
@@ -284,10 +291,12 @@ async def test_limits_refuse_with_a_code_and_advice_before_any_sql(db_url):
                       "Introspection is disabled", "Remove __schema and __type")
         await refused('{ __type(name: "Account") { name } }', "INTROSPECTION_DISABLED")
         assert (await accepted("{ __typename }"))["data"] == {"__typename": "Query"}
-        # Only what was accepted was charged: baseline 1, depth 1 + (A+1) + (A + 2 x 2),
-        # aliases 3, tokens 1 (merged), apiKeys 1 + N, fan-out 1, __typename 1, this 1.
+        # What was accepted was charged: baseline 1, depth 1 + (A+1) + (A + 2 x 2),
+        # aliases 3, tokens 1 (merged), apiKeys 1 + N, fan-out 1, __typename 1, this 1;
+        # the operation refused as too costly the refusal fee.
         used = (await accepted("{ rateLimit { used } }"))["data"]["rateLimit"]["used"]
-        assert used == 1 + (1 + (A + 1) + (A + 2 * 2)) + 3 + 1 + (1 + N) + 1 + 1 + 1
+        assert used == 1 + (1 + (A + 1) + (A + 2 * 2)) + 3 + 1 + (1 + N) + 1 + 1 + 1 + \
+            REFUSAL_POINTS
 
 
 async def test_introspection_is_on_by_default_and_graphiql_query_passes(db_url):

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import strawberry
 
 from gql_usage import calendar
 from gql_usage.analytics import UsageQuery
 from gql_usage.graphql import ids
-from gql_usage.graphql.context import Context
 from gql_usage.graphql.errors import BadUserInput
+
+if TYPE_CHECKING:  # the context imports the limits, which check filters with this module
+    from gql_usage.graphql.context import Context
 
 
 @strawberry.input(description="Which usage to count. Filters combine with AND; values "
@@ -106,6 +108,45 @@ def _texts(values: list[str], argument: str) -> list[str]:
     return list(values)
 
 
+def _range(tz_name: str, from_: datetime, to: datetime) -> tuple[datetime, datetime]:
+    """The filter's ``[from, to)`` as aware datetimes; ``BadUserInput`` naming
+    ``filter.timeZone`` or ``filter.from``."""
+    try:
+        tz = calendar.zone(tz_name)
+    except ValueError as exc:
+        raise BadUserInput("filter.timeZone", str(exc)) from None
+    bounds = []
+    for name, value in (("from", from_), ("to", to)):
+        try:
+            bounds.append(_aware(value, tz))
+        except OverflowError:
+            raise BadUserInput(f"filter.{name}", "is out of range: the instant must fall "
+                               "in the years 1 to 9999 in UTC") from None
+    start, end = bounds
+    if start >= end:
+        raise BadUserInput("filter.from", "must be earlier than filter.to (the range is "
+                           "[from, to), to exclusive)")
+    return start, end
+
+
+def check_filter(value: Mapping[str, Any], default_time_zone: str) -> tuple[str, int, int]:
+    """Everything ``resolve_filter`` checks without the database, on a coerced
+    ``UsageFilter`` argument (GraphQL names): the time zone, ``from < to``, the ids and the
+    texts. Returns (time zone, start, end in UTC microseconds); raises ``BadUserInput``
+    naming the argument, as the resolver would. The query cost runs it on every filter of
+    an operation before execution, so a bad filter refuses the whole operation."""
+    tz_name = value.get("timeZone")
+    tz_name = default_time_zone if tz_name is None else tz_name
+    start, end = _range(tz_name, value["from"], value["to"])
+    for name, type_name in (("apiKeyIds", "ApiKey"), ("userIds", "User")):
+        if value.get(name) is not None:
+            _external_ids(value[name], type_name, f"filter.{name}")
+    for name in ("endpoints", "sources"):
+        if value.get(name) is not None:
+            _texts(value[name], f"filter.{name}")
+    return tz_name, calendar.to_us(start), calendar.to_us(end)
+
+
 async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -> UsageQuery:
     """The ``UsageQuery`` of a filter, resolved once per request whatever asks for it."""
     context = info.context
@@ -120,14 +161,7 @@ async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -
 async def _resolve(context: Context, f: UsageFilter) -> UsageQuery:
     account = context.viewer.account
     tz_name = f.time_zone if f.time_zone is not None else account.time_zone
-    try:
-        tz = calendar.zone(tz_name)
-    except ValueError as exc:
-        raise BadUserInput("filter.timeZone", str(exc)) from None
-    start, end = _aware(f.from_, tz), _aware(f.to, tz)
-    if start >= end:
-        raise BadUserInput("filter.from", "must be earlier than filter.to (the range is "
-                           "[from, to), to exclusive)")
+    start, end = _range(tz_name, f.from_, f.to)
     loaders = context.loaders
     api_key_ids = user_ids = endpoint_ids = source_ids = None
     if f.api_key_ids is not None:

@@ -11,9 +11,14 @@ code                        refused because
 ``QUERY_TOO_DEEP``          selections nested deeper than ``max_query_depth``
 ``TOO_MANY_ALIASES``        more aliases in the document than ``max_aliases``
 ``TOO_MANY_TOKENS``         more lexical tokens in the document than ``max_tokens``
-``QUERY_TOO_COSTLY``        static cost above ``max_query_cost`` (``extensions.cost``,
-                            ``extensions.maxCost``), or fragment spreads expanding to
-                            more than ``MAX_EXPANDED_FIELDS`` fields (before validation)
+``QUERY_TOO_COSTLY``        static cost above ``max_query_cost`` (``extensions.cost``: at
+                            least this much, ``extensions.maxCost``), or fragment spreads
+                            expanding to more than ``MAX_EXPANDED_FIELDS`` fields
+                            (before validation)
+``BAD_USER_INPUT``          an argument known to be wrong before execution (a filter's
+                            time zone, range, ids or texts; a series over 2,000 buckets;
+                            a negative ``limit``): ``extensions.argument``, ``path`` the
+                            field's response keys, the message names both
 ``RATE_LIMITED``            cost above what is left of the viewer's budget this window
                             (``extensions.cost``, ``remaining``, ``limit``, ``resetAt``;
                             HTTP 429 with ``Retry-After``)
@@ -41,7 +46,7 @@ returns the ``Node`` interface) costs as much as its most expensive possible typ
 
   - ``series(granularity)``: the number of buckets of the enclosing ``usage`` filter's
     range in its time zone (``gql_usage.calendar``; a DAY series over 365 days is 365 or
-    366 buckets), at most 2,000 (larger series are refused as ``BAD_USER_INPUT``);
+    366 buckets), at most 2,000 (a larger series refuses the operation, ``BAD_USER_INPUT``);
   - ``breakdown(by, limit)``: ``min(limit, 100)``, or 100 without a limit;
   - ``apiKeys``, ``endpoints``, ``sources`` and any other list: ``ASSUMED_LIST_SIZE``
     (100), a static assumption; no SQL is run to count.
@@ -56,26 +61,36 @@ series(granularity: DAY) { start } breakdown(by: ENDPOINT, limit: 3) { key endpo
 { path } } } apiKeys { id } } }`` costs viewer 1 + account 1 + usage (5 + 1) + series
 (5 + 7 x 1) + breakdown (5 + 3 x (1 + 1)) + apiKeys (100 x 1) = 131.
 
+The pass stops as soon as the cost passes ``max_query_cost`` (the refusal reports the
+cost known so far, a lower bound), and it checks arguments on the way: the first wrong
+one refuses the whole operation (``data: null``) before any SQL (SPEC 6.1). A series'
+buckets are bounded from below by arithmetic first (``calendar.min_buckets``: a range
+sure to hold over 2,000 buckets is refused without consulting its zone, and one whose
+bound already passes the maximum is too costly); only then are they counted exactly,
+DAY/WEEK/MONTH without scanning the zone's offsets.
+
 Rate limit
 ----------
 Each viewer (account + user) may spend ``rate_limit_points`` per fixed one-minute window,
 which starts with the viewer's first charged operation. An operation is charged its cost
-when it executes; refused operations are not charged. Budgets are counted with the
-``limits`` library's fixed-window strategy, in process memory (``memory://``, the default:
-one budget per server process) or in Redis (``rate_limit_storage_url``
-``redis://host:port/db``: one budget shared by every process and instance using it; if
-Redis is down, each process counts in its own memory, with a logged warning). Every
-GraphQL response carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining``,
-``X-RateLimit-Used``, ``X-RateLimit-Reset`` (Unix seconds) and ``X-Query-Cost`` (the cost
-of the request's operations, summed over a batch); the ``rateLimit`` field gives the same
-figures for the operation that asks.
+when it executes; an operation refused by the cost pass (too costly, a wrong argument) is
+charged ``REFUSAL_POINTS``, and once that no longer fits it is answered ``RATE_LIMITED``.
+Refusals by validation (depth, aliases, tokens, introspection) are not charged. Budgets
+are counted with the ``limits`` library's fixed-window strategy, in process memory
+(``memory://``, the default: one budget per server process) or in Redis
+(``rate_limit_storage_url`` ``redis://host:port/db``: one budget shared by every process
+and instance using it; if Redis is down, each process counts in its own memory, with a
+logged warning). Every GraphQL response carries ``X-RateLimit-Limit``,
+``X-RateLimit-Remaining``, ``X-RateLimit-Used``, ``X-RateLimit-Reset`` (Unix seconds) and
+``X-Query-Cost`` (the points charged for the request's operations, summed over a batch);
+the ``rateLimit`` field gives the same figures for the operation that asks.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -99,6 +114,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    SourceLocation,
     ValidationContext,
     get_argument_values,
     get_directive_values,
@@ -114,6 +130,7 @@ from graphql import (
 )
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql.error import GraphQLSyntaxError
+from graphql.language import get_location
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from limits import RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
@@ -132,6 +149,7 @@ from strawberry.extensions import (
 )
 
 from gql_usage import analytics, calendar
+from gql_usage.caches import MIB, ByteLRU, digest, text_digest
 from gql_usage.graphql.errors import (
     BAD_USER_INPUT,
     INTROSPECTION_DISABLED,
@@ -141,7 +159,9 @@ from gql_usage.graphql.errors import (
     TOO_MANY_ALIASES,
     TOO_MANY_OPERATIONS,
     TOO_MANY_TOKENS,
+    BadUserInput,
 )
+from gql_usage.graphql.filters import check_filter
 from gql_usage.settings import Settings
 
 #: Assumed size of a list whose size is not known before execution.
@@ -150,6 +170,9 @@ ASSUMED_LIST_SIZE = 100
 AGGREGATE_POINTS = 5
 #: Cost of ``__schema`` / ``__type`` (answered from memory).
 INTROSPECTION_POINTS = 1
+#: What an operation refused before execution (too costly, a wrong argument) is charged:
+#: refusing is cheap, but not free, so a client cannot repeat refusals without limit.
+REFUSAL_POINTS = 100
 #: Length of a rate-limit window, in seconds.
 WINDOW_SECONDS = 60
 #: Most field selections a document may expand to through its fragment spreads (checked
@@ -363,54 +386,89 @@ class _Range:
     end_us: int
 
 
-def _instant(value: object, tz: Any) -> int | None:
-    if not isinstance(value, datetime):
-        return None
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=tz)
-    return calendar.to_us(value)
-
-
 def _range_of(usage_filter: object, default_tz: str) -> _Range | None:
-    """The range of a ``UsageFilter`` argument; None when it is invalid (the resolver
-    then refuses it with ``BAD_USER_INPUT``)."""
+    """The range of a ``UsageFilter`` argument, checked as the resolver checks it
+    (``BadUserInput`` naming the argument); None when there is no filter value (execution
+    then refuses the request itself)."""
     if not isinstance(usage_filter, dict):
         return None
-    tz_name = usage_filter.get("timeZone") or default_tz
+    return _Range(*check_filter(usage_filter, default_tz))
+
+
+def _granularity(granularity: object) -> calendar.Granularity | None:
     try:
-        tz = calendar.zone(tz_name)
-        start = _instant(usage_filter.get("from"), tz)
-        end = _instant(usage_filter.get("to"), tz)
-    except (ValueError, OverflowError):
+        return calendar.Granularity(str(getattr(granularity, "value", granularity)))
+    except ValueError:
         return None
-    if start is None or end is None or start >= end:
-        return None
-    return _Range(tz_name, start, end)
-
-
-_APPROX_BUCKET_S = {calendar.Granularity.HOUR: calendar.HOUR_S,
-                    calendar.Granularity.DAY: calendar.DAY_S,
-                    calendar.Granularity.WEEK: 7 * calendar.DAY_S,
-                    calendar.Granularity.MONTH: 28 * calendar.DAY_S}
 
 
 def bucket_count(rng: _Range | None, granularity: object) -> int:
-    """Buckets of a series, as ``gql_usage.calendar`` lays them out (at most 2,000)."""
-    if rng is None:
+    """Buckets of a series, as ``gql_usage.calendar`` lays them out; raises
+    ``calendar.TooManyBuckets`` past 2,000. A range sure to be too long is refused by
+    arithmetic alone (``calendar.min_buckets``); DAY/WEEK/MONTH buckets are counted without
+    scanning the zone's offsets, HOUR ones (then at most ~2,000 hours) with the layout the
+    resolver and the loader use."""
+    g = _granularity(granularity)
+    if rng is None or g is None:
         return 1
-    try:
-        g = calendar.Granularity(str(getattr(granularity, "value", granularity)))
-    except ValueError:
-        return 1
-    approx = (rng.end_us - rng.start_us) // (_APPROX_BUCKET_S[g] * calendar.US)
-    if approx > calendar.MAX_BUCKETS + 2:  # far too many: don't lay them out
-        return calendar.MAX_BUCKETS
-    try:
+    calendar.check_bucket_limit(rng.start_us, rng.end_us, g)
+    if g is calendar.Granularity.HOUR:
         return len(analytics.bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
-    except calendar.TooManyBuckets:
-        return calendar.MAX_BUCKETS
-    except (ValueError, OverflowError):
-        return 1
+    tz = calendar.zone(rng.tz_name)
+    return len(calendar.buckets(tz, rng.start_us, rng.end_us, g))
+
+
+#: An operation with no maximum cost (``CostCalculator.for_operation`` in tests).
+UNLIMITED = sys.maxsize
+#: Fields with a ``filter: UsageFilter!`` argument.
+FILTERED = frozenset({("Account", "usage"), ("ApiKey", "usage"), ("Endpoint", "usage")})
+
+
+@dataclass(frozen=True)
+class ArgumentRefusal:
+    """An argument known to be wrong before execution: the whole operation is refused."""
+
+    argument: str                     # within its field: ``filter.timeZone``, ``limit``
+    detail: str                       # what is wrong, what to do
+    path: tuple[str, ...]             # response keys from the root (no list indices)
+    locations: tuple[tuple[int, int], ...]  # of the argument in the document
+
+    @property
+    def message(self) -> str:
+        return f"{'.'.join(self.path)}({self.argument}): {self.detail}"
+
+    def error(self) -> GraphQLError:
+        """A fresh error each time (error objects are changed on their way out)."""
+        error = GraphQLError(self.message, path=list(self.path), extensions={
+            "code": BAD_USER_INPUT, "argument": self.argument})
+        error.locations = [SourceLocation(line, column)
+                           for line, column in self.locations] or None
+        return error
+
+
+class RefusedArgument(Exception):
+    """Raised by ``CostCalculator`` for an argument known to be wrong."""
+
+    def __init__(self, refusal: ArgumentRefusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+class _TooCostly(Exception):
+    """The cost passed its limit; ``at_least`` is what is known of it so far."""
+
+    def __init__(self, at_least: int) -> None:
+        super().__init__(at_least)
+        self.at_least = at_least
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the pass before execution found: the cost, or why the operation is refused."""
+
+    cost: int  # the exact cost; when ``too_costly``, a lower bound above the maximum
+    too_costly: bool = False
+    refusal: ArgumentRefusal | None = None
 
 
 class CostCalculator:
@@ -429,19 +487,41 @@ class CostCalculator:
                       operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
                       default_time_zone: str) -> int | None:
         """Cost of the operation; None when the variables do not coerce (the execution
-        then refuses the request itself, before any resolver)."""
+        then refuses the request itself, before any resolver). Raises ``RefusedArgument``
+        for an argument known to be wrong."""
+        assessment = cls.assess(schema, document, operation, raw_variables,
+                                default_time_zone, UNLIMITED)
+        if assessment is not None and assessment.refusal is not None:
+            raise RefusedArgument(assessment.refusal)
+        return None if assessment is None else assessment.cost
+
+    @classmethod
+    def assess(cls, schema: GraphQLSchema, document: DocumentNode,
+               operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
+               default_time_zone: str, max_cost: int) -> Assessment | None:
+        """The cost, checking arguments on the way and stopping as soon as it passes
+        ``max_cost``; None when the variables do not coerce."""
         variables = get_variable_values(schema, operation.variable_definitions or (),
                                         raw_variables or {})
         if isinstance(variables, list):
             return None
         calc = cls(schema, document, variables, default_time_zone)
-        return calc.operation_cost(operation)
+        try:
+            return Assessment(calc.operation_cost(operation, max_cost))
+        except _TooCostly as exc:
+            return Assessment(exc.at_least, too_costly=True)
+        except RefusedArgument as exc:
+            return Assessment(0, refusal=exc.refusal)
 
-    def operation_cost(self, operation: OperationDefinitionNode) -> int:
+    def operation_cost(self, operation: OperationDefinitionNode, limit: int = UNLIMITED) -> int:
+        """The cost; raises ``_TooCostly`` once past ``limit`` and ``RefusedArgument``."""
         root = self.schema.get_root_type(operation.operation)
         if root is None:
             return 1
-        return max(1, self._selection_cost([operation.selection_set], root, None))
+        cost = max(1, self._selection_cost([operation.selection_set], root, None, (), limit))
+        if cost > limit:
+            raise _TooCostly(cost)
+        return cost
 
     def _included(self, node: FieldNode | InlineFragmentNode | FragmentSpreadNode) -> bool:
         try:
@@ -483,22 +563,41 @@ class CostCalculator:
                         self._collect([fragment.selection_set], type_, fields, path | {name})
 
     def _selection_cost(self, selection_sets: list[SelectionSetNode], type_: Any,
-                        scope: _Range | None) -> int:
+                        scope: _Range | None, path: tuple[str, ...], limit: int) -> int:
+        """At most ``limit``, else ``_TooCostly`` with what is known."""
         if is_abstract_type(type_):
-            return max((self._selection_cost(selection_sets, t, scope)
+            return max((self._selection_cost(selection_sets, t, scope, path, limit)
                         for t in self.schema.get_possible_types(type_)), default=0)
         if not is_object_type(type_):
             return 0
         fields: dict[str, list[FieldNode]] = {}
         self._collect(selection_sets, type_, fields, frozenset())
-        return sum(self._field_cost(type_, nodes, scope) for nodes in fields.values())
+        total = 0
+        for key, nodes in fields.items():
+            try:
+                total += self._field_cost(type_, nodes, scope, (*path, key), limit - total)
+            except _TooCostly as exc:
+                exc.at_least += total
+                raise
+        return total
+
+    def _refuse(self, node: FieldNode, path: tuple[str, ...], argument: str,
+                detail: str) -> RefusedArgument:
+        name = argument.split(".", 1)[0].split("[", 1)[0]
+        at = next((a for a in node.arguments or () if a.name.value == name), node)
+        loc = at.loc
+        locations = () if loc is None else (tuple(get_location(loc.source, loc.start)),)
+        return RefusedArgument(ArgumentRefusal(argument, detail, path,
+                                               locations))  # type: ignore[arg-type]
 
     def _field_cost(self, parent: GraphQLObjectType, nodes: list[FieldNode],
-                    scope: _Range | None) -> int:
+                    scope: _Range | None, path: tuple[str, ...], limit: int) -> int:
         name = nodes[0].name.value
         if name == "__typename":
             return 0
         if name in ("__schema", "__type"):
+            if INTROSPECTION_POINTS > limit:
+                raise _TooCostly(INTROSPECTION_POINTS)
             return INTROSPECTION_POINTS
         field_def = parent.fields.get(name)
         where = (parent.name, name)
@@ -511,41 +610,84 @@ class CostCalculator:
             args = get_argument_values(field_def, nodes[0], self.variables)
         except GraphQLError:
             args = {}
-        if where == ("Account", "usage"):
-            scope = _range_of(args.get("filter"), self.default_time_zone)
+        own = AGGREGATE_POINTS if where in AGGREGATES else 0
+        if where in FILTERED:
+            try:
+                rng = _range_of(args.get("filter"), self.default_time_zone)
+            except BadUserInput as exc:
+                argument = exc.argument or "filter"
+                raise self._refuse(nodes[0], path, argument,
+                                   str(exc).removeprefix(f"{argument}: ")) from None
+            if where == ("Account", "usage"):
+                scope = rng
         size = 1
         if where == ("UsageReport", "series"):
-            size = bucket_count(scope, args.get("granularity"))
+            granularity = _granularity(args.get("granularity"))
+            if scope is not None and granularity is not None:
+                # The bound first: an exact count only when it can still fit.
+                least = calendar.min_buckets(scope.start_us, scope.end_us, granularity)
+                if least <= calendar.MAX_BUCKETS and own + least > limit:
+                    raise _TooCostly(own + least)
+            try:
+                size = bucket_count(scope, args.get("granularity"))
+            except calendar.TooManyBuckets as exc:
+                raise self._refuse(nodes[0], path, "granularity", str(exc)) from None
         elif where == ("UsageReport", "breakdown"):
-            limit = args.get("limit")
-            size = ASSUMED_LIST_SIZE if limit is None else max(min(limit, ASSUMED_LIST_SIZE), 0)
+            limit_arg = args.get("limit")
+            if limit_arg is not None and limit_arg < 0:
+                raise self._refuse(nodes[0], path, "limit", "must be 0 or more")
+            size = ASSUMED_LIST_SIZE if limit_arg is None else min(limit_arg, ASSUMED_LIST_SIZE)
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
             size = ASSUMED_LIST_SIZE
-        own = AGGREGATE_POINTS if where in AGGREGATES else 0
+        if own + size > limit:
+            raise _TooCostly(own + size)
+        # Each of `size` elements may cost at most this much for the field to fit.
+        child_limit = UNLIMITED if size == 0 else (limit - own) // size - 1
         children = [n.selection_set for n in nodes if n.selection_set is not None]
-        return own + size * (1 + self._selection_cost(children, named, scope))
+        try:
+            child = self._selection_cost(children, named, scope, path, child_limit)
+        except _TooCostly as exc:
+            exc.at_least = own + size * (1 + exc.at_least)
+            raise
+        return own + size * (1 + child)
 
 
-def operation_cost(schema: GraphQLSchema, document: DocumentNode,
-                   operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
-                   default_time_zone: str) -> int | None:
-    """``CostCalculator.for_operation``, cached: the cost is a function of the document,
-    the variables and the time zone alone, and a dashboard sends the same ones again and
-    again (documents come from the parse cache, so they are looked up by identity)."""
+def _assessment_bytes(assessment: Assessment | None) -> int:
+    refusal = assessment.refusal if assessment is not None else None
+    if refusal is None:
+        return 0
+    return sum(sys.getsizeof(text) for text in (refusal.argument, refusal.detail,
+                                                *refusal.path)) + 64 * len(refusal.path)
+
+
+#: Assessments by (schema, maximum, time zone, digests of the document text, the operation
+#: name and the variables): a dashboard sends the same ones again and again.
+_ASSESSMENTS: ByteLRU[tuple[object, ...], Assessment | None] = ByteLRU(
+    "query costs", 4 * MIB, _assessment_bytes)
+
+
+def assess_operation(schema: GraphQLSchema, document: DocumentNode,
+                     operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
+                     default_time_zone: str, max_cost: int, query: str | None = None,
+                     operation_name: str | None = None) -> Assessment | None:
+    """``CostCalculator.assess``, cached when the document's text ``query`` is known: the
+    result is a function of the text, the operation name, the variables, the time zone
+    and the maximum alone. Keyed by digests, so no client text is kept."""
     try:
         variables = orjson.dumps(raw_variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # not JSON (never from HTTP): not cached
-        return CostCalculator.for_operation(schema, document, operation, raw_variables,
-                                            default_time_zone)
-    return _cached_cost(schema, document, operation, variables, default_time_zone)
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_cost(schema: GraphQLSchema, document: DocumentNode,
-                 operation: OperationDefinitionNode, variables: bytes,
-                 default_time_zone: str) -> int | None:
-    return CostCalculator.for_operation(schema, document, operation, orjson.loads(variables),
-                                        default_time_zone)
+        query = None
+    if query is None:
+        return CostCalculator.assess(schema, document, operation, raw_variables,
+                                     default_time_zone, max_cost)
+    key = (schema, max_cost, default_time_zone, text_digest(query),
+           digest(operation_name or ""), digest(variables))
+    found = _ASSESSMENTS.get(key)
+    if found is None:
+        found = CostCalculator.assess(schema, document, operation, raw_variables,
+                                      default_time_zone, max_cost)
+        _ASSESSMENTS.put(key, found)
+    return found
 
 
 def expanded_fields(document: DocumentNode, cap: int = MAX_EXPANDED_FIELDS) -> int:
@@ -740,35 +882,49 @@ class QueryCost(SchemaExtension):
         operation = get_operation_ast(ctx.graphql_document, ctx.operation_name)
         if operation is None:
             return None
-        cost = operation_cost(ctx.schema._schema, ctx.graphql_document, operation,
-                              ctx.variables, viewer.account.time_zone)
-        if cost is None:
+        assessment = assess_operation(
+            ctx.schema._schema, ctx.graphql_document, operation, ctx.variables,
+            viewer.account.time_zone, self.max_cost, ctx.query, ctx.operation_name)
+        if assessment is None:
             return None
+        refusal: GraphQLError | None = None
+        if assessment.refusal is not None:
+            refusal = assessment.refusal.error()
+        elif assessment.too_costly:
+            refusal = GraphQLError(
+                f"Query too costly: it costs at least {assessment.cost:,} points, the "
+                f"maximum is {self.max_cost:,} per operation. Ask for fewer items (a "
+                "`limit` on `breakdown`, a shorter range or a coarser granularity for "
+                "`series`, fewer aliased copies) or split the query.",
+                extensions={"code": QUERY_TOO_COSTLY, "cost": assessment.cost,
+                            "maxCost": self.max_cost})
+        # A refused operation is charged a fixed fee, an accepted one its cost.
+        cost = assessment.cost if refusal is None else REFUSAL_POINTS
         context.query_cost += cost
-        if cost > self.max_cost:
-            return GraphQLError(
-                f"Query too costly: it costs {cost:,} points, the maximum is "
-                f"{self.max_cost:,} per operation. Ask for fewer items (a `limit` on "
-                "`breakdown`, a shorter range or a coarser granularity for `series`, "
-                "fewer aliased copies) or split the query.",
-                extensions={"code": QUERY_TOO_COSTLY, "cost": cost, "maxCost": self.max_cost})
         charged, budget = await self.limiter.charge(viewer_key(viewer), cost)
         if not charged:
             self.rate_limited = True
             reset = budget.reset_datetime().isoformat(timespec="seconds").replace(
                 "+00:00", "Z")
             wait = max(1, math.ceil(budget.reset_at - self.limiter.clock()))
-            why = (f"this query costs {cost:,} points and {budget.remaining:,} of "
-                   f"{budget.limit:,} points per minute remain"
-                   if cost <= budget.limit else
-                   f"this query costs {cost:,} points, more than the whole budget of "
-                   f"{budget.limit:,} points per minute; make it cheaper")
+            if refusal is not None:
+                why = (f"this operation is refused ({refusal.message}), and a refused "
+                       f"operation costs {cost:,} points; {budget.remaining:,} of "
+                       f"{budget.limit:,} points per minute remain")
+            elif cost <= budget.limit:
+                why = (f"this query costs {cost:,} points and {budget.remaining:,} of "
+                       f"{budget.limit:,} points per minute remain")
+            else:
+                why = (f"this query costs {cost:,} points, more than the whole budget of "
+                       f"{budget.limit:,} points per minute; make it cheaper")
             return GraphQLError(
                 f"Rate limit exceeded: {why}. The budget resets at {reset} (in {wait} s); "
                 "retry then, or send cheaper queries.",
                 extensions={"code": RATE_LIMITED, "cost": cost, "limit": budget.limit,
                             "remaining": budget.remaining,
                             "resetAt": budget.reset_datetime().isoformat()})
+        if refusal is not None:
+            return refusal
         context.charges[id(operation)] = Charge(cost, budget)
         return None
 

@@ -8,18 +8,20 @@ do not change the SDL).
 
 from __future__ import annotations
 
-import functools
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import graphql
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension, ValidationCache
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
+from gql_usage.caches import MIB, ByteLRU, text_digest
 from gql_usage.graphql import ids
 from gql_usage.graphql.directives import enforce, type_rules
 from gql_usage.graphql.errors import ErrorCodes
@@ -77,9 +79,37 @@ class Query:
         return RateLimit.from_charge(charge)
 
 
-#: Documents by text (and parse options): a dashboard sends the same few over and over.
-#: Bounded, and each document is at most ``max_tokens`` tokens long.
-_parse = functools.lru_cache(maxsize=256)(graphql.parse)
+#: What a parsed document holds per token (its nodes and the token chain its locations
+#: keep), measured with tracemalloc: ~610 bytes.
+TOKEN_BYTES = 640
+
+
+def document_bytes(document: graphql.DocumentNode) -> int:
+    """Bytes a parsed document keeps alive: its text (every node's location refers to the
+    source) and its nodes and tokens."""
+    loc = document.loc
+    if loc is None:
+        return TOKEN_BYTES * len(document.definitions)
+    tokens = 0
+    token: graphql.Token | None = loc.start_token
+    while token is not None:
+        tokens += 1
+        token = token.next
+    return sys.getsizeof(loc.source.body) + TOKEN_BYTES * tokens
+
+
+#: Documents by digest of their text (and parse options): a dashboard sends the same few
+#: over and over. Bounded by bytes: a padded 256 KiB text weighs 256 KiB.
+_PARSED: ByteLRU[tuple[bytes, tuple[tuple[str, Any], ...]], graphql.DocumentNode] = ByteLRU(
+    "parsed documents", 16 * MIB, document_bytes)
+#: Validation errors by (schema, rules, digest of the text); errors refer to the
+#: document's nodes, so an entry with errors weighs as much as its document.
+_VALIDATED: ByteLRU[tuple[object, ...], list[GraphQLError]] = ByteLRU(
+    "validation results", 16 * MIB, lambda errors: 0)
+
+
+def _options_key(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(options.items()))
 
 
 class CachedParse(SchemaExtension):
@@ -90,23 +120,43 @@ class CachedParse(SchemaExtension):
     def on_parse(self) -> Iterator[None]:
         ctx = self.execution_context
         if ctx.query and ctx.graphql_document is None:
-            try:
-                ctx.graphql_document = _parse(ctx.query, **ctx.parse_options)
-            except GraphQLError:
-                pass
+            key = (text_digest(ctx.query), _options_key(ctx.parse_options))
+            document = _PARSED.get(key)
+            if document is None:
+                try:
+                    document = graphql.parse(ctx.query, **ctx.parse_options)
+                except GraphQLError:
+                    pass
+                else:
+                    _PARSED.put(key, document)
+            ctx.graphql_document = document
         yield
 
 
-class CachedValidation(ValidationCache):
-    """Strawberry's validation cache, except for a document an earlier extension has
-    already refused (the fragment fan-out check of ``QueryCost``): validating that one is
-    the very work the refusal avoids."""
+class CachedValidation(SchemaExtension):
+    """Validates each document once per schema and rules, except a document an earlier
+    extension has already refused (the fragment fan-out check of ``QueryCost``):
+    validating that one is the very work the refusal avoids."""
 
     def on_validate(self) -> Iterator[None]:
-        if self.execution_context.pre_execution_errors:
+        ctx = self.execution_context
+        document = ctx.graphql_document
+        if ctx.pre_execution_errors or document is None:
             yield
             return
-        yield from super().on_validate()
+        rules = tuple(ctx.validation_rules)
+        schema = ctx.schema._schema
+        if not ctx.query:
+            ctx.pre_execution_errors = validate_document(schema, document, rules)
+            yield
+            return
+        key = (schema, rules, text_digest(ctx.query), _options_key(ctx.parse_options))
+        errors = _VALIDATED.get(key)
+        if errors is None:
+            errors = validate_document(schema, document, rules)
+            _VALIDATED.put(key, errors, document_bytes(document) if errors else 0)
+        ctx.pre_execution_errors = errors
+        yield
 
 
 class Schema(strawberry.Schema):
@@ -142,7 +192,7 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
         # Parsing and validation are cached per document (dashboards send the same few
         # documents over and over); the rate limit runs on every request.
         extensions=[ErrorCodes, *limit_extensions(settings, limiter), CachedParse,
-                    lambda: CachedValidation(maxsize=256)],
+                    CachedValidation],
         config=StrawberryConfig(
             batching_config={"max_operations": settings.max_batch_operations},
             scalar_map=SCALAR_MAP),
