@@ -130,10 +130,26 @@ class BatchTooLarge(ValueError):
     """The body holds more events than one batch may (``max_events``); found while
     counting, before any event was validated."""
 
-    def __init__(self, max_events: int) -> None:
-        super().__init__(f"batch holds more than {max_events} events, the maximum "
-                         "(GQL_USAGE_MAX_BATCH_EVENTS); send smaller batches")
+    def __init__(self, max_events: int, message: str | None = None) -> None:
+        super().__init__(message or f"batch holds more than {max_events} events, the "
+                         "maximum (GQL_USAGE_MAX_BATCH_EVENTS); send smaller batches")
         self.max_events = max_events
+
+
+#: JSON values (counted as commas and opening brackets, strings included) a body may hold
+#: per event of the batch cap: an event has eight fields, so a batch of valid events stays
+#: far below, while a body of millions of tiny values (``[{"pad": [{}, {}, ...]}]``) is
+#: refused before it is decoded into millions of Python objects.
+MAX_VALUES_PER_EVENT = 32
+
+
+def _check_value_count(body: bytes, max_events: int) -> None:
+    values = body.count(b",") + body.count(b"{") + body.count(b"[")
+    if values > max_events * MAX_VALUES_PER_EVENT:
+        raise BatchTooLarge(max_events, (
+            f"body holds {values:,} JSON values (commas and brackets), more than "
+            f"{MAX_VALUES_PER_EVENT} per event for {max_events} events "
+            "(GQL_USAGE_MAX_BATCH_EVENTS); send smaller batches without extra values"))
 
 
 #: A line holding something other than white space (JSON's: space, tab, CR).
@@ -197,6 +213,7 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
     Lines that fail to decode are returned as ``_Undecodable`` markers so that their
     position is kept and reported.
     """
+    _check_value_count(body, max_events)
     ndjson = "ndjson" in content_type or "jsonl" in content_type
     if ndjson:
         lines = _ndjson_lines(body, max_events) if body.count(b"\n") >= max_events else [

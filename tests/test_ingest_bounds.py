@@ -80,7 +80,13 @@ async def test_millions_of_items_or_lines_are_refused_fast_in_bounded_memory(db_
         warm = await client.post("/v1/usage-events", content=b"[{}]", headers=JSON)
         assert warm.status_code == 200 and warm.json()["rejectedCount"] == 1
         spaced = b" \n" + array[:-1] + b"]"  # not starting with "[": counted all the same
-        for body, headers in ((array, JSON), (spaced, JSON), (lines, NDJSON)):
+        # The same millions of values inside one event, or one NDJSON line: few items,
+        # but each value would be a Python object (refused by counting values).
+        inner = b"[" + b",".join([b"{}"] * (items - 20)) + b"]"  # room for the event
+        nested = b'[{"id": "e1", "pad": ' + inner + b"}]"
+        nested_line = b'{"id": "e1", "pad": ' + inner + b"}\n"
+        for body, headers in ((array, JSON), (spaced, JSON), (lines, NDJSON),
+                              (nested, JSON), (nested_line, NDJSON)):
             # Reset the peak RSS to the current RSS (Linux: 5 > clear_refs).
             Path(f"/proc/{pid}/clear_refs").write_text("5")  # noqa: ASYNC240
             before = _status_kib(pid, "VmHWM")
