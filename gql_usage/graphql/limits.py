@@ -42,9 +42,18 @@ returns the ``Node`` interface) costs as much as its most expensive possible typ
   - ``series(granularity)``: the number of buckets of the enclosing ``usage`` filter's
     range in its time zone (``gql_usage.calendar``; a DAY series over 365 days is 365 or
     366 buckets), at most 2,000 (larger series are refused as ``BAD_USER_INPUT``);
-  - ``breakdown(by, limit)``: ``min(limit, 100)``, or 100 without a limit;
-  - ``apiKeys``, ``endpoints``, ``sources`` and any other list: ``ASSUMED_LIST_SIZE``
-    (100), a static assumption; no SQL is run to count.
+  - ``breakdown(by, limit)``: ``min(limit, rows)``, or ``rows`` without a limit, where
+    ``rows`` is the most rows the breakdown can have: the account's used endpoints, used
+    sources, API keys or users (``gql_usage.catalogue.ListSizes``);
+  - ``apiKeys``, ``endpoints``, ``sources``: the account's real number of them;
+  - any other list: ``ASSUMED_LIST_SIZE`` (100).
+
+  A real number below ``ASSUMED_LIST_SIZE`` counts as 100: up to 100 items the cost is
+  what the static formula says (predictable for a client writing queries), beyond that
+  it grows with the account. The numbers are counted in one statement before the
+  operation executes, only when it has such a list and its cost at 100 per list would
+  not be refused anyway (``list_sizes``; a static cost without the counts is a lower
+  bound, so a refusal on it stands).
 * The usage aggregates ``Account.usage``, ``UsageReport.series``, ``UsageReport.breakdown``,
   ``ApiKey.usage`` and ``Endpoint.usage`` add ``AGGREGATE_POINTS`` (5) each time they are
   resolved (inside a list, once per element).
@@ -72,7 +81,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -117,6 +126,7 @@ from strawberry.extensions import (
 )
 
 from gql_usage import analytics, calendar
+from gql_usage.catalogue import ListSizes, list_sizes
 from gql_usage.graphql.errors import (
     BAD_USER_INPUT,
     INTROSPECTION_DISABLED,
@@ -129,8 +139,11 @@ from gql_usage.graphql.errors import (
 )
 from gql_usage.settings import Settings
 
-#: Assumed size of a list whose size is not known before execution.
+#: Assumed size of a list whose size is not known before execution, and the least an
+#: account's list (``SIZED_LISTS``) is priced at.
 ASSUMED_LIST_SIZE = 100
+#: Lists priced by the account's real number of rows (``gql_usage.catalogue.ListSizes``).
+SIZED_LISTS = frozenset({"apiKeys", "endpoints", "sources", "breakdown"})
 #: Surcharge of each usage aggregate.
 AGGREGATE_POINTS = 5
 #: Cost of ``__schema`` / ``__type`` (answered from memory).
@@ -300,24 +313,26 @@ class CostCalculator:
     """The static cost of one operation (see the module docstring)."""
 
     def __init__(self, schema: GraphQLSchema, document: DocumentNode,
-                 variables: Any, default_time_zone: str) -> None:
+                 variables: Any, default_time_zone: str, sizes: ListSizes | None = None) -> None:
         self.schema = schema
         self.variables = variables
         self.default_time_zone = default_time_zone
+        self.sizes = sizes
         self.fragments = {d.name.value: d for d in document.definitions
                           if isinstance(d, FragmentDefinitionNode)}
 
     @classmethod
     def for_operation(cls, schema: GraphQLSchema, document: DocumentNode,
                       operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
-                      default_time_zone: str) -> int | None:
+                      default_time_zone: str, sizes: ListSizes | None = None) -> int | None:
         """Cost of the operation; None when the variables do not coerce (the execution
-        then refuses the request itself, before any resolver)."""
+        then refuses the request itself, before any resolver). Without ``sizes`` the
+        account's lists count ``ASSUMED_LIST_SIZE`` each (the least they can cost)."""
         variables = get_variable_values(schema, operation.variable_definitions or (),
                                         raw_variables or {})
         if isinstance(variables, list):
             return None
-        calc = cls(schema, document, variables, default_time_zone)
+        calc = cls(schema, document, variables, default_time_zone, sizes)
         return calc.operation_cost(operation)
 
     def operation_cost(self, operation: OperationDefinitionNode) -> int:
@@ -401,17 +416,55 @@ class CostCalculator:
             size = bucket_count(scope, args.get("granularity"))
         elif where == ("UsageReport", "breakdown"):
             limit = args.get("limit")
-            size = ASSUMED_LIST_SIZE if limit is None else max(min(limit, ASSUMED_LIST_SIZE), 0)
+            rows = self._list_size(where, args)
+            size = rows if limit is None else max(min(limit, rows), 0)
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
-            size = ASSUMED_LIST_SIZE
+            size = self._list_size(where, args)
         own = AGGREGATE_POINTS if where in AGGREGATES else 0
         children = [n.selection_set for n in nodes if n.selection_set is not None]
         return own + size * (1 + self._selection_cost(children, named, scope))
 
 
+    def _list_size(self, where: tuple[str, str], args: dict[str, Any]) -> int:
+        """Rows a list can hold: the account's real number for its lists (at least
+        ``ASSUMED_LIST_SIZE``), ``ASSUMED_LIST_SIZE`` for any other."""
+        s = self.sizes
+        if s is None:
+            return ASSUMED_LIST_SIZE
+        real: int | None = None
+        if where == ("Account", "apiKeys"):
+            real = s.api_keys_all if args.get("includeRevoked") else s.api_keys
+        elif where == ("Account", "endpoints"):
+            real = s.endpoints
+        elif where == ("Account", "sources"):
+            real = s.sources
+        elif where == ("UsageReport", "breakdown"):
+            by = str(getattr(args.get("by"), "value", args.get("by")))
+            real = {"ENDPOINT": s.used_endpoints, "API_KEY": s.api_keys_all,
+                    "SOURCE": s.used_sources, "USER": s.users}.get(by)
+        return ASSUMED_LIST_SIZE if real is None else max(real, ASSUMED_LIST_SIZE)
+
+
+@functools.lru_cache(maxsize=1024)
+def uses_sized_lists(document: DocumentNode) -> bool:
+    """Whether a field of ``document`` (any operation or fragment) has the name of a list
+    priced by the account's size (``SIZED_LISTS``): then the sizes are counted."""
+    def walk(selection_set: SelectionSetNode | None) -> bool:
+        if selection_set is None:
+            return False
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode) and node.name.value in SIZED_LISTS:
+                return True
+            if isinstance(node, FieldNode | InlineFragmentNode) and walk(node.selection_set):
+                return True
+        return False
+
+    return any(walk(getattr(d, "selection_set", None)) for d in document.definitions)
+
+
 def operation_cost(schema: GraphQLSchema, document: DocumentNode,
                    operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
-                   default_time_zone: str) -> int | None:
+                   default_time_zone: str, sizes: ListSizes | None = None) -> int | None:
     """``CostCalculator.for_operation``, cached: the cost is a function of the document,
     the variables and the time zone alone, and a dashboard sends the same ones again and
     again (documents come from the parse cache, so they are looked up by identity)."""
@@ -419,16 +472,16 @@ def operation_cost(schema: GraphQLSchema, document: DocumentNode,
         variables = orjson.dumps(raw_variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # not JSON (never from HTTP): not cached
         return CostCalculator.for_operation(schema, document, operation, raw_variables,
-                                            default_time_zone)
-    return _cached_cost(schema, document, operation, variables, default_time_zone)
+                                            default_time_zone, sizes)
+    return _cached_cost(schema, document, operation, variables, default_time_zone, sizes)
 
 
 @functools.lru_cache(maxsize=1024)
 def _cached_cost(schema: GraphQLSchema, document: DocumentNode,
                  operation: OperationDefinitionNode, variables: bytes,
-                 default_time_zone: str) -> int | None:
+                 default_time_zone: str, sizes: ListSizes | None) -> int | None:
     return CostCalculator.for_operation(schema, document, operation, orjson.loads(variables),
-                                        default_time_zone)
+                                        default_time_zone, sizes)
 
 
 def expanded_fields(document: DocumentNode, cap: int = MAX_EXPANDED_FIELDS) -> int:
@@ -592,8 +645,8 @@ class QueryCost(SchemaExtension):
                 "fewer times, or split the query.", extensions={"code": QUERY_TOO_COSTLY})]
         yield
 
-    def on_execute(self) -> Iterator[None]:
-        refusal = self._check()
+    async def on_execute(self) -> AsyncIterator[None]:
+        refusal = await self._check()
         if refusal is not None:
             self.execution_context.result = GraphQLExecutionResult(data=None, errors=[refusal])
         yield
@@ -614,7 +667,7 @@ class QueryCost(SchemaExtension):
             response.headers["Retry-After"] = str(
                 max(1, math.ceil(budget.reset_at - self.limiter.clock())))
 
-    def _check(self) -> GraphQLError | None:
+    async def _check(self) -> GraphQLError | None:
         ctx = self.execution_context
         context = ctx.context
         viewer = getattr(context, "viewer", None)
@@ -627,6 +680,13 @@ class QueryCost(SchemaExtension):
                               ctx.variables, viewer.account.time_zone)
         if cost is None:
             return None
+        # Priced at 100 per list, the cost is a lower bound: refused as it is, or priced
+        # again with the account's real list sizes.
+        if (uses_sized_lists(ctx.graphql_document) and cost <= self.max_cost
+                and cost <= self.limiter.peek(viewer_key(viewer)).remaining):
+            sizes = await list_sizes(viewer.account.id)
+            cost = operation_cost(ctx.schema._schema, ctx.graphql_document, operation,
+                                  ctx.variables, viewer.account.time_zone, sizes) or cost
         context.query_cost += cost
         if cost > self.max_cost:
             return GraphQLError(
