@@ -89,7 +89,45 @@ class GroupSpec:
     dimension: Dimension
 
 
-Spec = TotalsSpec | SeriesSpec | GroupSpec
+@dataclass(frozen=True)
+class TopSpec:
+    """The first ``limit`` groups of ``dimension`` in the API's order (credits, then calls,
+    both descending, then the row's key), cut in SQL; see ``Top``."""
+
+    dimension: Dimension
+    limit: int
+
+
+Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec
+
+
+@dataclass(frozen=True)
+class Top:
+    """Answer to a ``TopSpec``: its rows (id -> totals) and, over every group with calls
+    (not only the rows), how many there are and their totals."""
+
+    rows: dict[int, Totals]
+    groups: int
+    totals: Totals
+
+
+#: Per dimension, the table its ids point to and the SQL of the key the API orders rows
+#: by (``{e}``: that table's alias): the endpoint path, the source key, and for API keys
+#: and users their global id (``gql_usage.graphql.ids``: base64 of "<Type>:<external
+#: id>"; PostgreSQL's base64 breaks lines every 76 characters, hence the ``translate``;
+#: SQLite calls the registered ``gql_global_id``, see ``gql_usage.sqlite_backend``).
+_ORDER_KEYS: dict[Dimension, tuple[str, dict[str, str]]] = {
+    Dimension.ENDPOINT: ("endpoint", {"postgres": "{e}.path", "sqlite": "{e}.path"}),
+    Dimension.SOURCE: ("source", {"postgres": '{e}."key"', "sqlite": '{e}."key"'}),
+    Dimension.API_KEY: ("api_key", {
+        "postgres": "translate(encode(convert_to('ApiKey:' || {e}.external_id, 'UTF8'), "
+                    "'base64'), chr(10), '')",
+        "sqlite": "gql_global_id('ApiKey', {e}.external_id)"}),
+    Dimension.USER: ("app_user", {
+        "postgres": "translate(encode(convert_to('User:' || {e}.external_id, 'UTF8'), "
+                    "'base64'), chr(10), '')",
+        "sqlite": "gql_global_id('User', {e}.external_id)"}),
+}
 
 
 @dataclass(frozen=True)
@@ -230,7 +268,7 @@ def _filters_sql(q: Sql, query: UsageQuery) -> None:
 
 def _needed_dims(query: UsageQuery, spec: Spec) -> int:
     needed = sum(DIM_BITS[column] for column, _ in query.filters())
-    if isinstance(spec, GroupSpec):
+    if isinstance(spec, GroupSpec | TopSpec):
         needed |= DIM_BITS[spec.dimension.value]
     return needed
 
@@ -303,17 +341,19 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
 
     Results, in spec order: ``Totals`` for ``TotalsSpec``; ``list[SeriesPoint]`` for
     ``SeriesSpec`` (every bucket, zero-filled); ``dict[int, Totals]`` (id -> totals, only
-    ids with calls) for ``GroupSpec``.
+    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``.
     """
     conn = read_connection()
     prepared = prepare(query, specs, dialect(conn))
     rows: list[Sequence[int]] = []
     if prepared.sql is not None:
-        rows = [(int(s), int(k), int(c), int(cr))
-                for s, k, c, cr in await fetch_rows(prepared.sql, conn)]
+        rows = [tuple(int(v) for v in row) for row in await fetch_rows(prepared.sql, conn)]
     grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(len(specs))}
-    for spec_no, key, calls, credits in rows:
+    # Per TopSpec: (groups, total calls, total credits), the same on each of its rows.
+    overall: dict[int, tuple[int, int, int]] = {}
+    for spec_no, key, calls, credits, groups, total_calls, total_credits in rows:
         grouped[spec_no][key] = (calls, credits)
+        overall[spec_no] = (groups, total_calls, total_credits)
     out: list[object] = []
     for i, spec in enumerate(specs):
         got = grouped[i]
@@ -322,6 +362,11 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
             out.append(Totals(calls, credits))
         elif isinstance(spec, GroupSpec):
             out.append({k: Totals(c, cr) for k, (c, cr) in got.items()})
+        elif isinstance(spec, TopSpec):
+            groups, total_calls, total_credits = overall.get(i, (0, 0, 0))
+            top = list(got.items())[:spec.limit]  # LIMIT 0 is sent as 1 (for the totals)
+            out.append(Top({k: Totals(c, cr) for k, (c, cr) in top}, groups,
+                           Totals(total_calls, total_credits)))
         else:
             layout = prepared.layouts[i]
             per_bucket: dict[int, list[int]] = {}
@@ -361,14 +406,25 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
     dims = ", ".join(DIM_BITS)
     if isinstance(spec, TotalsSpec):
         key = "0"
-    elif isinstance(spec, GroupSpec):
+    elif isinstance(spec, GroupSpec | TopSpec):
         key = spec.dimension.value
     else:
         assert layout is not None
         key = layout.key_sql("t")
     filters = dict(query.filters())
     parts = 0
-    q.add(f"SELECT {index} AS spec, {key} AS k, SUM(c), SUM(cr) FROM (")
+    if isinstance(spec, TopSpec):
+        # Every group is counted and summed (window functions, before the cut), then the
+        # first ``limit`` rows in the API's order are kept: only those leave the database.
+        entity, order_keys = _ORDER_KEYS[spec.dimension]
+        order = f"COALESCE({order_keys[q.dialect].format(e='e')}, '')"
+        if q.dialect == "postgres":
+            order += ' COLLATE "C"'  # code point order, as Python compares the keys
+        q.add(f"SELECT {index} AS spec, k, c, cr, n, tc, tcr FROM (SELECT g.k, g.c, g.cr, "
+              "COUNT(*) OVER () AS n, SUM(g.c) OVER () AS tc, SUM(g.cr) OVER () AS tcr "
+              f"FROM (SELECT {key} AS k, SUM(c) AS c, SUM(cr) AS cr FROM (")
+    else:
+        q.add(f"SELECT {index} AS spec, {key} AS k, SUM(c), SUM(cr), 0, 0, 0 FROM (")
     for grain, ranges in p.units.items():
         cube_set = sets[grain]
         q.add(" UNION ALL " if parts else "",
@@ -398,3 +454,6 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, p: _Plan,
         parts += 1
     q.add(") b")
     q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
+    if isinstance(spec, TopSpec):
+        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k ORDER BY g.cr DESC, g.c DESC, {order}, "
+              f"g.k LIMIT {max(spec.limit, 1)}) top")

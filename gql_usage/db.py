@@ -14,6 +14,7 @@ primary. Raw analytics SQL asks for ``read_connection()``.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -28,6 +29,8 @@ MODELS_MODULE = "gql_usage.models"
 MIGRATIONS_MODULE = "gql_usage.migrations"
 #: Connection names: the primary (all writes) and the optional streaming replica.
 PRIMARY = "default"
+#: Tortoise's SQLite backend with gql_usage's SQL functions (``gql_usage.sqlite_backend``).
+SQLITE_ENGINE = "gql_usage.sqlite_backend"
 REPLICA = "replica"
 
 
@@ -44,9 +47,12 @@ class PooledConnection(asyncpg.connection.Connection):  # type: ignore[misc]
 
 
 def connection_config(url: str) -> str | dict[str, Any]:
-    """Tortoise's config for one connection: the URL, or on asyncpg its expansion with
-    ``PooledConnection``."""
+    """Tortoise's config for one connection: on asyncpg its expansion with
+    ``PooledConnection``, on SQLite with ``SQLITE_ENGINE``, otherwise the URL."""
     config: dict[str, Any] = expand_db_url(url)
+    if config["engine"] == "tortoise.backends.sqlite":
+        config["engine"] = SQLITE_ENGINE
+        return config
     if config["engine"] != "tortoise.backends.asyncpg":
         return url
     config["credentials"]["connection_class"] = PooledConnection
@@ -202,11 +208,25 @@ class Sql:
         return self
 
     def in_list(self, column: str, values: Sequence[Any]) -> Sql:
-        """``column IN (...)`` with one bound parameter per value (``FALSE`` when empty)."""
+        """``column`` is one of ``values`` (``FALSE`` when empty), however many there are.
+
+        The whole list is ONE bound parameter: ``column = ANY($n)`` (an array; PostgreSQL
+        types it from the column) or, on SQLite, ``column IN (SELECT value FROM
+        json_each(?))``. One parameter per value would fail past 32,767 values on asyncpg
+        and 32,766 on SQLite. With ``inline_ints`` a list of integers is written into the
+        text instead, as one array literal on PostgreSQL and a literal list on SQLite
+        (neither is a bound parameter)."""
         if not values:
             return self.add("1 = 0")
-        marks = ", ".join(self.param(v) for v in values)
-        return self.add(f"{column} IN ({marks})")
+        if self.inline_ints and all(type(v) is int for v in values):
+            listed = ",".join(str(v) for v in values)
+            if self.dialect == "postgres":
+                return self.add(f"{column} = ANY('{{{listed}}}')")
+            return self.add(f"{column} IN ({listed})")
+        if self.dialect == "postgres":
+            return self.add(f"{column} = ANY(", Value(list(values)), ")")
+        return self.add(f"{column} IN (SELECT value FROM json_each(",
+                        Value(json.dumps(list(values))), "))")
 
     @property
     def text(self) -> str:

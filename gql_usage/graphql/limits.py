@@ -47,9 +47,18 @@ returns the ``Node`` interface) costs as much as its most expensive possible typ
   - ``series(granularity)``: the number of buckets of the enclosing ``usage`` filter's
     range in its time zone (``gql_usage.calendar``; a DAY series over 365 days is 365 or
     366 buckets), at most 2,000 (a larger series refuses the operation, ``BAD_USER_INPUT``);
-  - ``breakdown(by, limit)``: ``min(limit, 100)``, or 100 without a limit;
-  - ``apiKeys``, ``endpoints``, ``sources`` and any other list: ``ASSUMED_LIST_SIZE``
-    (100), a static assumption; no SQL is run to count.
+  - ``breakdown(by, limit)``: ``min(limit, rows)``, or ``rows`` without a limit, where
+    ``rows`` is the most rows the breakdown can have: the account's used endpoints, used
+    sources, API keys or users (``gql_usage.catalogue.ListSizes``);
+  - ``apiKeys``, ``endpoints``, ``sources``: the account's real number of them;
+  - any other list: ``ASSUMED_LIST_SIZE`` (100).
+
+  A real number below ``ASSUMED_LIST_SIZE`` counts as 100: up to 100 items the cost is
+  what the static formula says (predictable for a client writing queries), beyond that
+  it grows with the account. The numbers are counted in one statement before the
+  operation executes, only when it has such a list and its cost at 100 per list would
+  not be refused anyway (``list_sizes``; a static cost without the counts is a lower
+  bound, so a refusal on it stands).
 * The usage aggregates ``Account.usage``, ``UsageReport.series``, ``UsageReport.breakdown``,
   ``ApiKey.usage`` and ``Endpoint.usage`` add ``AGGREGATE_POINTS`` (5) each time they are
   resolved (inside a list, once per element).
@@ -150,6 +159,7 @@ from strawberry.extensions import (
 
 from gql_usage import analytics, calendar
 from gql_usage.caches import MIB, ByteLRU, digest, text_digest
+from gql_usage.catalogue import ListSizes, list_sizes
 from gql_usage.graphql.errors import (
     BAD_USER_INPUT,
     INTROSPECTION_DISABLED,
@@ -164,8 +174,11 @@ from gql_usage.graphql.errors import (
 from gql_usage.graphql.filters import check_filter
 from gql_usage.settings import Settings
 
-#: Assumed size of a list whose size is not known before execution.
+#: Assumed size of a list whose size is not known before execution, and the least an
+#: account's list (``SIZED_LISTS``) is priced at.
 ASSUMED_LIST_SIZE = 100
+#: Lists priced by the account's real number of rows (``gql_usage.catalogue.ListSizes``).
+SIZED_LISTS = frozenset({"apiKeys", "endpoints", "sources", "breakdown"})
 #: Surcharge of each usage aggregate.
 AGGREGATE_POINTS = 5
 #: Cost of ``__schema`` / ``__type`` (answered from memory).
@@ -475,22 +488,24 @@ class CostCalculator:
     """The static cost of one operation (see the module docstring)."""
 
     def __init__(self, schema: GraphQLSchema, document: DocumentNode,
-                 variables: Any, default_time_zone: str) -> None:
+                 variables: Any, default_time_zone: str, sizes: ListSizes | None = None) -> None:
         self.schema = schema
         self.variables = variables
         self.default_time_zone = default_time_zone
+        self.sizes = sizes
         self.fragments = {d.name.value: d for d in document.definitions
                           if isinstance(d, FragmentDefinitionNode)}
 
     @classmethod
     def for_operation(cls, schema: GraphQLSchema, document: DocumentNode,
                       operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
-                      default_time_zone: str) -> int | None:
+                      default_time_zone: str, sizes: ListSizes | None = None) -> int | None:
         """Cost of the operation; None when the variables do not coerce (the execution
         then refuses the request itself, before any resolver). Raises ``RefusedArgument``
-        for an argument known to be wrong."""
+        for an argument known to be wrong. Without ``sizes`` the account's lists count
+        ``ASSUMED_LIST_SIZE`` each (the least they can cost)."""
         assessment = cls.assess(schema, document, operation, raw_variables,
-                                default_time_zone, UNLIMITED)
+                                default_time_zone, UNLIMITED, sizes)
         if assessment is not None and assessment.refusal is not None:
             raise RefusedArgument(assessment.refusal)
         return None if assessment is None else assessment.cost
@@ -498,14 +513,15 @@ class CostCalculator:
     @classmethod
     def assess(cls, schema: GraphQLSchema, document: DocumentNode,
                operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
-               default_time_zone: str, max_cost: int) -> Assessment | None:
+               default_time_zone: str, max_cost: int,
+               sizes: ListSizes | None = None) -> Assessment | None:
         """The cost, checking arguments on the way and stopping as soon as it passes
         ``max_cost``; None when the variables do not coerce."""
         variables = get_variable_values(schema, operation.variable_definitions or (),
                                         raw_variables or {})
         if isinstance(variables, list):
             return None
-        calc = cls(schema, document, variables, default_time_zone)
+        calc = cls(schema, document, variables, default_time_zone, sizes)
         try:
             return Assessment(calc.operation_cost(operation, max_cost))
         except _TooCostly as exc:
@@ -636,9 +652,10 @@ class CostCalculator:
             limit_arg = args.get("limit")
             if limit_arg is not None and limit_arg < 0:
                 raise self._refuse(nodes[0], path, "limit", "must be 0 or more")
-            size = ASSUMED_LIST_SIZE if limit_arg is None else min(limit_arg, ASSUMED_LIST_SIZE)
+            rows = self._list_size(where, args)
+            size = rows if limit_arg is None else min(limit_arg, rows)
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
-            size = ASSUMED_LIST_SIZE
+            size = self._list_size(where, args)
         if own + size > limit:
             raise _TooCostly(own + size)
         # Each of `size` elements may cost at most this much for the field to fit.
@@ -650,6 +667,26 @@ class CostCalculator:
             exc.at_least = own + size * (1 + exc.at_least)
             raise
         return own + size * (1 + child)
+
+
+    def _list_size(self, where: tuple[str, str], args: dict[str, Any]) -> int:
+        """Rows a list can hold: the account's real number for its lists (at least
+        ``ASSUMED_LIST_SIZE``), ``ASSUMED_LIST_SIZE`` for any other."""
+        s = self.sizes
+        if s is None:
+            return ASSUMED_LIST_SIZE
+        real: int | None = None
+        if where == ("Account", "apiKeys"):
+            real = s.api_keys_all if args.get("includeRevoked") else s.api_keys
+        elif where == ("Account", "endpoints"):
+            real = s.endpoints
+        elif where == ("Account", "sources"):
+            real = s.sources
+        elif where == ("UsageReport", "breakdown"):
+            by = str(getattr(args.get("by"), "value", args.get("by")))
+            real = {"ENDPOINT": s.used_endpoints, "API_KEY": s.api_keys_all,
+                    "SOURCE": s.used_sources, "USER": s.users}.get(by)
+        return ASSUMED_LIST_SIZE if real is None else max(real, ASSUMED_LIST_SIZE)
 
 
 def _assessment_bytes(assessment: Assessment | None) -> int:
@@ -669,25 +706,42 @@ _ASSESSMENTS: ByteLRU[tuple[object, ...], Assessment | None] = ByteLRU(
 def assess_operation(schema: GraphQLSchema, document: DocumentNode,
                      operation: OperationDefinitionNode, raw_variables: dict[str, Any] | None,
                      default_time_zone: str, max_cost: int, query: str | None = None,
-                     operation_name: str | None = None) -> Assessment | None:
+                     operation_name: str | None = None,
+                     sizes: ListSizes | None = None) -> Assessment | None:
     """``CostCalculator.assess``, cached when the document's text ``query`` is known: the
-    result is a function of the text, the operation name, the variables, the time zone
-    and the maximum alone. Keyed by digests, so no client text is kept."""
+    result is a function of the text, the operation name, the variables, the time zone,
+    the maximum and the account's list sizes alone. Keyed by digests, so no client text is kept."""
     try:
         variables = orjson.dumps(raw_variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # not JSON (never from HTTP): not cached
         query = None
     if query is None:
         return CostCalculator.assess(schema, document, operation, raw_variables,
-                                     default_time_zone, max_cost)
+                                     default_time_zone, max_cost, sizes)
     key = (schema, max_cost, default_time_zone, text_digest(query),
-           digest(operation_name or ""), digest(variables))
+           digest(operation_name or ""), digest(variables), sizes)
     found = _ASSESSMENTS.get(key)
     if found is None:
         found = CostCalculator.assess(schema, document, operation, raw_variables,
-                                      default_time_zone, max_cost)
+                                      default_time_zone, max_cost, sizes)
         _ASSESSMENTS.put(key, found)
     return found
+
+
+def uses_sized_lists(document: DocumentNode) -> bool:
+    """Whether a field of ``document`` (any operation or fragment) has the name of a list
+    priced by the account's size (``SIZED_LISTS``): then the sizes are counted."""
+    def walk(selection_set: SelectionSetNode | None) -> bool:
+        if selection_set is None:
+            return False
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode) and node.name.value in SIZED_LISTS:
+                return True
+            if isinstance(node, FieldNode | InlineFragmentNode) and walk(node.selection_set):
+                return True
+        return False
+
+    return any(walk(getattr(d, "selection_set", None)) for d in document.definitions)
 
 
 def expanded_fields(document: DocumentNode, cap: int = MAX_EXPANDED_FIELDS) -> int:
@@ -887,6 +941,16 @@ class QueryCost(SchemaExtension):
             viewer.account.time_zone, self.max_cost, ctx.query, ctx.operation_name)
         if assessment is None:
             return None
+        # Priced at 100 per list, the cost is a lower bound: refused as it is, or priced
+        # again with the account's real list sizes.
+        if (assessment.refusal is None and not assessment.too_costly
+                and uses_sized_lists(ctx.graphql_document)
+                and assessment.cost <= (await self.limiter.peek(viewer_key(viewer))).remaining):
+            sizes = await list_sizes(viewer.account.id)
+            assessment = assess_operation(
+                ctx.schema._schema, ctx.graphql_document, operation, ctx.variables,
+                viewer.account.time_zone, self.max_cost, ctx.query, ctx.operation_name,
+                sizes) or assessment
         refusal: GraphQLError | None = None
         if assessment.refusal is not None:
             refusal = assessment.refusal.error()

@@ -11,10 +11,17 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from tortoise.expressions import Q
 
-from gql_usage import analytics, calendar, models
-from gql_usage.analytics import Dimension, GroupSpec, SeriesSpec, Totals, TotalsSpec, UsageQuery
+from gql_usage import analytics, calendar, catalogue, models
+from gql_usage.analytics import (
+    Dimension,
+    GroupSpec,
+    SeriesSpec,
+    TopSpec,
+    Totals,
+    TotalsSpec,
+    UsageQuery,
+)
 from gql_usage.db import Sql, dialect, fetch_models, read_connection
 from gql_usage.graphql import ids
 from gql_usage.graphql.context import Context
@@ -225,14 +232,20 @@ class UsageReport:
                         limit: int | None = None) -> list[UsageRow]:
         if limit is not None and limit < 0:
             raise BadUserInput("limit", "must be 0 or more")
-        groups = await _load(info, self._query, GroupSpec(_DIMENSIONS[by]))
-        assert isinstance(groups, dict)
-        return await _rows(info, by, groups, limit)
+        if limit is None:
+            groups = await _load(info, self._query, GroupSpec(_DIMENSIONS[by]))
+            assert isinstance(groups, dict)
+            return await _rows(info, by, groups, limit)
+        top = await _load(info, self._query, TopSpec(_DIMENSIONS[by], limit))  # cut in SQL
+        assert isinstance(top, analytics.Top)
+        return await _rows(info, by, top.rows, limit, top.totals.credits)
 
 
 async def _rows(info: Info, by: UsageDimension, groups: dict[int, Totals],
-                limit: int | None) -> list[UsageRow]:
-    total_credits = sum(t.credits for t in groups.values())
+                limit: int | None, total_credits: int | None = None) -> list[UsageRow]:
+    """Rows of ``groups``; shares are of ``total_credits`` (default: the groups' sum)."""
+    if total_credits is None:
+        total_credits = sum(t.credits for t in groups.values())
     loaders = info.context.loaders
     ids_ = list(groups)
     rows: list[UsageRow] = []
@@ -317,18 +330,11 @@ class Account(Node):
 
     @strawberry.field(description="The endpoint catalogue, plus any path this account used.")
     async def endpoints(self, info: Info) -> list[Endpoint]:
-        used = await models.AccountEndpoint.filter(account_id=self._model.id).values_list(
-            "endpoint_id", flat=True)
-        rows = await models.Endpoint.filter(Q(listed=True) | Q(id__in=list(used))).order_by(
-            "path")
-        return [Endpoint.from_model(e) for e in rows]
+        return [Endpoint.from_model(e) for e in await catalogue.endpoints(self._model.id)]
 
     @strawberry.field(description="Known sources, plus any this account used.")
     async def sources(self, info: Info) -> list[Source]:
-        used = await models.AccountSource.filter(account_id=self._model.id).values_list(
-            "source_id", flat=True)
-        rows = await models.Source.filter(Q(listed=True) | Q(id__in=list(used))).order_by("key")
-        return [Source.from_model(s) for s in rows]
+        return [Source.from_model(s) for s in await catalogue.sources(self._model.id)]
 
     @strawberry.field(description="Usage of the account for a filter.",
                       extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
