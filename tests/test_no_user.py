@@ -96,6 +96,18 @@ async def test_calls_without_a_user_count_everywhere_and_form_one_row(client):
     assert sum(r["calls"] for r in usage["byUser"]) == want["calls"]
     assert abs(sum(r["shareOfCredits"] for r in usage["byUser"]) - 100) < 1e-9
 
+    # A limit is cut in SQL: the "No user" row takes its place in the order like any row
+    # (credits, calls, then key; its key "" sorts first among equals).
+    order = sorted(want["by_user"].items(), key=lambda kv: (
+        -kv[1][1], -kv[1][0], "" if kv[0] is None else gid("User", kv[0])))
+    for limit in (1, 2, 3):
+        top = (await gql(client, """query($f: UsageFilter!, $n: Int) { account { usage(
+            filter: $f) { breakdown(by: USER, limit: $n) { key label calls credits } } } }""",
+                         {**variables, "n": limit}))["data"]["account"]["usage"]["breakdown"]
+        assert [(r["key"], r["calls"], r["credits"]) for r in top] == [
+            ("" if u is None else gid("User", u), c, cr) for u, (c, cr) in order[:limit]]
+        assert all(r["label"] == "No user" for r in top if r["key"] == "")
+
     # userIds selects users: calls without a user are not any user's.
     variables["f"]["userIds"] = [gid("User", "admin")]
     filtered = (await gql(client, QUERY, variables))["data"]["account"]["usage"]
