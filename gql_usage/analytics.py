@@ -200,6 +200,7 @@ def bucket_layout(time_zone: str, start_us: int, end_us: int,
     Cached by range alone: the query cost counts a series' buckets, the resolver checks
     the bucket limit before the loader runs, and the loader lays out the same buckets
     (immutable once built)."""
+    calendar.check_span(start_us, end_us, granularity)
     tz = calendar.zone(time_zone)
     segments = calendar.offset_segments(tz, start_us, end_us)
     return _SeriesLayout(calendar.buckets(tz, start_us, end_us, granularity, segments),

@@ -32,6 +32,7 @@ from typing_extensions import TypedDict
 from gql_usage import cube
 from gql_usage.calendar import US, to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
+from gql_usage.untrusted import ECHO_LIMIT, bounded, echo
 
 MAX_CREDITS = 10**12
 SQLITE_ROWS_PER_STATEMENT = 1000
@@ -77,12 +78,22 @@ _MESSAGES = {
 }
 
 
+#: Field errors named in one message; the rest are counted.
+_MAX_DESCRIBED = 10
+
+
 def describe_validation_error(exc: PydanticValidationError) -> str:
+    """``field: what is wrong; ...`` for the first ``_MAX_DESCRIBED`` errors; a field name
+    that is the client's own text (an unknown key) is quoted within bounds."""
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "event"
+    for err in errors[:_MAX_DESCRIBED]:
+        loc = ".".join(p if len(p) <= 64 else echo(p, 64)
+                       for p in map(str, err["loc"])) or "event"
         msg = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {bounded(msg, 2 * ECHO_LIMIT)}")
+    if len(errors) > _MAX_DESCRIBED:
+        parts.append(f"and {len(errors) - _MAX_DESCRIBED:,} more")
     return "; ".join(parts)
 
 
@@ -140,6 +151,8 @@ def decode_batch(body: bytes, content_type: str) -> list[Any]:
                 items.append(json.loads(line))
             except json.JSONDecodeError as exc:
                 items.append(_Undecodable(f"line {number} is not valid JSON: {exc.msg}"))
+            except ValueError:  # a number of more than 4,300 digits
+                items.append(_Undecodable(f"line {number} holds a number too long to read"))
             except RecursionError:
                 items.append(_Undecodable(f"line {number} is nested too deeply"))
         return items
@@ -151,6 +164,8 @@ def decode_batch(body: bytes, content_type: str) -> list[Any]:
         raise BodyError(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError:  # a number of more than 4,300 digits (Python's int limit)
+        raise BodyError("body holds a number too long to read") from None
     except RecursionError:
         raise BodyError("body is nested too deeply") from None
     if isinstance(decoded, dict):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import strawberry
 
@@ -18,6 +19,7 @@ from gql_usage.analytics import UsageQuery
 from gql_usage.graphql import ids
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.errors import BadUserInput
+from gql_usage.untrusted import echo, text_problem
 
 
 @strawberry.input(description="Which usage to count. Filters combine with AND; values "
@@ -72,10 +74,18 @@ def _from_input(cls: type[UsageFilter], value: Mapping[str, Any], context: objec
 UsageFilter.__strawberry_definition__.from_input = _from_input  # type: ignore[attr-defined,assignment]
 
 
-def _aware(value: datetime, tz: object) -> datetime:
+def _instant_us(value: datetime, tz: ZoneInfo, tz_name: str, argument: str) -> int:
+    """Microseconds since the epoch of ``value``: wall-clock time in ``tz`` without an
+    offset. Never converted with ``astimezone``: an instant near year 1 or 9999 may have
+    no datetime in UTC or in ``tz`` (``0001-01-01T00:00:00+05:00`` is in year 0 in UTC),
+    which is refused, naming the argument, since buckets and answers need both."""
     if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=tz)  # type: ignore[arg-type]
-    return value.astimezone(UTC)
+        value = value.replace(tzinfo=tz)
+    us = calendar.to_us(value)
+    if not calendar.representable(us, tz):
+        raise BadUserInput(argument, f"{value.isoformat()} lies outside the years 1 to 9999 "
+                           f"in UTC or in the time zone {tz_name!r}")
+    return us
 
 
 def _external_ids(values: list[strawberry.ID], type_name: str, argument: str) -> list[str]:
@@ -86,7 +96,7 @@ def _external_ids(values: list[strawberry.ID], type_name: str, argument: str) ->
         except ValueError as exc:
             raise BadUserInput(f"{argument}[{i}]", str(exc)) from None
         if kind != type_name:
-            raise BadUserInput(f"{argument}[{i}]", f"{value!r} is a {kind} id, not an "
+            raise BadUserInput(f"{argument}[{i}]", f"{echo(value)} is a {kind} id, not an "
                                f"{type_name} id")
         out.append(external)
     return out
@@ -96,13 +106,9 @@ def _texts(values: list[str], argument: str) -> list[str]:
     """Paths and keys as stored: valid Unicode without NUL (no stored text has either, and
     the databases refuse to compare with them)."""
     for i, value in enumerate(values):
-        if "\x00" in value:
-            raise BadUserInput(f"{argument}[{i}]", "must not contain NUL (\\u0000) characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadUserInput(f"{argument}[{i}]", "is not valid Unicode text (it holds a lone "
-                               "surrogate \\ud800-\\udfff)") from None
+        problem = text_problem(value)
+        if problem:
+            raise BadUserInput(f"{argument}[{i}]", problem)
     return list(values)
 
 
@@ -124,7 +130,8 @@ async def _resolve(context: Context, f: UsageFilter) -> UsageQuery:
         tz = calendar.zone(tz_name)
     except ValueError as exc:
         raise BadUserInput("filter.timeZone", str(exc)) from None
-    start, end = _aware(f.from_, tz), _aware(f.to, tz)
+    start = _instant_us(f.from_, tz, tz_name, "filter.from")
+    end = _instant_us(f.to, tz, tz_name, "filter.to")
     if start >= end:
         raise BadUserInput("filter.from", "must be earlier than filter.to (the range is "
                            "[from, to), to exclusive)")
@@ -146,6 +153,6 @@ async def _resolve(context: Context, f: UsageFilter) -> UsageQuery:
         sources = await loaders.sources_by_key.load_many(_texts(f.sources, "filter.sources"))
         source_ids = tuple(sorted({s.id for s in sources if s is not None}))
     return UsageQuery(
-        account_id=account.id, start_us=calendar.to_us(start), end_us=calendar.to_us(end),
+        account_id=account.id, start_us=start, end_us=end,
         time_zone=tz_name, api_key_ids=api_key_ids, endpoint_ids=endpoint_ids,
         source_ids=source_ids, user_ids=user_ids)
