@@ -32,7 +32,7 @@ from typing_extensions import TypedDict
 from gql_usage import cube
 from gql_usage.calendar import US, to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
-from gql_usage.untrusted import ECHO_LIMIT, bounded, echo
+from gql_usage.untrusted import ECHO_LIMIT, bounded, echo, unicode_problem
 
 MAX_CREDITS = 10**12
 SQLITE_ROWS_PER_STATEMENT = 1000
@@ -88,8 +88,8 @@ def describe_validation_error(exc: PydanticValidationError) -> str:
     errors = exc.errors()
     parts = []
     for err in errors[:_MAX_DESCRIBED]:
-        loc = ".".join(p if len(p) <= 64 else echo(p, 64)
-                       for p in map(str, err["loc"])) or "event"
+        loc = ".".join(p if len(p) <= 64 and (p.isidentifier() or p.isdigit())
+                       else echo(p, 64) for p in map(str, err["loc"])) or "event"
         msg = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
         parts.append(f"{loc}: {bounded(msg, 2 * ECHO_LIMIT)}")
     if len(errors) > _MAX_DESCRIBED:
@@ -104,6 +104,11 @@ def parse_event(raw: Any) -> EventIn:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"event must be a JSON object, got {type(raw).__name__}")
+    # A lone surrogate ("\ud800") would fail below as "invalid JSON", naming no field.
+    unicode = [f"{name}: {problem}" for name in _NUL_FIELDS if isinstance(raw.get(name), str)
+               and (problem := unicode_problem(raw[name]))]
+    if unicode:
+        raise ValueError("; ".join(unicode))
     try:
         event = _EVENT.validate_json(json.dumps(raw))
     except PydanticValidationError as exc:

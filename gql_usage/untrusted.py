@@ -35,7 +35,10 @@ def echo(value: object, limit: int = ECHO_LIMIT) -> str:
 
 
 def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``message``, cut to at most ``limit`` characters (the cut marked)."""
+    """``message``, cut to at most ``limit`` characters (the cut marked), with any lone
+    surrogate written as ``\\ud800`` (a JSON encoder refuses to send one)."""
+    if unicode_problem(message):
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(message) <= limit:
         return message
     suffix = f"… (cut from {len(message):,} characters)"
@@ -47,14 +50,21 @@ def text_problem(value: str, *, controls: bool = False) -> str | None:
     characters (C0, DEL, C1: newlines, tabs, escapes) are refused too, as in ids."""
     if "\x00" in value:
         return "must not contain NUL (\\u0000) characters"
+    problem = unicode_problem(value)
+    if problem:
+        return problem
+    if controls and any(unicodedata.category(c) == "Cc" for c in value):
+        return "must not contain control characters (U+0000-U+001F, U+007F-U+009F)"
+    return None
+
+
+def unicode_problem(value: str) -> str | None:
+    """Why ``value`` has no UTF-8 encoding (a lone surrogate), or None."""
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            return ("is not valid Unicode text (it holds a lone surrogate "
-                    "\\ud800-\\udfff)")
-    if controls and any(unicodedata.category(c) == "Cc" for c in value):
-        return "must not contain control characters (U+0000-U+001F, U+007F-U+009F)"
+            return "is not valid Unicode text (it holds a lone surrogate \\ud800-\\udfff)"
     return None
 
 

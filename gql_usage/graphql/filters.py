@@ -120,7 +120,9 @@ async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -
     if future is None:
         future = asyncio.ensure_future(_resolve(context, f))
         context.queries[key] = future
-    return await future
+    # Shared by every field with this filter: a cancelled caller must not cancel it
+    # (see ``gql_usage.loaders.DataLoader``).
+    return await asyncio.shield(future)
 
 
 async def _resolve(context: Context, f: UsageFilter) -> UsageQuery:
