@@ -68,6 +68,20 @@ class EventIn(TypedDict):
 
 
 _EVENT = TypeAdapter(EventIn)
+_EVENT_FIELDS = tuple(EventIn.__annotations__)
+_SURROGATE = unicode_problem("\ud800")
+
+
+def _encodable(value: Any) -> bool:
+    """Whether a decoded JSON value holds only text that UTF-8 can encode."""
+    if isinstance(value, str):
+        return unicode_problem(value) is None
+    if isinstance(value, (list, dict)):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
 _EVENTS = TypeAdapter(list[EventIn])
 _MESSAGES = {
     "missing": "is required",
@@ -104,13 +118,15 @@ def parse_event(raw: Any) -> EventIn:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"event must be a JSON object, got {type(raw).__name__}")
-    # A lone surrogate ("\ud800") would fail below as "invalid JSON", naming no field.
-    unicode = [f"{name}: {problem}" for name in _NUL_FIELDS if isinstance(raw.get(name), str)
-               and (problem := unicode_problem(raw[name]))]
+    known = {name: raw[name] for name in _EVENT_FIELDS if name in raw}  # others: ignored
+    # A lone surrogate ("\ud800") anywhere in a value has no UTF-8 encoding: validated
+    # as JSON, it would fail as "invalid JSON", naming no field.
+    unicode = [f"{name}: {_SURROGATE}" for name, value in known.items()
+               if not _encodable(value)]
     if unicode:
         raise ValueError("; ".join(unicode))
     try:
-        event = _EVENT.validate_json(json.dumps(raw))
+        event = _EVENT.validate_json(json.dumps(known))
     except PydanticValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
     nul = [name for name in _NUL_FIELDS if "\x00" in event[name]]  # type: ignore[literal-required]
