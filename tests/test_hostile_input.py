@@ -278,7 +278,8 @@ async def test_unknown_time_zone_of_240_kb_is_not_echoed(world):
 
 @pytest.mark.parametrize("value", [*HOSTILE_TEXTS, gid("ApiKey", HUGE), gid("User", "\x00"),
                                    gid("ApiKey", "\ud800".encode("utf-8", "surrogatepass")
-                                       .decode("latin-1"))])
+                                       .decode("latin-1"))],
+                         ids=lambda value: ascii(value)[:30])  # PYTEST_CURRENT_TEST holds it
 async def test_hostile_node_ids(world, value):
     check_graphql(await graphql(world, "query($id: ID!) { node(id: $id) { id } }",
                                 {"id": value}), is_huge(value))
