@@ -277,6 +277,18 @@ async def test_unknown_time_zone_of_240_kb_is_not_echoed(world):
     assert "(240,000 characters)" in error["message"]
 
 
+@pytest.mark.parametrize("field", ["apiKeyIds", "userIds"])
+async def test_malformed_id_of_240_kb_is_quoted_within_bounds(world, field):
+    """An id that is not one of ours is named, quoted up to 200 characters and its
+    length (the whole 240 KB came back)."""
+    body = check_graphql(await graphql(world, USAGE, {"f": {**FILTER, field: [HUGE]}}),
+                         sent_huge=True)
+    (error,) = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": f"filter.{field}[0]"}
+    assert error["message"] == (f"filter.{field}[0]: '{'x' * 200}'… (240,000 characters) "
+                                "is not a valid id")
+
+
 @pytest.mark.parametrize("value", [*HOSTILE_TEXTS, gid("ApiKey", HUGE), gid("User", "\x00"),
                                    gid("ApiKey", "\ud800".encode("utf-8", "surrogatepass")
                                        .decode("latin-1"))],
