@@ -12,6 +12,7 @@ import jwt
 
 from gql_usage.db import Sql, Value, connection, dialect, fetch
 from gql_usage.models import Account, User
+from gql_usage.untrusted import id_problem
 
 ALGORITHM = "HS256"
 
@@ -55,6 +56,12 @@ def decode_token(secret: str, token: str) -> tuple[str, str]:
     sub, acc = claims.get("sub"), claims.get("acc")
     if not isinstance(sub, str) or not isinstance(acc, str):
         raise AuthError("token claims 'sub' and 'acc' must be strings")
+    for name, value in (("sub", sub), ("acc", acc)):
+        # Never an id: a lone surrogate ("\ud800" is valid JSON) cannot even be sent to
+        # the database, NUL is stored nowhere, and ids are at most 128 characters.
+        problem = id_problem(value)
+        if problem:
+            raise AuthError(f"token claim '{name}' is not a valid id: it {problem}")
     return sub, acc
 
 

@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gql_usage.untrusted import echo
+
 US = 1_000_000
 DAY_S = 86_400
 HOUR_S = 3_600
@@ -70,11 +72,11 @@ def zone(name: str) -> ZoneInfo:
     """The IANA zone of that name; ``ValueError`` for anything else."""
     if (not name or name != name.strip() or name.startswith(("/", ".")) or ".." in name
             or name in ("localtime", "posixrules") or name.startswith(("posix/", "right/"))):
-        raise ValueError(f"unknown time zone {name!r}")
+        raise ValueError(f"unknown time zone {echo(name)}")
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValueError(f"unknown time zone {name!r} (use an IANA name such as "
+        raise ValueError(f"unknown time zone {echo(name)} (use an IANA name such as "
                          "'Europe/Berlin')") from None
 
 
@@ -95,6 +97,16 @@ def from_us(value: int, tz: ZoneInfo | None = None) -> datetime:
     seconds, micro = divmod(value, US)
     dt = datetime.fromtimestamp(seconds, tz or UTC)
     return dt.replace(microsecond=micro) if micro else dt
+
+
+def representable(value: int, tz: ZoneInfo) -> bool:
+    """Whether the instant ``value`` (microseconds) has a datetime (years 1 to 9999) both
+    in UTC and in ``tz``: what ``from_us`` and the bucket layout need."""
+    try:
+        from_us(value, tz)
+    except (OverflowError, ValueError, OSError):
+        return False
+    return True
 
 
 def _offset_s(tz: ZoneInfo, t_s: int) -> int:
@@ -153,12 +165,16 @@ def _local_midnight_us(tz: ZoneInfo, day: date) -> int:
     return to_us(datetime(day.year, day.month, day.day, tzinfo=tz))
 
 
-def _next_start(day: date, granularity: Granularity) -> date:
-    if granularity is Granularity.DAY:
-        return day + timedelta(days=1)
-    if granularity is Granularity.WEEK:
-        return day + timedelta(days=7)
-    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+def _next_start(day: date, granularity: Granularity) -> date | None:
+    """The first day of the next bucket; None past 9999-12-31 (no ``date`` holds it)."""
+    try:
+        if granularity is Granularity.DAY:
+            return day + timedelta(days=1)
+        if granularity is Granularity.WEEK:
+            return day + timedelta(days=7)
+        return date(day.year + day.month // 12, day.month % 12 + 1, 1)
+    except (OverflowError, ValueError):
+        return None
 
 
 def _floor_date(day: date, granularity: Granularity) -> date:
@@ -189,16 +205,20 @@ def buckets(tz: ZoneInfo, start_us: int, end_us: int, granularity: Granularity,
     while True:
         nxt = _next_start(day, granularity)
         b_start = max(_local_midnight_us(tz, day), start_us)
-        b_end = min(_local_midnight_us(tz, nxt), end_us)
+        # A bucket starting after 9999-12-31 local starts after any representable end.
+        b_end = end_us if nxt is None else min(_local_midnight_us(tz, nxt), end_us)
         if b_start < b_end:
             if len(out) == MAX_BUCKETS:
                 raise TooManyBuckets(_too_many(granularity))
             out.append(Bucket(b_start, b_end, (day - EPOCH_DATE).days))
-        if b_end >= end_us:
+        if b_end >= end_us or nxt is None:
             return out
         day = nxt
 
 
+#: The longest a bucket lasts: its calendar length plus a day (an offset change, such as
+#: a zone crossing the date line, lengthens a local day by up to 24 hours). HOUR buckets
+#: are cut at every offset change, so never last more than an hour.
 def _too_many(granularity: Granularity) -> str:
     return (f"the range holds more than {MAX_BUCKETS:,} {granularity.value} buckets; "
             "choose a coarser granularity or a shorter range")

@@ -41,6 +41,7 @@ from gql_usage import cube
 from gql_usage.calendar import US, to_us
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
 from gql_usage.models import NO_USER
+from gql_usage.untrusted import ECHO_LIMIT, bounded, echo, unicode_problem
 
 MAX_CREDITS = 10**12
 SQLITE_ROWS_PER_STATEMENT = 1000
@@ -80,6 +81,20 @@ class EventIn(TypedDict):
 
 
 _EVENT = TypeAdapter(EventIn)
+_EVENT_FIELDS = tuple(EventIn.__annotations__)
+_SURROGATE = unicode_problem("\ud800")
+
+
+def _encodable(value: Any) -> bool:
+    """Whether a decoded JSON value holds only text that UTF-8 can encode."""
+    if isinstance(value, str):
+        return unicode_problem(value) is None
+    if isinstance(value, (list, dict)):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
 _EVENTS = TypeAdapter(list[EventIn])
 _MESSAGES = {
     "missing": "is required",
@@ -90,12 +105,22 @@ _MESSAGES = {
 }
 
 
+#: Field errors named in one message; the rest are counted.
+_MAX_DESCRIBED = 10
+
+
 def describe_validation_error(exc: PydanticValidationError) -> str:
+    """``field: what is wrong; ...`` for the first ``_MAX_DESCRIBED`` errors; a field name
+    that is the client's own text (an unknown key) is quoted within bounds."""
+    errors = exc.errors()
     parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "event"
+    for err in errors[:_MAX_DESCRIBED]:
+        loc = ".".join(p if len(p) <= 64 and (p.isidentifier() or p.isdigit())
+                       else echo(p, 64) for p in map(str, err["loc"])) or "event"
         msg = _MESSAGES.get(err["type"]) or err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}")
+        parts.append(f"{loc}: {bounded(msg, 2 * ECHO_LIMIT)}")
+    if len(errors) > _MAX_DESCRIBED:
+        parts.append(f"and {len(errors) - _MAX_DESCRIBED:,} more")
     return "; ".join(parts)
 
 
@@ -106,8 +131,15 @@ def parse_event(raw: Any) -> EventIn:
     """
     if not isinstance(raw, dict):
         raise ValueError(f"event must be a JSON object, got {type(raw).__name__}")
+    known = {name: raw[name] for name in _EVENT_FIELDS if name in raw}  # others: ignored
+    # A lone surrogate ("\ud800") anywhere in a value has no UTF-8 encoding: validated
+    # as JSON, it would fail as "invalid JSON", naming no field.
+    unicode = [f"{name}: {_SURROGATE}" for name, value in known.items()
+               if not _encodable(value)]
+    if unicode:
+        raise ValueError("; ".join(unicode))
     try:
-        event = _EVENT.validate_json(json.dumps(raw))
+        event = _EVENT.validate_json(json.dumps(known))
     except PydanticValidationError as exc:
         raise ValueError(describe_validation_error(exc)) from None
     fields: dict[str, Any] = dict(event)
@@ -228,6 +260,8 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
                                 ) from None
             except json.JSONDecodeError as exc:
                 items.append(_Undecodable(f"line {number} is not valid JSON: {exc.msg}"))
+            except ValueError:  # a number of more than 4,300 digits
+                items.append(_Undecodable(f"line {number} holds a number too long to read"))
             except RecursionError:
                 items.append(_Undecodable(f"line {number} is nested too deeply"))
         return items
@@ -254,6 +288,8 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
         raise BodyError(
             f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
+    except ValueError:  # a number of more than 4,300 digits (Python's int limit)
+        raise BodyError("body holds a number too long to read") from None
     except RecursionError:
         raise BodyError("body is nested too deeply") from None
     if isinstance(decoded, dict):

@@ -11,11 +11,12 @@ aggregates' SQL uses ``gql_usage.db.read_connection()``.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
-from aiodataloader import DataLoader
+from aiodataloader import DataLoader as _DataLoader
 
 from gql_usage import analytics
 from gql_usage.analytics import Spec, UsageQuery
@@ -23,6 +24,22 @@ from gql_usage.db import M, Sql, dialect, fetch_models, read_connection
 from gql_usage.models import ApiKey, Endpoint, Source, User
 
 T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class DataLoader(_DataLoader[K, V]):
+    """A loader whose answer outlives a cancelled caller.
+
+    A key's future is shared by every field that loads it (the breakdown and each
+    endpoint's ``usage`` read one answer). When a field fails on bad input and its
+    non-null parent is nulled, graphql-core cancels the parent's other pending fields;
+    cancelling a task cancels the future it awaits, so the shared future was cancelled
+    and the ``CancelledError`` reached the fields that were still wanted: the request
+    failed as a whole (no answer, a 500). Each caller now awaits its own shield."""
+
+    def load(self, key: K) -> asyncio.Future[V]:
+        return asyncio.shield(super().load(key))
 
 
 def _in_order(keys: Sequence[Any], found: dict[Any, T]) -> list[T | None]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from typing import Annotated, Any
+from urllib.parse import unquote_to_bytes
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
@@ -36,6 +37,10 @@ from gql_usage.ingest import (
 )
 from gql_usage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.settings import Settings
+from gql_usage.untrusted import MAX_ID_LENGTH, bounded, echo, id_problem, text_problem, utc_problem
+
+#: Largest credit count (``SafeInt``: exact in JavaScript, fits every database column).
+MAX_SAFE_INT = 2**53 - 1
 
 
 class BodyTooLarge(Exception):
@@ -62,10 +67,15 @@ ERROR_CODES = {400: BAD_USER_INPUT, 401: UNAUTHENTICATED, 404: NOT_FOUND,
                413: PAYLOAD_TOO_LARGE, 415: UNSUPPORTED_MEDIA_TYPE, 422: BAD_USER_INPUT}
 
 
-def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    """``{"error": message, "code": ...}`` with the code of ``status``."""
-    return JSONResponse({"error": message, "code": ERROR_CODES[status], **extra},
-                        status_code=status)
+def error(status: int, message: str, *, field: str | None = None,
+          **extra: Any) -> JSONResponse:
+    """``{"error": message, "code": ...}`` with the code of ``status`` (and ``field`` when
+    one input is at fault); the message is bounded (``untrusted.bounded``), whatever it
+    quotes."""
+    body: dict[str, Any] = {"error": bounded(message), "code": ERROR_CODES[status]}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse({**body, **extra}, status_code=status)
 
 
 #: Body types read as JSON besides ``application/json``: none declared, or plain text
@@ -89,6 +99,9 @@ def unsupported_media_type(request: Request, *, ndjson: bool) -> Response | None
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("must carry a UTC offset (RFC 3339)")
+    problem = utc_problem(value)  # stored in UTC: 0001-01-01T00:00:00+05:00 is year 0
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -106,7 +119,7 @@ class AccountIn(BaseModel):
     name: Name
     plan: Plan
     timeZone: Annotated[StrictStr, AfterValidator(_tz)] = "UTC"
-    creditsGranted: Annotated[StrictInt, Field(ge=0)] = 0
+    creditsGranted: Annotated[StrictInt, Field(ge=0, le=MAX_SAFE_INT)] = 0
     periodStart: Aware
     periodEnd: Aware
 
@@ -122,7 +135,7 @@ class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Name
     prefix: Annotated[StrictStr, Field(min_length=1, max_length=64)]
-    createdBy: StrictStr | None = None
+    createdBy: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
     createdAt: Aware
     revokedAt: Aware | None = None
 
@@ -148,25 +161,32 @@ class ServiceApi:
     async def _json_body(self, request: Request, model: type[BaseModel]) -> BaseModel | Response:
         if not self._authorized(request):
             return error(401, "invalid or missing service token")
+        bad_path = path_problem(request)  # before the body: refused without reading it
+        if bad_path is not None:
+            param, wrong = bad_path
+            return error(422, f"{param}: {wrong}", field=param)
         if (refusal := unsupported_media_type(request, ndjson=False)) is not None:
             return refusal
         try:
             body = await read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
             return error(413, f"body exceeds {self.settings.max_body_bytes} bytes")
-        for name, value in request.path_params.items():  # ids in the path
-            if not 0 < len(value) <= 128 or "\x00" in value or not value.strip():
-                return error(422, f"{name}: must be 1 to 128 characters, not blank, "
-                             "without NUL (\\u0000)")
         try:
-            parsed = model.model_validate(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            decoded = json.loads(body)
+        except (ValueError, RecursionError):  # also a number of more than 4,300 digits
             return error(400, "body is not valid JSON")
+        try:
+            parsed = model.model_validate(decoded)
         except PydanticValidationError as exc:
-            return error(422, describe_validation_error(exc))
-        for name, value in parsed.model_dump().items():  # no database stores NUL in text
-            if isinstance(value, str) and "\x00" in value:
-                return error(422, f"{name}: must not contain NUL (\\u0000) characters")
+            errors = exc.errors()
+            first = errors[0]["loc"][0] if errors and errors[0]["loc"] else None
+            return error(422, describe_validation_error(exc),
+                         field=first if isinstance(first, str) and first in model.model_fields
+                         else None)
+        for name, value in parsed.model_dump().items():  # what no database stores
+            problem = text_problem(value) if isinstance(value, str) else None
+            if problem:
+                return error(422, f"{name}: {problem}", field=name)
         return parsed
 
     async def put_account(self, request: Request) -> Response:
@@ -175,7 +195,7 @@ class ServiceApi:
             return parsed
         assert isinstance(parsed, AccountIn)
         if parsed.periodEnd <= parsed.periodStart:
-            return error(422, "periodEnd: must be after periodStart")
+            return error(422, "periodEnd: must be after periodStart", field="periodEnd")
         external_id = str(request.path_params["accountId"])
         values = {"name": parsed.name, "plan": parsed.plan, "time_zone": parsed.timeZone,
                   "credits_granted": parsed.creditsGranted, "period_start": parsed.periodStart,
@@ -191,7 +211,8 @@ class ServiceApi:
         assert isinstance(parsed, UserIn)
         account = await Account.get_or_none(external_id=request.path_params["accountId"])
         if account is None:
-            return error(404, f"unknown account {request.path_params['accountId']!r}")
+            return error(404, f"unknown account {echo(request.path_params['accountId'])}",
+                         field="accountId")
         external_id = str(request.path_params["userId"])
         created = await _upsert(User, {"account_id": account.id, "external_id": external_id},
                                 {"name": parsed.name, "email": parsed.email, "role": parsed.role})
@@ -203,14 +224,18 @@ class ServiceApi:
         if isinstance(parsed, Response):
             return parsed
         assert isinstance(parsed, ApiKeyIn)
+        if parsed.revokedAt is not None and parsed.revokedAt < parsed.createdAt:
+            return error(422, "revokedAt: must not be before createdAt", field="revokedAt")
         account = await Account.get_or_none(external_id=request.path_params["accountId"])
         if account is None:
-            return error(404, f"unknown account {request.path_params['accountId']!r}")
+            return error(404, f"unknown account {echo(request.path_params['accountId'])}",
+                         field="accountId")
         creator_id = None
         if parsed.createdBy is not None:
             creator = await User.get_or_none(account_id=account.id, external_id=parsed.createdBy)
             if creator is None:
-                return error(422, f"createdBy: unknown user {parsed.createdBy!r} of this account")
+                return error(422, f"createdBy: unknown user {echo(parsed.createdBy)} of this "
+                             "account", field="createdBy")
             creator_id = creator.id
         external_id = str(request.path_params["keyId"])
         created = await _upsert(
@@ -239,6 +264,40 @@ class ServiceApi:
             return error(400, str(exc))
         result = await self.ingestor.ingest(items)
         return JSONResponse(result.as_json())
+
+
+def path_problem(request: Request) -> tuple[str, str] | None:
+    """(parameter, what is wrong) for the first bad id in the path, or None.
+
+    The server percent-decodes the path as UTF-8 *with replacement*: ``%FF%FE`` and
+    ``%FF%FD`` both arrive as ``\ufffd\ufffd``, two ids that would collide. So each
+    parameter is decoded again, strictly, from the raw bytes (``scope["raw_path"]``),
+    and an encoded ``/`` (``%2F``), which would shift the ids, is refused too."""
+    route = request.scope.get("route")
+    template = getattr(route, "path", None)
+    raw = request.scope.get("raw_path")
+    if isinstance(template, str) and isinstance(raw, bytes):
+        parts = template.split("/")
+        names = [p[1:-1].partition(":")[0] if p.startswith("{") else None for p in parts]
+        raw_segments = raw.partition(b"?")[0].split(b"/")
+        # The route's segments are the path's last ones (a root path may come first).
+        offset = len(request.scope["path"].split("/")) - len(parts)
+        for index, segment in enumerate(raw_segments):
+            at = index - offset
+            name = names[at] if 0 <= at < len(names) else None
+            if b"%2f" in segment.lower():  # the segments after it no longer line up
+                return name or "path", "must not contain '/' (%2F)"
+            if name is None:
+                continue
+            try:
+                unquote_to_bytes(segment).decode("utf-8")
+            except UnicodeDecodeError:
+                return name, "is not valid UTF-8 once percent-decoded"
+    for name, value in request.path_params.items():
+        problem = id_problem(str(value))
+        if problem:
+            return name, problem
+    return None
 
 
 async def _upsert(model: Any, keys: dict[str, Any], values: dict[str, Any]) -> bool:

@@ -1,5 +1,7 @@
 """Error codes. Every GraphQL error leaves with ``extensions.code``; unexpected exceptions
-are masked as ``INTERNAL_SERVER_ERROR`` (logged with the request id, never sent)."""
+are masked as ``INTERNAL_SERVER_ERROR`` (logged with the request id, never sent). No
+message is longer than ``untrusted.MESSAGE_LIMIT`` characters: ours quote input through
+``untrusted.echo``, and graphql-core's (which may quote a whole literal) are cut."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from graphql.error import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from gql_usage.faults import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, describe, is_unavailable
+from gql_usage.untrusted import bounded
 
 log = logging.getLogger("gql_usage.graphql")
 
@@ -86,6 +89,7 @@ class ErrorCodes(MaskErrors):
             masked.extensions = {"code": INTERNAL_SERVER_ERROR, "requestId": request_id}
             return masked
         error.extensions = extensions
+        error.message = bounded(error.message)
         return error
 
     def _request_id(self) -> str:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import strawberry
 
@@ -17,6 +18,7 @@ from gql_usage import calendar
 from gql_usage.analytics import UsageQuery
 from gql_usage.graphql import ids
 from gql_usage.graphql.errors import BadUserInput
+from gql_usage.untrusted import echo, text_problem
 
 if TYPE_CHECKING:  # the context imports the limits, which check filters with this module
     from gql_usage.graphql.context import Context
@@ -74,10 +76,18 @@ def _from_input(cls: type[UsageFilter], value: Mapping[str, Any], context: objec
 UsageFilter.__strawberry_definition__.from_input = _from_input  # type: ignore[attr-defined,assignment]
 
 
-def _aware(value: datetime, tz: object) -> datetime:
+def _instant_us(value: datetime, tz: ZoneInfo, tz_name: str, argument: str) -> int:
+    """Microseconds since the epoch of ``value``: wall-clock time in ``tz`` without an
+    offset. Never converted with ``astimezone``: an instant near year 1 or 9999 may have
+    no datetime in UTC or in ``tz`` (``0001-01-01T00:00:00+05:00`` is in year 0 in UTC),
+    which is refused, naming the argument, since buckets and answers need both."""
     if value.tzinfo is None or value.utcoffset() is None:
-        return value.replace(tzinfo=tz)  # type: ignore[arg-type]
-    return value.astimezone(UTC)
+        value = value.replace(tzinfo=tz)
+    us = calendar.to_us(value)
+    if not calendar.representable(us, tz):
+        raise BadUserInput(argument, f"{value.isoformat()} lies outside the years 1 to 9999 "
+                           f"in UTC or in the time zone {tz_name!r}")
+    return us
 
 
 def _external_ids(values: list[strawberry.ID], type_name: str, argument: str) -> list[str]:
@@ -88,7 +98,7 @@ def _external_ids(values: list[strawberry.ID], type_name: str, argument: str) ->
         except ValueError as exc:
             raise BadUserInput(f"{argument}[{i}]", str(exc)) from None
         if kind != type_name:
-            raise BadUserInput(f"{argument}[{i}]", f"{value!r} is a {kind} id, not an "
+            raise BadUserInput(f"{argument}[{i}]", f"{echo(value)} is a {kind} id, not an "
                                f"{type_name} id")
         out.append(external)
     return out
@@ -98,31 +108,21 @@ def _texts(values: list[str], argument: str) -> list[str]:
     """Paths and keys as stored: valid Unicode without NUL (no stored text has either, and
     the databases refuse to compare with them)."""
     for i, value in enumerate(values):
-        if "\x00" in value:
-            raise BadUserInput(f"{argument}[{i}]", "must not contain NUL (\\u0000) characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise BadUserInput(f"{argument}[{i}]", "is not valid Unicode text (it holds a lone "
-                               "surrogate \\ud800-\\udfff)") from None
+        problem = text_problem(value)
+        if problem:
+            raise BadUserInput(f"{argument}[{i}]", problem)
     return list(values)
 
 
-def _range(tz_name: str, from_: datetime, to: datetime) -> tuple[datetime, datetime]:
-    """The filter's ``[from, to)`` as aware datetimes; ``BadUserInput`` naming
-    ``filter.timeZone`` or ``filter.from``."""
+def _range(tz_name: str, from_: datetime, to: datetime) -> tuple[int, int]:
+    """The filter's ``[from, to)`` in UTC microseconds; ``BadUserInput`` naming
+    ``filter.timeZone``, ``filter.from`` or ``filter.to``."""
     try:
         tz = calendar.zone(tz_name)
     except ValueError as exc:
         raise BadUserInput("filter.timeZone", str(exc)) from None
-    bounds = []
-    for name, value in (("from", from_), ("to", to)):
-        try:
-            bounds.append(_aware(value, tz))
-        except OverflowError:
-            raise BadUserInput(f"filter.{name}", "is out of range: the instant must fall "
-                               "in the years 1 to 9999 in UTC") from None
-    start, end = bounds
+    start = _instant_us(from_, tz, tz_name, "filter.from")
+    end = _instant_us(to, tz, tz_name, "filter.to")
     if start >= end:
         raise BadUserInput("filter.from", "must be earlier than filter.to (the range is "
                            "[from, to), to exclusive)")
@@ -144,7 +144,7 @@ def check_filter(value: Mapping[str, Any], default_time_zone: str) -> tuple[str,
     for name in ("endpoints", "sources"):
         if value.get(name) is not None:
             _texts(value[name], f"filter.{name}")
-    return tz_name, calendar.to_us(start), calendar.to_us(end)
+    return tz_name, start, end
 
 
 async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -> UsageQuery:
@@ -155,7 +155,9 @@ async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -
     if future is None:
         future = asyncio.ensure_future(_resolve(context, f))
         context.queries[key] = future
-    return await future
+    # Shared by every field with this filter: a cancelled caller must not cancel it
+    # (see ``gql_usage.loaders.DataLoader``).
+    return await asyncio.shield(future)
 
 
 async def _resolve(context: Context, f: UsageFilter) -> UsageQuery:
@@ -180,6 +182,6 @@ async def _resolve(context: Context, f: UsageFilter) -> UsageQuery:
         sources = await loaders.sources_by_key.load_many(_texts(f.sources, "filter.sources"))
         source_ids = tuple(sorted({s.id for s in sources if s is not None}))
     return UsageQuery(
-        account_id=account.id, start_us=calendar.to_us(start), end_us=calendar.to_us(end),
+        account_id=account.id, start_us=start, end_us=end,
         time_zone=tz_name, api_key_ids=api_key_ids, endpoint_ids=endpoint_ids,
         source_ids=source_ids, user_ids=user_ids)

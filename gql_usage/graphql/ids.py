@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 
+from gql_usage.untrusted import echo
+
 TYPES = ("Account", "ApiKey", "User")
 
 
@@ -17,8 +19,8 @@ def decode(global_id: str) -> tuple[str, str]:
     try:
         text = base64.b64decode(global_id.encode(), validate=True).decode()
     except (binascii.Error, UnicodeError, ValueError):
-        raise ValueError(f"{global_id!r} is not a valid id") from None
+        raise ValueError(f"{echo(global_id)} is not a valid id") from None
     type_name, sep, external_id = text.partition(":")
     if not sep or type_name not in TYPES or not external_id or "\x00" in external_id:
-        raise ValueError(f"{global_id!r} is not a valid id")
+        raise ValueError(f"{echo(global_id)} is not a valid id")
     return type_name, external_id
