@@ -71,7 +71,7 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes | None, int, str]] = [
     ("account body too large", "PUT", "/v1/accounts/acme", {**SERVICE, **JSON},
      b"{" + b" " * LIMIT + b"}", 413, "PAYLOAD_TOO_LARGE"),
     ("too many events", "POST", "/v1/usage-events", {**SERVICE, **JSON},
-     b"[{}, {}, {}]", 413, "PAYLOAD_TOO_LARGE"),  # max_batch_events=2
+     b"[{}, {}, {}]", 413, "BATCH_TOO_LARGE"),  # max_batch_events=2
     ("events as XML", "POST", "/v1/usage-events",
      {**SERVICE, "Content-Type": "application/xml"}, b"<events/>", 415,
      "UNSUPPORTED_MEDIA_TYPE"),
@@ -212,8 +212,9 @@ async def test_messages_name_what_was_wrong(db_url: str) -> None:
     assert missing.json() == {"error": "no such route: GET /no/such/path", "code": "NOT_FOUND"}
     assert wrong.json() == {"error": "method DELETE not allowed on /v1/usage-events "
                             "(allowed: POST)", "code": "METHOD_NOT_ALLOWED"}
-    assert batch.json() == {"error": "batch holds 3 events; the maximum is 2",
-                            "code": "PAYLOAD_TOO_LARGE"}
+    assert batch.json() == {"error": "batch holds more than 2 events, the maximum "
+                            "(GQL_USAGE_MAX_BATCH_EVENTS); send smaller batches",
+                            "code": "BATCH_TOO_LARGE", "maxEvents": 2}
     assert media.json() == {"error": "Content-Type must be application/json or "
                             "application/x-ndjson, not 'text/xml'",
                             "code": "UNSUPPORTED_MEDIA_TYPE"}
