@@ -583,7 +583,8 @@ async def test_a_configured_maximum_age_rejects_older_events_naming_occurred_at(
                   now - timedelta(hours=1))])
         assert result == {"accepted": 1, "duplicates": 0, "rejected": [{
             "index": 0,
-            "reason": "occurredAt: older than the configured maximum age of 86400 seconds"}]}
+            "reason": "occurredAt: older than the configured maximum age of 86400 seconds"}],
+            "rejectedCount": 1, "rejectedIndexes": [0]}
     _, rows = await connection().execute_query("SELECT event_id FROM usage_event")
     assert [r[0] for r in rows] == ["an-hour-old"]
 

@@ -444,7 +444,9 @@ BAD = {
                                                         "x" * 129]),
     # rk1 is a key of rival, never of acme.
     "apiKeyId": NOT_STRINGS | BLANK | st.sampled_from(["rk1", "K1", "nope", "x" * 129]),
-    "userId": NOT_STRINGS | BLANK | st.sampled_from(["radmin", "Admin", "nope"]),
+    # null is a call without a user (SPEC 6.1), so not among the wrong values here
+    "userId": NOT_STRINGS.filter(lambda v: v is not None) | BLANK
+    | st.sampled_from(["radmin", "Admin", "nope"]),
     "endpoint": NOT_STRINGS | BLANK | st.just("/" + "p" * 512),
     "source": NOT_STRINGS | BLANK | st.just("s" * 129),
     "credits": st.sampled_from(["5", "abc", "", 1.5, 2.0, 1e3, True, False, None, -1, -10**20,
@@ -484,12 +486,16 @@ def batch_items(draw: Any) -> tuple[list[Any], dict[int, int]]:
         raw: dict[str, Any] = {"id": f"fz-{next(_ids)}"}
         for name in FIELDS[1:]:
             raw[name] = draw(GOOD[name])
+        invalid = False
         for name in broken:
             if name == "missing":
-                raw.pop(draw(st.sampled_from(FIELDS)))
+                dropped = draw(st.sampled_from(FIELDS))
+                raw.pop(dropped)
+                invalid |= dropped != "userId"  # optional (SPEC 6.1): a call without a user
             else:
                 raw[name] = draw(BAD[name])
-        if not broken:
+                invalid = True
+        if not invalid:
             accepted[len(items)] = raw["credits"]
         items.append(raw)
     if accepted and draw(st.booleans()):  # an exact resend: a duplicate, not counted

@@ -20,6 +20,7 @@ Runs on SQLite and PostgreSQL (``client`` fixture).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -37,6 +38,7 @@ from hypothesis import strategies as st
 
 from gql_usage.app import create_app
 from gql_usage.db import connection
+from gql_usage.loaders import DataLoader
 
 #: Longest error message (or ingestion rejection reason) any answer may carry.
 MESSAGE_BOUND = 1_000
@@ -186,15 +188,15 @@ async def test_extreme_datetimes_in_every_zone(world, field, zone):
 @pytest.mark.parametrize("field", ["from", "to"])
 async def test_datetime_without_utc_equivalent_names_the_argument(world, field, value):
     """``0001-01-01T00:00:00+05:00`` is in year 0 in UTC (converting it overflowed:
-    INTERNAL_SERVER_ERROR): BAD_USER_INPUT naming the argument, only usage nulled."""
+    INTERNAL_SERVER_ERROR): BAD_USER_INPUT naming the argument, known before execution,
+    so the whole operation is refused (SPEC 6.1)."""
     body = check_graphql(await graphql(world, USAGE, {"f": {**FILTER, field: value}}))
-    assert body["data"]["account"]["creditPool"] == {"used": 3}
-    assert body["data"]["account"]["usage"] is None
+    assert body["data"] is None, body
     errors = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert errors, body
     (error,) = errors
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": f"filter.{field}"}
-    assert error["message"].startswith(f"filter.{field}: ")
+    assert error["message"].startswith(f"account.usage(filter.{field}): ")
 
 
 @pytest.mark.parametrize(("zone", "field", "value"), [
@@ -285,8 +287,8 @@ async def test_malformed_id_of_240_kb_is_quoted_within_bounds(world, field):
                          sent_huge=True)
     (error,) = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": f"filter.{field}[0]"}
-    assert error["message"] == (f"filter.{field}[0]: '{'x' * 200}'… (240,000 characters) "
-                                "is not a valid id")
+    assert error["message"] == (f"account.usage(filter.{field}[0]): '{'x' * 200}'… "
+                                "(240,000 characters) is not a valid id")
 
 
 @pytest.mark.parametrize("value", [*HOSTILE_TEXTS, gid("ApiKey", HUGE), gid("User", "\x00"),
@@ -594,18 +596,39 @@ async def test_generated_path_ids(world, raw, position):
 
 
 async def test_refused_series_next_to_shared_loads_answers_the_rest(world):
-    """A refused series nulls ``usage``; graphql-core then cancels ``usage``'s pending
-    breakdown, whose loader answer ``endpoints { usage }`` shares. That cancelled the
-    shared future and the whole request failed with ``CancelledError`` (no answer).
-    Now the rest renders: the endpoint's usage counts the one event."""
+    """A series over the bucket limit next to a breakdown whose loader answer
+    ``endpoints { usage }`` shares: refused as a whole before execution (SPEC 6.1), one
+    coded error, never a crashed request."""
     query = """query($f: UsageFilter!) { account {
       usage(filter: $f) { calls breakdown(by: ENDPOINT) { key }
                           hour: series(granularity: HOUR) { start } }
       endpoints { path usage(filter: $f) { calls credits } } } }"""
     f = {"from": "2025-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}
     body = check_graphql(await graphql(world, query, {"f": f}))
-    assert body["data"] == {"account": {"usage": None, "endpoints": [
-        {"path": "/v2/person", "usage": {"calls": 1, "credits": 3}}]}}
+    assert body["data"] is None
     (error,) = body["errors"]
     assert error["path"] == ["account", "usage", "hour"]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "granularity"}
+
+
+async def test_a_cancelled_caller_does_not_cancel_a_shared_load():
+    """When a field fails during execution and its parent is nulled, graphql-core cancels
+    the parent's other pending fields; a loader answer they share with fields still
+    wanted (the breakdown and each endpoint's ``usage``) must survive that: before, the
+    shared future was cancelled and the whole request failed with ``CancelledError``."""
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def batch(keys: list[int]) -> list[int]:
+        calls.append(list(keys))
+        await release.wait()
+        return [k * 10 for k in keys]
+
+    loader: DataLoader[int, int] = DataLoader(batch)
+    doomed = asyncio.ensure_future(loader.load(1))
+    wanted = asyncio.ensure_future(loader.load(1))
+    await asyncio.sleep(0)  # both wait on the one batch
+    doomed.cancel()
+    release.set()
+    assert await wanted == 10
+    assert doomed.cancelled() and calls == [[1]]
