@@ -717,10 +717,14 @@ async def _stored_contents(rows: list[_Row]) -> dict[tuple[int, str], tuple[int 
     d = dialect(conn)
     found: list[Sequence[Any]] = []
     if d == "postgres":
-        async with in_transaction("default") as tx:
-            await tx.execute_script(POSTGRES_LOOKUP_SETTINGS)
+        # The settings hold for this transaction only. On a pooled asyncpg connection of
+        # our own, not Tortoise's ``in_transaction``: its context variable outlived a
+        # rollback that failed in a database crash, and the task's next statements went
+        # to the dead transaction's released connection (a 500 instead of a 503).
+        async with conn.acquire_connection() as raw, raw.transaction():
+            await raw.execute(POSTGRES_LOOKUP_SETTINGS)
             for q in lookup_sql(d, rows):
-                found += await fetch_rows(q, tx)
+                found += await raw.fetch(q.text, *q.params)
     else:
         for q in lookup_sql(d, rows):
             found += await fetch_rows(q, conn)
