@@ -7,12 +7,9 @@ import contextlib
 import itertools
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +18,8 @@ import jwt
 import pytest
 from conftest import BACKENDS, JWT_SECRET, SERVICE_TOKEN
 from helpers import SERVICE, event, gql, make_account
+from helpers import free_port as _free_port
+from helpers import serve_process as _server
 from pg_server import create_database
 
 from gql_usage.db import connection
@@ -83,33 +82,6 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite://{tmp_path / 'serve.sqlite3'}"
     return create_database(request.getfixturevalue("pg_base_url"),
                            f"serve_{os.getpid()}_{next(_serve_dbs)}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _server(*args: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``gql-usage serve ...`` in its own process group, stopped (SIGTERM, then SIGKILL)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GQL_USAGE_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gql_usage.cli", "serve", *args],
-                                env={**environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def _read(log: Path) -> str:

@@ -16,10 +16,7 @@ import contextlib
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -29,7 +26,8 @@ import httpx
 import pytest
 import redis
 from conftest import JWT_SECRET, SERVICE_TOKEN, make_settings
-from helpers import make_account, token
+from helpers import free_port as _free_port
+from helpers import make_account, serve_process, token
 from pydantic import ValidationError
 from redis_server import RedisServer, find_redis_server, start_redis
 
@@ -60,32 +58,10 @@ def redis_server() -> Iterator[RedisServer]:
 
 # --- gql-usage serve --workers 2 ------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def _serve(port: int, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GQL_USAGE_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gql_usage.cli", "serve", "--workers", "2",
-             "--host", "127.0.0.1", "--port", str(port)],
-            env={**environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+def _serve(port: int, log: Path, **env: str) -> contextlib.AbstractContextManager[
+        subprocess.Popen[bytes]]:
+    return serve_process("--workers", "2", "--host", "127.0.0.1", "--port", str(port),
+                         log=log, **env)
 
 
 async def _wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
