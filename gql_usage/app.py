@@ -29,18 +29,14 @@ from gql_usage.graphql.context import Context
 from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
 from gql_usage.graphql.limits import Clock, check_batch, rate_limit_headers, viewer_key
 from gql_usage.graphql.schema import Schema, build_schema
-from gql_usage.http import (
-    Readiness,
-    harden,
-    healthz,
-    http_error,
-    ide_csp,
-    internal_error,
-    is_json_content_type,
-)
+from gql_usage.http.cors import is_json_content_type
+from gql_usage.http.errors import http_error, internal_error
+from gql_usage.http.graphiql import ide_csp
+from gql_usage.http.probes import Readiness, healthz
+from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
+from gql_usage.http.stack import harden
 from gql_usage.ingest import Ingestor
 from gql_usage.loaders import Loaders
-from gql_usage.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.settings import Settings
 
 log = logging.getLogger("gql_usage")

@@ -24,9 +24,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     """Migrate once (here, in the parent), then run uvicorn with ``--workers`` processes."""
     import uvicorn
 
-    from gql_usage import logs, server
+    from gql_usage import logs
     from gql_usage.app import create_app
     from gql_usage.db import run_migrations
+    from gql_usage.http import server
 
     logs.configure(settings.log_format, settings.log_level)
     if args.demo:
@@ -39,7 +40,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "host": args.host, "port": args.port, "log_level": settings.log_level.lower(),
         # our handler (gql_usage.logs) formats uvicorn's records; our AccessLog replaces
         # uvicorn's access log; no WebSockets (we serve no subscriptions); h11 with a
-        # header timeout, a connection cap and lingering close (gql_usage.server)
+        # header timeout, a connection cap and lingering close (gql_usage.http.server)
         "log_config": None, "access_log": False, "ws": "none", "http": server.PROTOCOL,
         "proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
     if args.workers == 1:
@@ -58,15 +59,16 @@ def serve_app() -> ASGIApp:
     """The app of one uvicorn worker (settings from the environment, no migrations).
 
     For running uvicorn or gunicorn directly, after ``gql-usage migrate``:
-    ``uvicorn --factory gql_usage.cli:serve_app --http gql_usage.server:GuardedH11Protocol
+    ``uvicorn --factory gql_usage.cli:serve_app --http gql_usage.http.server:GuardedH11Protocol
     --workers 4``.
     """
-    from gql_usage import logs, server
+    from gql_usage import logs
     from gql_usage.app import create_app
+    from gql_usage.http import server
 
     settings = load_settings()
     logs.configure(settings.log_format, settings.log_level)
-    server.install(settings)  # the limits of gql_usage.server.PROTOCOL in this worker
+    server.install(settings)  # the limits of gql_usage.http.server.PROTOCOL in this worker
     return create_app(settings, migrate=False)
 
 

@@ -1,7 +1,7 @@
 """Logging: one JSON object per line (or plain text), every record stamped with the
 request id of the request it was written for.
 
-``RequestId`` (``gql_usage.http``) puts the id in ``request_id_var`` for the duration of
+``RequestId`` (``gql_usage.http.request_id``) puts the id in ``request_id_var`` for the duration of
 a request; ``RequestIdFilter`` copies it onto each record, so code that logs needs no
 access to the request. Records written outside a request carry ``request_id: null``.
 """
@@ -33,7 +33,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 #: Loggers whose warnings a client can provoke at will (a flood of bad or slow
 #: connections): each message is let through at most ``RATE_LIMIT_BURST`` times per
 #: ``RATE_LIMIT_SECONDS`` (``RateLimitFilter``).
-RATE_LIMITED_LOGGERS = ("asyncio", "uvicorn", "uvicorn.error", "gql_usage.server")
+RATE_LIMITED_LOGGERS = ("asyncio", "uvicorn", "uvicorn.error", "gql_usage.http.server")
 RATE_LIMIT_BURST = 10
 RATE_LIMIT_SECONDS = 10.0
 

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     #: Whether schema introspection is allowed (switch off in production if wanted).
     introspection: bool = True
 
-    # --- HTTP hygiene (gql_usage/http.py, gql_usage/logs.py) ---------------------------
+    # --- HTTP hygiene (gql_usage/http/, gql_usage/logs.py) -----------------------------
     #: Requests not answered within this many seconds get 503 (coded ``TIMEOUT``).
     request_timeout_seconds: float = Field(default=30.0, gt=0)
     #: Origins allowed to call the API from a browser (CORS); empty: none. The variable
@@ -58,7 +58,7 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     #: A connection must deliver a complete request head (request line and headers)
     #: within this many seconds of opening, or of the previous response; else it is closed
-    #: (408 ``TIMEOUT`` when part of a head arrived). See ``gql_usage/server.py``.
+    #: (408 ``TIMEOUT`` when part of a head arrived). See ``gql_usage/http/server.py``.
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     #: Most open connections per server process; at the cap, the oldest connection still
     #: waiting for a request head is closed to make room (or the new one, if none waits).
@@ -112,7 +112,7 @@ class Settings(BaseSettings):
             return value.strip().upper()
         raise ValueError(f"{value!r} is not one of {', '.join(levels)}")
 
-    # --- Faults and event age (gql_usage/service_api.py) -------------------------------
+    # --- Faults and event age (gql_usage/http/service_api.py) --------------------------
     #: Events older than this are rejected; None (default) accepts any age (backfills).
     max_age_seconds: int | None = Field(default=None, gt=0)
     #: ``Retry-After`` sent with 503 when the database is unavailable.

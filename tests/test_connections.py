@@ -1,4 +1,4 @@
-"""Slow, greedy and impatient clients against the real server (``gql_usage/server.py``):
+"""Slow, greedy and impatient clients against the real server (``gql_usage/http/server.py``):
 request heads that never end, more connections than the server should hold, a body over
 the limit from a client that writes it all before reading, malformed HTTP, and the log
 lines all of that may cost.
@@ -28,8 +28,8 @@ from helpers import SERVICE, make_account, token
 from live_server import LiveServer, free_port, live_server
 
 from gql_usage import logs
-from gql_usage import server as guarded
-from gql_usage.server import GuardedH11Protocol
+from gql_usage.http import server as guarded
+from gql_usage.http.server import GuardedH11Protocol
 
 HEADER_TIMEOUT = 2.0
 #: A request head that is never finished (no blank line).

@@ -1,4 +1,4 @@
-"""HTTP hygiene (``gql_usage/http.py``, ``gql_usage/logs.py``): request timeouts, CORS,
+"""HTTP hygiene (``gql_usage/http/``, ``gql_usage/logs.py``): request timeouts, CORS,
 JSON-only and query-only GraphQL, security headers, request ids in responses and JSON
 log lines, body limits on both routes, and the ``/healthz`` / ``/readyz`` probes.
 
@@ -33,7 +33,11 @@ from tortoise import Tortoise
 from gql_usage import logs
 from gql_usage.app import create_app
 from gql_usage.db import connection, tortoise_config
-from gql_usage.http import AccessLog, RequestId, RequestTimeout, harden, internal_error
+from gql_usage.http.access_log import AccessLog
+from gql_usage.http.errors import internal_error
+from gql_usage.http.request_id import RequestId
+from gql_usage.http.stack import harden
+from gql_usage.http.timeout import RequestTimeout
 from gql_usage.settings import MissingSetting, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent

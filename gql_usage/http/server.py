@@ -39,13 +39,13 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from gql_usage.http import SECURITY_HEADERS
+from gql_usage.http.security_headers import SECURITY_HEADERS
 from gql_usage.settings import Settings, load_settings
 
-log = logging.getLogger("gql_usage.server")
+log = logging.getLogger("gql_usage.http.server")
 
 #: uvicorn's ``http=`` option for our protocol.
-PROTOCOL = "gql_usage.server:GuardedH11Protocol"
+PROTOCOL = "gql_usage.http.server:GuardedH11Protocol"
 #: A lingering close reads at most this many times the larger body limit (and never less
 #: than ``LINGER_MIN_BYTES``) ...
 LINGER_BODY_LIMITS = 4

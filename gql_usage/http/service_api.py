@@ -21,7 +21,7 @@ from tortoise.transactions import in_transaction
 
 from gql_usage import calendar
 from gql_usage.auth import service_token_ok
-from gql_usage.http import (
+from gql_usage.http.errors import (
     BAD_USER_INPUT,
     NOT_FOUND,
     PAYLOAD_TOO_LARGE,

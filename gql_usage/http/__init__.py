@@ -1,0 +1,1 @@
+"""The HTTP layer: middleware, error answers, probes, the service API and the server."""
