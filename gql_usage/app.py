@@ -27,8 +27,9 @@ from gql_usage.db import close_db, init_db, replica_reads
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
-from gql_usage.graphql.limits import Clock, check_batch, rate_limit_headers, viewer_key
+from gql_usage.graphql.limits import Clock, rate_limit_headers, viewer_key
 from gql_usage.graphql.schema import Schema, build_schema
+from gql_usage.http.batch import check_batch
 from gql_usage.http.cors import is_json_content_type
 from gql_usage.http.errors import http_error, internal_error
 from gql_usage.http.graphiql import ide_csp
