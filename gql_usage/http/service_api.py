@@ -16,8 +16,6 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from tortoise.exceptions import IntegrityError
-from tortoise.transactions import in_transaction
 
 from gql_usage import calendar
 from gql_usage.auth import service_token_ok
@@ -301,17 +299,8 @@ def path_problem(request: Request) -> tuple[str, str] | None:
 
 
 async def _upsert(model: Any, keys: dict[str, Any], values: dict[str, Any]) -> bool:
-    """Insert or update one row by its natural key; safe against concurrent upserts."""
-    for attempt in range(3):
-        try:
-            async with in_transaction("default"):
-                row = await model.filter(**keys).select_for_update().first()
-                if row is None:
-                    await model.create(**keys, **values)
-                    return True
-                await model.filter(id=row.id).update(**values)
-                return False
-        except IntegrityError:
-            if attempt == 2:
-                raise
-    return False
+    """Insert or update one row by its natural key (Tortoise's ``update_or_create``: a
+    locked read, then an insert whose unique-key conflict falls back to the update);
+    whether the row was created."""
+    _, created = await model.update_or_create(defaults=values, **keys)
+    return bool(created)
