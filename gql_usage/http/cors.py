@@ -15,8 +15,6 @@ CORS_EXPOSE_HEADERS = ("X-Request-ID", "Retry-After", "X-RateLimit-Limit",
                        "X-Query-Cost")
 
 
-# --- CSRF-safe GraphQL requests ----------------------------------------------------------
-
 def is_json_content_type(value: str | None) -> bool:
     """Whether a request ``Content-Type`` is JSON (``application/json``, parameters such
     as ``charset`` allowed). Browsers send cross-site "simple" requests only as
@@ -27,8 +25,6 @@ def is_json_content_type(value: str | None) -> bool:
     essence = value.split(";", 1)[0].strip().lower()
     return essence == "application/json"
 
-
-# --- CORS ----------------------------------------------------------------------------------
 
 class JsonCORSMiddleware(CORSMiddleware):
     """Starlette's CORS middleware, refusing a preflight with coded JSON (400

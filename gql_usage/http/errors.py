@@ -1,5 +1,6 @@
-"""Coded JSON error answers: the error codes, their shape per route, Starlette's
-exception handlers."""
+"""Coded JSON errors: the codes, the shape per route (GraphQL's on ``/graphql``,
+``{"error", "code"}`` elsewhere) and Starlette's exception handlers. See README,
+"Security and HTTP"."""
 
 from __future__ import annotations
 
@@ -26,9 +27,7 @@ HTTP_EXCEPTION_CODES = {400: BAD_USER_INPUT, 401: UNAUTHENTICATED, 404: NOT_FOUN
                         415: UNSUPPORTED_MEDIA_TYPE, 422: BAD_USER_INPUT,
                         503: SERVICE_UNAVAILABLE}
 GRAPHQL_PATH = "/graphql"
-#: Applied to every response that does not set its own policy: it serves no documents.
 
-# --- error answers ----------------------------------------------------------------------
 
 def error_response(path: str, status: int, message: str, code: str,
                    **extensions: Any) -> JSONResponse:

@@ -43,11 +43,10 @@ def _sha256_source(text: str) -> str:
 
 def ide_csp(html: str) -> str:
     """The Content-Security-Policy of the GraphiQL page, derived from the page itself:
-    exactly its external scripts and style sheets (by full URL, each also pinned by
-    Subresource Integrity in the page), its inline script by hash, fonts and images from
-    ``data:`` (GraphiQL's CSS embeds them), requests to this origin only. Styles also
-    need ``'unsafe-inline'``: the page has a ``<style>`` block and GraphiQL's components
-    insert ``<style>`` elements at run time. No ``'unsafe-eval'``, no framing."""
+    its external scripts and style sheets by URL, its inline scripts by SHA-256 hash;
+    ``'unsafe-inline'`` styles (GraphiQL inserts ``<style>`` elements at run time);
+    fonts and images from ``data:``; no ``'unsafe-eval'``, no framing. See README,
+    "What every response carries"."""
     assets = _PageAssets()
     assets.feed(html)
     assets.close()

@@ -1,29 +1,11 @@
-"""The HTTP/1.1 protocol ``gql-usage serve`` runs in uvicorn: uvicorn's h11 protocol with
-the guards it lacks against slow and greedy clients.
+"""The HTTP/1.1 protocol ``gql-usage serve`` runs in uvicorn: uvicorn's h11 protocol
+plus a header timeout, a per-process connection cap, lingering close and JSON protocol
+errors (``BAD_REQUEST``), against slow and greedy clients.
 
-* **Header timeout** (``GQL_USAGE_HEADER_TIMEOUT_SECONDS``): a connection must deliver a
-  complete request head within this time of opening, or of the previous response; else
-  it is closed, with a 408 ``TIMEOUT`` when part of a head had arrived. (uvicorn's
-  keep-alive timer is cancelled by the first byte received, so one byte every few
-  seconds would otherwise hold a connection, and its file descriptor, for ever.)
-* **Connection cap** (``GQL_USAGE_MAX_CONNECTIONS``, per process): at the cap, a new
-  connection makes room by closing the connection that has waited longest for a request
-  head (a slow head or an idle keep-alive); when every open connection is busy with a
-  request, the new one is closed at once. Descriptors stay far from the process limit,
-  and a probe's connection, which sends its request at once, gets served.
-* **Lingering close**: when a response is complete while its request body is still
-  arriving (an early 413 or 401), the rest of the body is read and discarded, up to a
-  bound in bytes and time, and the connection is closed. A client that writes its whole
-  body before reading (``urllib``, ``requests``; they send ``Connection: close``) thus
-  completes its write and reads the answer: closing with unread data would make the
-  kernel reset the connection, answer and all. A keep-alive client can no longer make
-  the server parse an unwanted body without end.
-* **JSON protocol errors**: a malformed request gets uvicorn's 400 as
-  ``{"error", "code": "BAD_REQUEST"}``.
-
-``install(settings)`` sets the limits of this process; ``gql-usage serve`` and the
-worker factory ``gql_usage.cli:serve_app`` call it. The protocol is named to uvicorn as
-``PROTOCOL`` (an import string, so that worker processes import it too).
+``install(settings)`` sets this process's limits (``gql-usage serve`` and the worker
+factory ``gql_usage.cli:serve_app`` call it); uvicorn gets the protocol as ``PROTOCOL``,
+an import string, so that worker processes import it too. See README, "Slow and greedy
+clients".
 """
 
 from __future__ import annotations

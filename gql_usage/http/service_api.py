@@ -1,4 +1,5 @@
-"""Service API for the vendor's own systems: reference-data upserts and event ingestion.
+"""Service API (``/v1``) for the vendor's own systems: reference-data upserts and event
+ingestion.
 
 ``PUT`` routes are idempotent upserts keyed by the vendor's ids; ``POST /v1/usage-events``
 takes a JSON array or NDJSON and answers per event (see ``gql_usage.ingest``).

@@ -1,13 +1,9 @@
-"""HTTP hygiene around the application: request ids, access log, security headers, CORS,
-request timeouts, JSON-only GraphQL POSTs, and the liveness/readiness probes.
+"""``harden(app, settings)``: the HTTP middleware stack around the Starlette app.
 
-``harden(app, settings)`` wraps the Starlette app; outermost first:
-
-``RequestId`` -> ``SecurityHeaders`` -> ``AccessLog`` -> ``CORSMiddleware`` ->
-``RequestTimeout`` -> the app.
-
-so every answer, including CORS preflights, timeouts and the last-resort 500, carries
-``X-Request-ID`` and the security headers, and is written to the access log.
+Outermost first: ``RequestId`` -> ``SecurityHeaders`` -> ``AccessLog`` ->
+``JsonCORSMiddleware`` -> ``RequestTimeout`` -> the app, so every answer (CORS
+preflights, timeouts and the last-resort 500 included) carries ``X-Request-ID`` and the
+security headers and is logged. See README, "Security and HTTP".
 """
 
 from __future__ import annotations
@@ -23,7 +19,7 @@ from gql_usage.settings import Settings
 
 
 def harden(app: ASGIApp, settings: Settings) -> ASGIApp:
-    """Wrap ``app`` in the middlewares above, configured from ``settings``."""
+    """Wrap ``app`` in the middlewares, configured from ``settings``."""
     wrapped: ASGIApp = RequestTimeout(app, settings.request_timeout_seconds)
     wrapped = JsonCORSMiddleware(wrapped, allow_origins=settings.cors_origins,
                              allow_methods=("GET", "POST"), allow_headers=CORS_ALLOW_HEADERS,

@@ -13,12 +13,9 @@ log = logging.getLogger("gql_usage.http")
 
 class RequestTimeout:
     """Answers 503 (coded ``TIMEOUT``) when the app has not started its response within
-    ``seconds`` of the request's arrival; reading a slow request body counts.
-
-    Once the response has started, the deadline is lifted: a response is never cut off
-    half-way (a client would get a truncated body it cannot tell from a complete one).
-    All our responses are sent in one piece once computed, so the deadline bounds the
-    whole of the work in practice."""
+    ``seconds`` of the request's arrival (reading a slow body counts). Once it has
+    started, the deadline is lifted: a body cut off half-way could not be told from a
+    complete one. See README, "Body size and request time"."""
 
     def __init__(self, app: ASGIApp, seconds: float) -> None:
         self.app = app
