@@ -21,6 +21,7 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from gql_usage.http.errors import TIMEOUT
 from gql_usage.http.security_headers import SECURITY_HEADERS
 from gql_usage.settings import Settings, load_settings
 
@@ -38,7 +39,6 @@ LINGER_SECONDS = 10.0
 FD_RESERVE = 64
 
 BAD_REQUEST = "BAD_REQUEST"
-TIMEOUT = "TIMEOUT"
 
 
 @dataclass

@@ -21,11 +21,7 @@ from starlette.routing import Route
 from gql_usage import calendar
 from gql_usage.auth import service_token_ok
 from gql_usage.http.errors import (
-    BAD_USER_INPUT,
-    NOT_FOUND,
-    PAYLOAD_TOO_LARGE,
-    UNAUTHENTICATED,
-    UNSUPPORTED_MEDIA_TYPE,
+    HTTP_EXCEPTION_CODES,
 )
 from gql_usage.ingest import (
     BatchTooLarge,
@@ -62,16 +58,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 #: The code of each status the service API answers with.
-ERROR_CODES = {400: BAD_USER_INPUT, 401: UNAUTHENTICATED, 404: NOT_FOUND,
-               413: PAYLOAD_TOO_LARGE, 415: UNSUPPORTED_MEDIA_TYPE, 422: BAD_USER_INPUT}
-
-
 def error(status: int, message: str, *, field: str | None = None,
           **extra: Any) -> JSONResponse:
     """``{"error": message, "code": ...}`` with the code of ``status`` (and ``field`` when
     one input is at fault); the message is bounded (``untrusted.bounded``), whatever it
     quotes."""
-    body: dict[str, Any] = {"error": bounded(message), "code": ERROR_CODES[status]}
+    body: dict[str, Any] = {"error": bounded(message), "code": HTTP_EXCEPTION_CODES[status]}
     if field is not None:
         body["field"] = field
     return JSONResponse({**body, **extra}, status_code=status)
