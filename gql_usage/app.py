@@ -38,7 +38,7 @@ from gql_usage.http import (
     internal_error,
     is_json_content_type,
 )
-from gql_usage.ingest import Ingestor
+from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.loaders import Loaders
 from gql_usage.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.settings import Settings

@@ -28,7 +28,7 @@ from gql_usage.http import (
     UNAUTHENTICATED,
     UNSUPPORTED_MEDIA_TYPE,
 )
-from gql_usage.ingest import (
+from gql_usage.ingest.ingestor import (
     BatchTooLarge,
     BodyError,
     Ingestor,

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from gql_usage.db import Sql, connection, dialect
-from gql_usage.ingest import POSTGRES_LOOKUP_SETTINGS, _Row, _stored_contents, lookup_sql
+from gql_usage.ingest.ingestor import POSTGRES_LOOKUP_SETTINGS, _Row, _stored_contents, lookup_sql
 
 ROWS = 200_000
 UNIQUE = "usage_event_event_account"
