@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pg_server import create_database, start_postgres  # noqa: E402
 
 from gql_usage.db import run_migrations  # noqa: E402
-from gql_usage.ingest.ingestor import _POSTGRES_STORE, _joined  # noqa: E402
+from gql_usage.ingest.store_postgres import _POSTGRES_STORE, _joined  # noqa: E402
 
 BATCH = 1_000
 T0_US = 1_760_000_000_000_000

@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 from gql_usage.db import Sql, connection, dialect
-from gql_usage.ingest.ingestor import POSTGRES_LOOKUP_SETTINGS, _Row, _stored_contents, lookup_sql
+from gql_usage.ingest.rows import _Row
+from gql_usage.ingest.storage import _stored_contents, lookup_sql
+from gql_usage.ingest.store_postgres import POSTGRES_LOOKUP_SETTINGS
 
 ROWS = 200_000
 UNIQUE = "usage_event_event_account"

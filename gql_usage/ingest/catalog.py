@@ -1,0 +1,57 @@
+"""Endpoint and source ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
+
+
+def source_display_name(key: str) -> str:
+    return key.replace("_", " ").replace("-", " ").strip().capitalize() or key
+
+
+class Catalog:
+    """Endpoint and source ids by path/key. Ids never change, so they are cached."""
+
+    def __init__(self) -> None:
+        self.endpoints: dict[str, int] = {}
+        self.sources: dict[str, int] = {}
+        self.account_endpoints: set[tuple[int, int]] = set()
+        self.account_sources: set[tuple[int, int]] = set()
+
+    async def endpoint_ids(self, paths: Iterable[str]) -> dict[str, int]:
+        return await self._ids("endpoint", "path", None, self.endpoints, paths)
+
+    async def source_ids(self, keys: Iterable[str]) -> dict[str, int]:
+        return await self._ids("source", "key", source_display_name, self.sources, keys)
+
+    async def _ids(self, table: str, column: str, name_of: Any, cache: dict[str, int],
+                   values: Iterable[str]) -> dict[str, int]:
+        missing = sorted({v for v in values if v not in cache})
+        if missing:
+            conn = connection()
+            d = dialect(conn)
+            found = await self._select(d, table, column, missing)
+            absent = [v for v in missing if v not in found]
+            if absent:
+                q = Sql(d)
+                cols = f'"{column}", "listed", "name"' if name_of else f'"{column}", "listed"'
+                q.add(f'INSERT INTO "{table}" ({cols}) VALUES ')
+                for i, v in enumerate(absent):
+                    q.add(", " if i else "", "(", Value(v), ", ", False)
+                    if name_of:
+                        q.add(", ", Value(name_of(v)))
+                    q.add(")")
+                q.add(f' ON CONFLICT ("{column}") DO NOTHING')
+                await conn.execute_query(q.text, q.params)
+                found.update(await self._select(d, table, column, absent))
+            cache.update(found)
+        return cache
+
+    @staticmethod
+    async def _select(d: str, table: str, column: str, values: Sequence[str]) -> dict[str, int]:
+        q = Sql(d).add(f'SELECT "{column}", id FROM "{table}" WHERE ')
+        q.in_list(f'"{column}"', list(values))
+        return {str(v): int(i) for v, i in await fetch_rows(q)}
