@@ -1,14 +1,15 @@
-"""Endpoint and source ids."""
+"""Endpoint and source ids, created on first sight, and the accounts that use them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
+from gql_usage.ingest.rows import Row
 
 
 def source_display_name(key: str) -> str:
+    """The name a new source is listed under: ``zapier_v2`` -> ``Zapier v2``."""
     return key.replace("_", " ").replace("-", " ").strip().capitalize() or key
 
 
@@ -27,8 +28,31 @@ class Catalog:
     async def source_ids(self, keys: Iterable[str]) -> dict[str, int]:
         return await self._ids("source", "key", source_display_name, self.sources, keys)
 
-    async def _ids(self, table: str, column: str, name_of: Any, cache: dict[str, int],
-                   values: Iterable[str]) -> dict[str, int]:
+    async def link(self, rows: Collection[Row]) -> None:
+        """Record which endpoints and sources each account has used (new pairs only).
+
+        Written before the events (idempotently): a link never points at nothing for
+        long, and an event is never stored without its link.
+        """
+        for table, column, seen, pairs in (
+            ("account_endpoint", "endpoint_id", self.account_endpoints,
+             {(r.account_id, r.endpoint_id) for r in rows}),
+            ("account_source", "source_id", self.account_sources,
+             {(r.account_id, r.source_id) for r in rows}),
+        ):
+            new = sorted(pairs - seen)
+            if not new:
+                continue
+            conn = connection()
+            q = Sql(dialect(conn)).add(f"INSERT INTO {table} (account_id, {column}) VALUES ")
+            for i, (account_id, value) in enumerate(new):
+                q.add(", (" if i else "(", account_id, ", ", value, ")")
+            q.add(f" ON CONFLICT (account_id, {column}) DO NOTHING")
+            await conn.execute_query(q.text, q.params)
+            seen.update(new)
+
+    async def _ids(self, table: str, column: str, name_of: Callable[[str], str] | None,
+                   cache: dict[str, int], values: Iterable[str]) -> dict[str, int]:
         missing = sorted({v for v in values if v not in cache})
         if missing:
             conn = connection()

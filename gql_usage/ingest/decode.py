@@ -1,4 +1,8 @@
-"""Decoding of an event batch body."""
+"""The body of ``POST /v1/usage-events`` as a list of events: a JSON array or NDJSON.
+
+Bounded work for any body: events are counted before any is validated, never decoding
+more than the cap allows (``BatchTooLarge``). See README, "Bounded batches".
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from gql_usage.ingest.validate import _EVENTS, ValidEvents
+from gql_usage.ingest.validate import validate_array
 
 
 class BodyError(ValueError):
@@ -35,6 +39,7 @@ MAX_VALUES_PER_EVENT = 32
 
 
 def _check_value_count(body: bytes, max_events: int) -> None:
+    """``BatchTooLarge`` if ``body`` holds more JSON values than ``max_events`` may."""
     values = body.count(b",") + body.count(b"{") + body.count(b"[")
     if values > max_events * MAX_VALUES_PER_EVENT:
         raise BatchTooLarge(max_events, (
@@ -99,10 +104,9 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
     cheaply (a body with fewer commas or lines cannot hold more items), before any
     event is validated.
     A JSON array whose events are all valid (and without any ``\\u0000``) comes back as
-    ``EventIn`` objects, validated in one pass; otherwise items are the decoded values,
-    validated one by one later.
-    Lines that fail to decode are returned as ``_Undecodable`` markers so that their
-    position is kept and reported.
+    ``ValidEvents``, validated in one pass; otherwise items are the decoded values (a
+    single object: a batch of one), validated one by one later. Lines that fail to
+    decode are ``Undecodable`` markers, so that their position is kept and reported.
     """
     _check_value_count(body, max_events)
     ndjson = "ndjson" in content_type or "jsonl" in content_type
@@ -118,11 +122,11 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
                 raise BodyError(f"line {number} is not valid UTF-8 (byte {exc.start})"
                                 ) from None
             except json.JSONDecodeError as exc:
-                items.append(_Undecodable(f"line {number} is not valid JSON: {exc.msg}"))
+                items.append(Undecodable(f"line {number} is not valid JSON: {exc.msg}"))
             except ValueError:  # a number of more than 4,300 digits
-                items.append(_Undecodable(f"line {number} holds a number too long to read"))
+                items.append(Undecodable(f"line {number} holds a number too long to read"))
             except RecursionError:
-                items.append(_Undecodable(f"line {number} is nested too deeply"))
+                items.append(Undecodable(f"line {number} is nested too deeply"))
         return items
     first = len(body) - len(body.lstrip(b" \t\n\r"))
     if body[first:first + 1] == b"[" and body.count(b",") >= max_events:
@@ -132,7 +136,7 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
             raise BodyError(f"body is not valid UTF-8 (byte {exc.start + first})") from None
     if body[:1] == b"[" and b"\\u0000" not in body:
         try:
-            valid = ValidEvents(_EVENTS.validate_json(body))
+            valid = validate_array(body)
         except PydanticValidationError:
             pass  # find and name the bad events below
         else:
@@ -159,5 +163,7 @@ def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class _Undecodable:
+class Undecodable:
+    """An NDJSON line that is not JSON: kept in place, so its position is reported."""
+
     reason: str

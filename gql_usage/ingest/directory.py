@@ -1,4 +1,4 @@
-"""Account, API key and user ids."""
+"""Internal ids of accounts, API keys and users, by the vendor's external ids."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class Directory:
         self._members: dict[str, dict[tuple[int, str], int]] = {"api_key": {}, "app_user": {}}
 
     async def accounts(self, d: str, external_ids: set[str]) -> dict[str, int]:
+        """Ids by external id (the cache: look up each wanted one with ``get``)."""
         cache = self._accounts
         missing = sorted(x for x in external_ids if x not in cache)
         if missing:
@@ -27,6 +28,7 @@ class Directory:
 
     async def members(self, d: str, table: str,
                       wanted: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+        """Ids of ``table`` (``api_key`` or ``app_user``) by (account id, external id)."""
         cache = self._members[table]
         missing = [w for w in wanted if w not in cache]
         if missing:

@@ -1,49 +1,29 @@
-"""Ingestion of usage events: validation and idempotent storage.
+"""The ingestion of one batch: validated events resolved to ids, stored once each.
 
-A warm batch (accounts, keys, users, endpoints and sources seen before; their ids are
-cached, since ids never change) costs **one** SQL statement on PostgreSQL: a
-data-modifying ``WITH`` that inserts the events with ``ON CONFLICT DO NOTHING RETURNING``
-and copies exactly the rows it returned to ``usage_pending``, from where compaction
-(``gql_usage.cube``) folds them into the cube. A duplicate id, in the same batch, a
-later batch or a concurrent one, is therefore never counted twice. On SQLite the same
-happens in one transaction of a few statements.
-
-A JSON array body is validated in one pass by pydantic-core (``decode_batch``); only a
-batch with a bad event takes the slower per-event path that names each bad event.
-
-Bounded work for any body: the events of a batch are counted before anything is
-validated, without decoding more than the cap (``GQL_USAGE_MAX_BATCH_EVENTS``) allows, so a
-body of millions of tiny items or lines is refused at once (``BatchTooLarge``) instead of
-collecting millions of errors; the answer lists at most ``MAX_LISTED_REJECTIONS`` reasons
-and every rejected position (``IngestResult.as_json``).
+A warm batch costs one SQL statement on PostgreSQL (a few in one transaction on SQLite);
+an id already stored, by this batch, an earlier or a concurrent one, is never counted
+twice. See README, "Service API" and "Bounded batches".
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from tortoise.exceptions import OperationalError, TransactionManagementError
-from tortoise.transactions import in_transaction
-
 from gql_usage.calendar import US, to_us
-from gql_usage.db import Sql, connection, dialect
+from gql_usage.db import connection, dialect
+from gql_usage.ingest import storage
 from gql_usage.ingest.catalog import Catalog
-from gql_usage.ingest.decode import _Undecodable
+from gql_usage.ingest.decode import Undecodable
 from gql_usage.ingest.directory import Directory
 from gql_usage.ingest.results import IngestResult, Rejection
-from gql_usage.ingest.rows import _Row
-from gql_usage.ingest.storage import _stored_contents
-from gql_usage.ingest.store_postgres import _store_postgres
-from gql_usage.ingest.store_sqlite import _insert_events_sqlite, _insert_pending_sqlite
+from gql_usage.ingest.rows import Row, now_us
 from gql_usage.ingest.validate import EventIn, ValidEvents, parse_event
-
-_RETRIES = 5
 
 
 class Ingestor:
+    """Ingests batches; holds the id caches, so one lives as long as the app."""
+
     def __init__(
         self, *, max_future_seconds: int = 300, max_age_seconds: int | None = None
     ) -> None:
@@ -53,15 +33,17 @@ class Ingestor:
         self.max_age_seconds = max_age_seconds
 
     async def ingest(self, items: Sequence[Any]) -> IngestResult:
+        """Store the valid events of ``items`` (as ``decode_batch`` returns them); every
+        other event is rejected with its position and reason."""
         result = IngestResult()
         rejected = result.rejected
         events: list[tuple[int, EventIn, int]] = []  # (index, event, occurred at in µs)
-        now_us = int(time.time() * US)
-        latest = now_us + self.max_future_seconds * US
-        earliest = None if self.max_age_seconds is None else now_us - self.max_age_seconds * US
+        now = now_us()
+        latest = now + self.max_future_seconds * US
+        earliest = None if self.max_age_seconds is None else now - self.max_age_seconds * US
         validated = isinstance(items, ValidEvents)
         for index, raw in enumerate(items):
-            if isinstance(raw, _Undecodable):
+            if isinstance(raw, Undecodable):
                 rejected.append(Rejection(index, raw.reason))
                 continue
             if validated:
@@ -90,7 +72,8 @@ class Ingestor:
         return result
 
     async def _resolve(self, events: list[tuple[int, EventIn, int]],
-                       result: IngestResult) -> list[_Row]:
+                       result: IngestResult) -> list[Row]:
+        """Events with internal ids; an unknown account, key or user rejects its event."""
         d = dialect(connection())
         accounts = await self.directory.accounts(d, {e["accountId"] for _, e, _ in events})
         known = []
@@ -123,77 +106,38 @@ class Ingestor:
                     index, f"userId: unknown user {e['userId']!r} for account "
                     f"{e['accountId']!r}"))
             else:
-                rows.append(_Row(account_id, e["id"], key_id, endpoints[e["endpoint"]],
-                                 sources[e["source"]], user_id, e["credits"], occurred, index))
+                rows.append(Row(account_id, e["id"], key_id, endpoints[e["endpoint"]],
+                                sources[e["source"]], user_id, e["credits"], occurred, index))
         return rows
 
-    async def _store(self, rows: list[_Row], result: IngestResult) -> None:
+    async def _store(self, rows: list[Row], result: IngestResult) -> None:
+        """Store each id once; count the new, the duplicates and the conflicting repeats."""
         # First occurrence of an id within the batch wins; later ones are compared to it.
-        first: dict[tuple[int, str], _Row] = {}
-        repeats: list[_Row] = []
+        first: dict[tuple[int, str], Row] = {}
+        repeats: list[Row] = []
         for row in rows:
             key = (row.account_id, row.event_id)
             if key in first:
                 repeats.append(row)
             else:
                 first[key] = row
-        await self._link_dimensions(list(first.values()))
+        await self.catalog.link(first.values())
         # Sorted so concurrent batches take row locks in the same order (no deadlocks);
         # a row sorts by (account, event id) first.
         unique = sorted(first.values())
-        for attempt in range(_RETRIES):
-            try:
-                if dialect(connection()) == "postgres":
-                    stored_before = await _store_postgres(unique)
-                else:
-                    async with in_transaction("default") as conn:
-                        inserted = await _insert_events_sqlite(conn, unique)
-                        await _insert_pending_sqlite(conn, [first[k] for k in sorted(inserted)])
-                    stored_before = [r for k, r in first.items() if k not in inserted]
-                break
-            except (OperationalError, TransactionManagementError) as exc:
-                if attempt == _RETRIES - 1 or not _is_retryable(exc):
-                    raise
-                await asyncio.sleep(0.01 * (attempt + 1))
+        stored_before = await storage.store(unique)
         result.accepted += len(unique) - len(stored_before)
         if stored_before:
-            stored = await _stored_contents(stored_before)
+            stored = await storage.stored_contents(stored_before)
             for row in stored_before:
                 _classify_repeat(row, stored.get((row.account_id, row.event_id)), result)
         for row in repeats:
             _classify_repeat(row, first[(row.account_id, row.event_id)].content(), result)
 
-    async def _link_dimensions(self, rows: list[_Row]) -> None:
-        """Record which endpoints and sources each account has used (new pairs only).
 
-        Written before the events (idempotently): a link never points at nothing for
-        long, and an event is never stored without its link.
-        """
-        for table, column, seen, pairs in (
-            ("account_endpoint", "endpoint_id", self.catalog.account_endpoints,
-             {(r.account_id, r.endpoint_id) for r in rows}),
-            ("account_source", "source_id", self.catalog.account_sources,
-             {(r.account_id, r.source_id) for r in rows}),
-        ):
-            new = sorted(pairs - seen)
-            if not new:
-                continue
-            conn = connection()
-            q = Sql(dialect(conn)).add(f"INSERT INTO {table} (account_id, {column}) VALUES ")
-            for i, (account_id, value) in enumerate(new):
-                q.add(", (" if i else "(", account_id, ", ", value, ")")
-            q.add(f" ON CONFLICT (account_id, {column}) DO NOTHING")
-            await conn.execute_query(q.text, q.params)
-            seen.update(new)
-
-
-def _is_retryable(exc: Exception) -> bool:
-    text = str(exc).lower()
-    return any(s in text for s in ("deadlock", "could not serialize", "database is locked"))
-
-
-def _classify_repeat(row: _Row, stored: tuple[int | None, ...] | None,
+def _classify_repeat(row: Row, stored: tuple[int | None, ...] | None,
                      result: IngestResult) -> None:
+    """A repeat with the stored content is a duplicate; with other content, a rejection."""
     if stored is None or stored == row.content():
         result.duplicates += 1
     else:

@@ -1,4 +1,4 @@
-"""The answer to an ingested batch."""
+"""The answer to an ingested batch: counts, and each rejected event with its reason."""
 
 from __future__ import annotations
 
@@ -12,22 +12,24 @@ MAX_LISTED_REJECTIONS = 100
 
 @dataclass
 class Rejection:
+    """An event not stored: its position in the batch (from 0) and why."""
+
     index: int
     reason: str
 
 
 @dataclass
 class IngestResult:
+    """Events stored now, duplicates of stored ones, and rejections (in any order)."""
+
     accepted: int = 0
     duplicates: int = 0
     rejected: list[Rejection] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        """``rejected``: the first ``MAX_LISTED_REJECTIONS`` rejections (lowest positions)
-        with their reasons. When anything was rejected, also ``rejectedCount`` (all of
-        them) and ``rejectedIndexes`` (every rejected position), so that a producer can
-        always tell which events to fix: every other event of the batch is stored
-        (accepted now, or a duplicate of a stored one)."""
+        """The answer body: the first ``MAX_LISTED_REJECTIONS`` rejections (lowest
+        positions) and, when any, ``rejectedCount`` and every ``rejectedIndexes``.
+        See README, "Bounded batches"."""
         ordered = sorted(self.rejected, key=lambda r: r.index)
         answer: dict[str, Any] = {
             "accepted": self.accepted,

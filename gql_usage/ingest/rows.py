@@ -1,13 +1,18 @@
-"""A validated event resolved to internal ids."""
+"""A validated event resolved to internal ids: the row both dialects store."""
 
 from __future__ import annotations
 
 import time
 from typing import NamedTuple
 
+from gql_usage.calendar import US
 
-class _Row(NamedTuple):
-    """A validated event resolved to internal ids, ready to store."""
+
+class Row(NamedTuple):
+    """A validated event resolved to internal ids, ready to store.
+
+    Sorts by (account, event id) first: batches sorted so take row locks in one order.
+    """
 
     account_id: int
     event_id: str
@@ -20,17 +25,19 @@ class _Row(NamedTuple):
     position: int  # in the batch
 
     def content(self) -> tuple[int | None, ...]:
+        """What a resent event must repeat to be a duplicate (``CONTENT_COLUMNS``)."""
         return (self.api_key_id, self.endpoint_id, self.source_id, self.user_id,
                 self.credits, self.occurred_at_us)
 
 
-_EVENT_COLUMNS = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id",
-                  "user_id", "credits", "occurred_at_us", "received_at_us")
+#: ``usage_event`` columns an insert writes, in ``Row``'s field order (then the receive time).
+EVENT_COLUMNS = ("account_id", "event_id", "api_key_id", "endpoint_id", "source_id",
+                 "user_id", "credits", "occurred_at_us", "received_at_us")
+#: ``usage_event`` columns of ``Row.content``, read back by the duplicate lookup.
+CONTENT_COLUMNS = ("api_key_id", "endpoint_id", "source_id", "user_id", "credits",
+                   "occurred_at_us")
 
 
-def _now_us() -> int:
-    return int(time.time() * 1_000_000)
-
-
-_CONTENT_COLUMNS = ("api_key_id", "endpoint_id", "source_id", "user_id", "credits",
-                    "occurred_at_us")
+def now_us() -> int:
+    """The current time in microseconds since the epoch."""
+    return int(time.time() * US)

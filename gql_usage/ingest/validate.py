@@ -1,4 +1,8 @@
-"""Validation of usage events."""
+"""The rules of a usage event, checked by pydantic-core, and the reasons named on failure.
+
+A batch of valid events validates in one pass (``validate_array``); one event at a time
+(``parse_event``) only when the batch holds a bad one, to name each.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing_extensions import TypedDict
 
 from gql_usage.untrusted import ECHO_LIMIT, bounded, echo, unicode_problem
 
+#: Most credits one event may carry.
 MAX_CREDITS = 10**12
 
 
@@ -59,6 +64,8 @@ def _encodable(value: Any) -> bool:
         except UnicodeEncodeError:
             return False
     return True
+
+
 _EVENTS = TypeAdapter(list[EventIn])
 _MESSAGES = {
     "missing": "is required",
@@ -115,4 +122,9 @@ def parse_event(raw: Any) -> EventIn:
 
 
 class ValidEvents(list[EventIn]):
-    """A batch whose every event already passed validation (``decode_batch``)."""
+    """A batch whose every event already passed validation (``validate_array``)."""
+
+
+def validate_array(body: bytes) -> ValidEvents:
+    """A JSON array of events, validated in one pass; ``ValidationError`` if any is bad."""
+    return ValidEvents(_EVENTS.validate_json(body))
