@@ -5,7 +5,7 @@
 Starts PostgreSQL in a temporary directory, migrates, preloads ``--preload`` events (so
 that the indexes have a realistic size) and then, per 1,000-event batch, times
 
-* the statement ``POST /v1/usage-events`` sends (``gql_usage.ingest``: insert into
+* the statement ``POST /v1/usage-events`` sends (``gql_usage.ingest.store_postgres``: insert into
   ``usage_event`` with its unique and secondary indexes, duplicates skipped, plus the
   pending copies for the compactor), and
 * a binary ``COPY`` of the same 1,000 rows into a bare table without indexes,
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pg_server import create_database, start_postgres  # noqa: E402
 
 from gql_usage.db import run_migrations  # noqa: E402
-from gql_usage.ingest import _POSTGRES_STORE, _joined  # noqa: E402
+from gql_usage.ingest.store_postgres import POSTGRES_STORE, joined  # noqa: E402
 
 BATCH = 1_000
 T0_US = 1_760_000_000_000_000
@@ -38,10 +38,10 @@ T0_US = 1_760_000_000_000_000
 
 def _batch(tag: str, ids: tuple[int, ...], size: int, first_us: int) -> list[object]:
     account, key, endpoint, source, user = ids
-    return [_joined([account] * size), [f"{tag}-{i}" for i in range(size)],
-            _joined([key] * size), _joined([endpoint] * size), _joined([source] * size),
-            _joined([user] * size), _joined([1] * size),
-            _joined(range(first_us, first_us + size)), T0_US]
+    return [joined([account] * size), [f"{tag}-{i}" for i in range(size)],
+            joined([key] * size), joined([endpoint] * size), joined([source] * size),
+            joined([user] * size), joined([1] * size),
+            joined(range(first_us, first_us + size)), T0_US]
 
 
 async def measure(dsn: str, batches: int, preload: int) -> dict[str, float]:
@@ -63,7 +63,7 @@ async def measure(dsn: str, batches: int, preload: int) -> dict[str, float]:
             "INSERT INTO source (key, name, listed) VALUES ('api', 'API', false) RETURNING id")
         ids = (account, key, endpoint, source, user)
         for start in range(0, preload, 50_000):
-            await conn.fetchval(_POSTGRES_STORE, *_batch(
+            await conn.fetchval(POSTGRES_STORE, *_batch(
                 f"pre{start}", ids, min(50_000, preload - start), T0_US + start))
         await conn.execute("TRUNCATE usage_pending")
         await conn.execute("VACUUM ANALYZE")
@@ -72,7 +72,7 @@ async def measure(dsn: str, batches: int, preload: int) -> dict[str, float]:
         for b in range(batches):
             params = _batch(f"b{b}", ids, BATCH, T0_US + preload + b * BATCH)
             started = time.perf_counter()
-            already_stored = await conn.fetchval(_POSTGRES_STORE, *params)
+            already_stored = await conn.fetchval(POSTGRES_STORE, *params)
             store_ms.append((time.perf_counter() - started) * 1000)
             rows = await conn.fetch(
                 "SELECT * FROM usage_event WHERE account_id = $1 AND event_id LIKE $2",

@@ -36,7 +36,7 @@ from gql_usage.http.graphiql import ide_csp
 from gql_usage.http.probes import Readiness, healthz
 from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.http.stack import harden
-from gql_usage.ingest import Ingestor
+from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.loaders import Loaders
 from gql_usage.settings import Settings
 

@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 from gql_usage.auth import issue_token
 from gql_usage.calendar import from_us, to_us
 from gql_usage.cube import compact_all
-from gql_usage.ingest import Ingestor
+from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.models import Account, ApiKey, Endpoint, Plan, Role, Source, User
 
 ACME = "acme"

@@ -20,7 +20,7 @@ from test_faults import served
 
 from gql_usage.app import create_app
 from gql_usage.db import connection
-from gql_usage.ingest import MAX_LISTED_REJECTIONS
+from gql_usage.ingest.results import MAX_LISTED_REJECTIONS
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 MIB = 1024 * 1024

@@ -11,14 +11,16 @@ import time
 from typing import Any
 
 from gql_usage.db import Sql, connection, dialect
-from gql_usage.ingest import POSTGRES_LOOKUP_SETTINGS, _Row, _stored_contents, lookup_sql
+from gql_usage.ingest.rows import Row
+from gql_usage.ingest.storage import lookup_sql, stored_contents
+from gql_usage.ingest.store_postgres import POSTGRES_LOOKUP_SETTINGS
 
 ROWS = 200_000
 UNIQUE = "usage_event_event_account"
 
 
-def _rows(ids: range) -> list[_Row]:
-    return [_Row(1, f"evt-{i}", 1, 1, 1, None, 1, i, n) for n, i in enumerate(ids)]
+def _rows(ids: range) -> list[Row]:
+    return [Row(1, f"evt-{i}", 1, 1, 1, None, 1, i, n) for n, i in enumerate(ids)]
 
 
 def _nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
@@ -101,6 +103,6 @@ async def test_duplicate_lookup_probes_the_unique_index_whatever_the_statistics(
                 await conn.execute_script(s)
             _assert_unique_index_probes(await _plan(statement), state)
     started = time.perf_counter()
-    stored = await _stored_contents(wanted)
+    stored = await stored_contents(wanted)
     assert time.perf_counter() - started < 5
     assert stored == {(1, r.event_id): (1, 1, 1, None, 1, r.occurred_at_us) for r in wanted}

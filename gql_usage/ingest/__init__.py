@@ -1,0 +1,1 @@
+"""Usage-event ingestion: body decoding, validation, id caches and idempotent storage."""

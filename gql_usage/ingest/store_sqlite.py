@@ -1,0 +1,89 @@
+"""Events on SQLite: multi-row inserts in one transaction, and the duplicate lookup."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.transactions import in_transaction
+
+from gql_usage import cube
+from gql_usage.db import Sql, Value, fetch_rows
+from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
+from gql_usage.models import NO_USER
+
+SQLITE_ROWS_PER_STATEMENT = 1000
+
+
+async def store(rows: list[Row]) -> list[Row]:
+    """Events and their pending copies in one transaction; returns the rows that were
+    already stored (in the order of ``rows``)."""
+    async with in_transaction("default") as conn:
+        inserted = await _insert_events(conn, rows)
+        new: list[Row] = []
+        stored_before: list[Row] = []
+        for r in rows:
+            (new if (r.account_id, r.event_id) in inserted else stored_before).append(r)
+        await _insert_pending(conn, new)
+    return stored_before
+
+
+async def _insert_events(conn: BaseDBAsyncClient, rows: list[Row]) -> set[tuple[int, str]]:
+    """Insert new events; returns the (account, event id) pairs that were new."""
+    received = now_us()
+    inserted: set[tuple[int, str]] = set()
+    cols = ", ".join(EVENT_COLUMNS)
+    tail = " ON CONFLICT (account_id, event_id) DO NOTHING RETURNING account_id, event_id"
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        chunk = rows[start:start + SQLITE_ROWS_PER_STATEMENT]
+        q = Sql("sqlite").add(f"INSERT INTO usage_event ({cols}) VALUES ")
+        for i, r in enumerate(chunk):
+            q.add(", (" if i else "(", r.account_id, ", ", Value(r.event_id), ", ",
+                  r.api_key_id, ", ", r.endpoint_id, ", ", r.source_id, ", ", r.user_id, ", ",
+                  r.credits, ", ", r.occurred_at_us, ", ", received, ")")
+        q.add(tail)
+        result = await conn.execute_query_dict(q.text, q.params)
+        inserted.update((int(r["account_id"]), str(r["event_id"])) for r in result)
+    return inserted
+
+
+async def _insert_pending(conn: BaseDBAsyncClient, rows: list[Row]) -> None:
+    """The pending copies compaction folds into the cube (``gql_usage.cube``)."""
+    for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
+        q = Sql("sqlite").add(
+            f"INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)}) VALUES ")
+        for i, r in enumerate(rows[start:start + SQLITE_ROWS_PER_STATEMENT]):
+            user = NO_USER if r.user_id is None else r.user_id
+            q.add(", (" if i else "(", r.account_id, ", ", r.api_key_id, ", ", r.endpoint_id,
+                  ", ", r.source_id, ", ", user, ", ", r.credits, ", ",
+                  r.occurred_at_us, ")")
+        await conn.execute_query(q.text, q.params)
+
+
+#: The duplicate lookup through the unique index (event_id, account_id), named:
+#: ``INDEXED BY`` fails rather than plan another way.
+SQLITE_LOOKUP = (f"SELECT account_id, event_id, {', '.join(CONTENT_COLUMNS)} FROM usage_event"
+                 " INDEXED BY usage_event_event_account WHERE account_id = ")
+
+
+def lookup_sql(rows: Sequence[Row]) -> list[Sql]:
+    """The statements reading the stored versions of ``rows``: per account, at most
+    ``SQLITE_ROWS_PER_STATEMENT`` event ids each."""
+    by_account: dict[int, list[str]] = {}
+    for r in rows:
+        by_account.setdefault(r.account_id, []).append(r.event_id)
+    out = []
+    for account_id, ids in sorted(by_account.items()):
+        for start in range(0, len(ids), SQLITE_ROWS_PER_STATEMENT):
+            q = Sql("sqlite").add(SQLITE_LOOKUP, account_id, " AND ")
+            out.append(q.in_list("event_id", ids[start:start + SQLITE_ROWS_PER_STATEMENT]))
+    return out
+
+
+async def stored_versions(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[Sequence[Any]]:
+    """(account id, event id, *content) of the stored events among ``rows``."""
+    found: list[Sequence[Any]] = []
+    for q in lookup_sql(rows):
+        found += await fetch_rows(q, conn)
+    return found
