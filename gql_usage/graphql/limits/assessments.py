@@ -1,4 +1,5 @@
-"""Cached cost assessments."""
+"""Cost assessments cached by digests of the document text, operation name and
+variables (README, 'Limits', "Caches")."""
 
 from __future__ import annotations
 
@@ -6,11 +7,7 @@ import sys
 from typing import Any
 
 import orjson
-from graphql import (
-    DocumentNode,
-    GraphQLSchema,
-    OperationDefinitionNode,
-)
+from graphql import DocumentNode, GraphQLSchema, OperationDefinitionNode
 
 from gql_usage.caches import MIB, ByteLRU, digest, text_digest
 from gql_usage.catalogue import ListSizes

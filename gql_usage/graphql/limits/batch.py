@@ -1,4 +1,4 @@
-"""HTTP batch check (holding place; moves to gql_usage/http/)."""
+"""The batched-request check (a holding place: it moves to the HTTP package)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,8 @@ from typing import Any
 
 from cross_web import HTTPException
 
-from gql_usage.graphql.errors import (
-    BAD_USER_INPUT,
-    TOO_MANY_OPERATIONS,
-)
+from gql_usage.graphql.errors import BAD_USER_INPUT, TOO_MANY_OPERATIONS
 
-# --- Batches ---------------------------------------------------------------------------
 
 class CodedHTTPException(HTTPException):
     """An HTTP-level refusal (the whole request) with a GraphQL error code."""

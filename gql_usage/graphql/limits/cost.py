@@ -1,62 +1,12 @@
-"""Static query cost.
-
-Every limit refuses an operation *before it executes*, so a refused operation runs no
-analytics SQL (authentication, which reads the viewer, has run already). Each refusal is
-a GraphQL error whose ``extensions.code`` says which limit applied and whose message says
-what to change.
-
-Cost model
-----------
-The cost of an operation is computed from the validated document and the request's
-variables, before execution, in the spirit of GitHub's and Shopify's GraphQL limits.
-Fragments and inline fragments are followed (cycle-safe), ``@skip``/``@include`` are
-honoured, fields merged under one response key count once, and an abstract type (``node``
-returns the ``Node`` interface) costs as much as its most expensive possible type.
-
-* A scalar or enum field costs 0; ``__typename`` 0; ``__schema`` and ``__type`` 1.
-* A field returning an object costs 1 plus the cost of its selection.
-* A field returning a list of objects costs ``size x (1 + cost of its selection)``:
-  each element is an object. ``size`` is
-
-  - ``series(granularity)``: the number of buckets of the enclosing ``usage`` filter's
-    range in its time zone (``gql_usage.calendar``; a DAY series over 365 days is 365 or
-    366 buckets), at most 2,000 (a larger series refuses the operation, ``BAD_USER_INPUT``);
-  - ``breakdown(by, limit)``: ``min(limit, rows)``, or ``rows`` without a limit, where
-    ``rows`` is the most rows the breakdown can have: the account's used endpoints, used
-    sources, API keys or users (``gql_usage.catalogue.ListSizes``);
-  - ``apiKeys``, ``endpoints``, ``sources``: the account's real number of them;
-  - any other list: ``ASSUMED_LIST_SIZE`` (100).
-
-  A real number below ``ASSUMED_LIST_SIZE`` counts as 100: up to 100 items the cost is
-  what the static formula says (predictable for a client writing queries), beyond that
-  it grows with the account. The numbers are counted in one statement before the
-  operation executes, only when it has such a list and its cost at 100 per list would
-  not be refused anyway (``list_sizes``; a static cost without the counts is a lower
-  bound, so a refusal on it stands).
-* The usage aggregates ``Account.usage``, ``UsageReport.series``, ``UsageReport.breakdown``,
-  ``ApiKey.usage`` and ``Endpoint.usage`` add ``AGGREGATE_POINTS`` (5) each time they are
-  resolved (inside a list, once per element).
-* ``rateLimit`` is free, so a client can always ask for its budget.
-* Every operation costs at least 1 point.
-
-Example: ``{ viewer { id } account { usage(filter: <7 UTC days>) { calls
-series(granularity: DAY) { start } breakdown(by: ENDPOINT, limit: 3) { key endpoint
-{ path } } } apiKeys { id } } }`` costs viewer 1 + account 1 + usage (5 + 1) + series
-(5 + 7 x 1) + breakdown (5 + 3 x (1 + 1)) + apiKeys (100 x 1) = 131.
-
-The pass stops as soon as the cost passes ``max_query_cost`` (the refusal reports the
-cost known so far, a lower bound), and it checks arguments on the way: the first wrong
-one refuses the whole operation (``data: null``) before any SQL (SPEC 6.1). A series'
-buckets are bounded from below by arithmetic first (``calendar.min_buckets``: a range
-sure to hold over 2,000 buckets is refused without consulting its zone, and one whose
-bound already passes the maximum is too costly); only then are they counted exactly,
-DAY/WEEK/MONTH without scanning the zone's offsets.
-"""
+"""The static cost of an operation, computed before execution, and the argument checks
+made on the way. See README, 'Limits' ("Query cost", "Arguments are checked before
+execution"); the tables naming schema fields are checked against the schema by
+``cost_map.validate_cost_map``."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,29 +39,58 @@ from graphql.language import get_location
 
 from gql_usage import analytics, calendar
 from gql_usage.catalogue import ListSizes
-from gql_usage.graphql.errors import (
-    BAD_USER_INPUT,
-    BadUserInput,
-)
+from gql_usage.graphql.errors import BAD_USER_INPUT, BadUserInput
 from gql_usage.graphql.filters import check_filter
+
+Field = tuple[str, str]
+"""A field of the schema: (type name, field name)."""
+
+#: Arguments the calculator reads.
+FILTER = "filter"
+GRANULARITY = "granularity"
+BY = "by"
+LIMIT = "limit"
+INCLUDE_REVOKED = "includeRevoked"
+
+#: Fields the calculator treats specially. ``Account.usage``'s range is the one its
+#: ``series`` are counted over.
+ACCOUNT_USAGE: Field = ("Account", "usage")
+SERIES: Field = ("UsageReport", "series")
+BREAKDOWN: Field = ("UsageReport", "breakdown")
+API_KEYS: Field = ("Account", "apiKeys")
+ENDPOINTS: Field = ("Account", "endpoints")
+SOURCES: Field = ("Account", "sources")
 
 #: Assumed size of a list whose size is not known before execution, and the least an
 #: account's list (``SIZED_LISTS``) is priced at.
 ASSUMED_LIST_SIZE = 100
 #: Lists priced by the account's real number of rows (``gql_usage.catalogue.ListSizes``).
-SIZED_LISTS = frozenset({"apiKeys", "endpoints", "sources", "breakdown"})
+SIZED_LISTS: frozenset[Field] = frozenset({API_KEYS, ENDPOINTS, SOURCES, BREAKDOWN})
+#: The most rows a breakdown can have, by its ``by`` value.
+BREAKDOWN_ROWS: Mapping[str, Callable[[ListSizes], int]] = {
+    "ENDPOINT": lambda s: s.used_endpoints, "API_KEY": lambda s: s.api_keys_all,
+    "SOURCE": lambda s: s.used_sources, "USER": lambda s: s.users}
 #: Surcharge of each usage aggregate.
 AGGREGATE_POINTS = 5
 #: Cost of ``__schema`` / ``__type`` (answered from memory).
 INTROSPECTION_POINTS = 1
 
-AGGREGATES = frozenset({("Account", "usage"), ("UsageReport", "series"),
-                        ("UsageReport", "breakdown"), ("ApiKey", "usage"),
-                        ("Endpoint", "usage")})
-FREE = frozenset({("Query", "rateLimit")})
+#: The usage aggregates: each adds ``AGGREGATE_POINTS``.
+AGGREGATES: frozenset[Field] = frozenset({ACCOUNT_USAGE, SERIES, BREAKDOWN,
+                                          ("ApiKey", "usage"), ("Endpoint", "usage")})
+#: Fields that cost nothing.
+FREE: frozenset[Field] = frozenset({("Query", "rateLimit")})
+#: Fields with a ``filter: UsageFilter!`` argument.
+FILTERED: frozenset[Field] = frozenset({ACCOUNT_USAGE, ("ApiKey", "usage"),
+                                        ("Endpoint", "usage")})
+#: An operation with no maximum cost (``CostCalculator.for_operation`` in tests).
+UNLIMITED = sys.maxsize
 
 
-# --- Cost ------------------------------------------------------------------------------
+def enum_key(value: object) -> str:
+    """The name a table keys an enum argument's value by (Strawberry passes members)."""
+    return str(getattr(value, "value", value))
+
 
 @dataclass(frozen=True)
 class _Range:
@@ -131,7 +110,7 @@ def _range_of(usage_filter: object, default_tz: str) -> _Range | None:
 
 def _granularity(granularity: object) -> calendar.Granularity | None:
     try:
-        return calendar.Granularity(str(getattr(granularity, "value", granularity)))
+        return calendar.Granularity(enum_key(granularity))
     except ValueError:
         return None
 
@@ -150,12 +129,6 @@ def bucket_count(rng: _Range | None, granularity: object) -> int:
         return len(analytics.bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
     tz = calendar.zone(rng.tz_name)
     return len(calendar.buckets(tz, rng.start_us, rng.end_us, g))
-
-
-#: An operation with no maximum cost (``CostCalculator.for_operation`` in tests).
-UNLIMITED = sys.maxsize
-#: Fields with a ``filter: UsageFilter!`` argument.
-FILTERED = frozenset({("Account", "usage"), ("ApiKey", "usage"), ("Endpoint", "usage")})
 
 
 @dataclass(frozen=True)
@@ -206,7 +179,7 @@ class Assessment:
 
 
 class CostCalculator:
-    """The static cost of one operation (see the module docstring)."""
+    """The static cost of one operation (README, 'Limits', "Query cost")."""
 
     def __init__(self, schema: GraphQLSchema, document: DocumentNode,
                  variables: Any, default_time_zone: str, sizes: ListSizes | None = None) -> None:
@@ -350,29 +323,29 @@ class CostCalculator:
         own = AGGREGATE_POINTS if where in AGGREGATES else 0
         if where in FILTERED:
             try:
-                rng = _range_of(args.get("filter"), self.default_time_zone)
+                rng = _range_of(args.get(FILTER), self.default_time_zone)
             except BadUserInput as exc:
-                argument = exc.argument or "filter"
+                argument = exc.argument or FILTER
                 raise self._refuse(nodes[0], path, argument,
                                    str(exc).removeprefix(f"{argument}: ")) from None
-            if where == ("Account", "usage"):
+            if where == ACCOUNT_USAGE:
                 scope = rng
         size = 1
-        if where == ("UsageReport", "series"):
-            granularity = _granularity(args.get("granularity"))
+        if where == SERIES:
+            granularity = _granularity(args.get(GRANULARITY))
             if scope is not None and granularity is not None:
                 # The bound first: an exact count only when it can still fit.
                 least = calendar.min_buckets(scope.start_us, scope.end_us, granularity)
                 if least <= calendar.MAX_BUCKETS and own + least > limit:
                     raise _TooCostly(own + least)
             try:
-                size = bucket_count(scope, args.get("granularity"))
+                size = bucket_count(scope, args.get(GRANULARITY))
             except calendar.TooManyBuckets as exc:
-                raise self._refuse(nodes[0], path, "granularity", str(exc)) from None
-        elif where == ("UsageReport", "breakdown"):
-            limit_arg = args.get("limit")
+                raise self._refuse(nodes[0], path, GRANULARITY, str(exc)) from None
+        elif where == BREAKDOWN:
+            limit_arg = args.get(LIMIT)
             if limit_arg is not None and limit_arg < 0:
-                raise self._refuse(nodes[0], path, "limit", "must be 0 or more")
+                raise self._refuse(nodes[0], path, LIMIT, "must be 0 or more")
             rows = self._list_size(where, args)
             size = rows if limit_arg is None else min(limit_arg, rows)
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
@@ -390,22 +363,21 @@ class CostCalculator:
         return own + size * (1 + child)
 
 
-    def _list_size(self, where: tuple[str, str], args: dict[str, Any]) -> int:
+    def _list_size(self, where: Field, args: dict[str, Any]) -> int:
         """Rows a list can hold: the account's real number for its lists (at least
         ``ASSUMED_LIST_SIZE``), ``ASSUMED_LIST_SIZE`` for any other."""
         s = self.sizes
         if s is None:
             return ASSUMED_LIST_SIZE
         real: int | None = None
-        if where == ("Account", "apiKeys"):
-            real = s.api_keys_all if args.get("includeRevoked") else s.api_keys
-        elif where == ("Account", "endpoints"):
+        if where == API_KEYS:
+            real = s.api_keys_all if args.get(INCLUDE_REVOKED) else s.api_keys
+        elif where == ENDPOINTS:
             real = s.endpoints
-        elif where == ("Account", "sources"):
+        elif where == SOURCES:
             real = s.sources
-        elif where == ("UsageReport", "breakdown"):
-            by = str(getattr(args.get("by"), "value", args.get("by")))
-            real = {"ENDPOINT": s.used_endpoints, "API_KEY": s.api_keys_all,
-                    "SOURCE": s.used_sources, "USER": s.users}.get(by)
+        elif where == BREAKDOWN:
+            rows = BREAKDOWN_ROWS.get(enum_key(args.get(BY)))
+            real = None if rows is None else rows(s)
         return ASSUMED_LIST_SIZE if real is None else max(real, ASSUMED_LIST_SIZE)
 

@@ -1,4 +1,5 @@
-"""Fragment expansion and sized-list detection on a parsed document."""
+"""Walks of a parsed document before validation: how far its fragment spreads expand, and
+whether it names a list priced by the account's size."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from gql_usage.graphql.limits.cost import SIZED_LISTS
 #: Most field selections a document may expand to through its fragment spreads (checked
 #: before validation: Strawberry's depth and alias rules walk every expanded path).
 MAX_EXPANDED_FIELDS = 10_000
+#: Names of the fields in ``SIZED_LISTS`` (a document is walked without types).
+_SIZED_NAMES = frozenset(name for _, name in SIZED_LISTS)
 
 
 def uses_sized_lists(document: DocumentNode) -> bool:
@@ -26,7 +29,7 @@ def uses_sized_lists(document: DocumentNode) -> bool:
         if selection_set is None:
             return False
         for node in selection_set.selections:
-            if isinstance(node, FieldNode) and node.name.value in SIZED_LISTS:
+            if isinstance(node, FieldNode) and node.name.value in _SIZED_NAMES:
                 return True
             if isinstance(node, FieldNode | InlineFragmentNode) and walk(node.selection_set):
                 return True

@@ -1,32 +1,5 @@
-"""Query limits, static query cost and the per-viewer rate limit.
-
-Every limit refuses an operation *before it executes*, so a refused operation runs no
-analytics SQL (authentication, which reads the viewer, has run already). Each refusal is
-a GraphQL error whose ``extensions.code`` says which limit applied and whose message says
-what to change.
-
-==========================  ===========================================================
-code                        refused because
-==========================  ===========================================================
-``QUERY_TOO_DEEP``          selections nested deeper than ``max_query_depth``
-``TOO_MANY_ALIASES``        more aliases in the document than ``max_aliases``
-``TOO_MANY_TOKENS``         more lexical tokens in the document than ``max_tokens``
-``QUERY_TOO_COSTLY``        static cost above ``max_query_cost`` (``extensions.cost``: at
-                            least this much, ``extensions.maxCost``), or fragment spreads
-                            expanding to more than ``MAX_EXPANDED_FIELDS`` fields
-                            (before validation)
-``BAD_USER_INPUT``          an argument known to be wrong before execution (a filter's
-                            time zone, range, ids or texts; a series over 2,000 buckets;
-                            a negative ``limit``): ``extensions.argument``, ``path`` the
-                            field's response keys, the message names both
-``RATE_LIMITED``            cost above what is left of the viewer's budget this window
-                            (``extensions.cost``, ``remaining``, ``limit``, ``resetAt``;
-                            HTTP 429 with ``Retry-After``)
-``INTROSPECTION_DISABLED``  ``__schema`` / ``__type`` while introspection is off
-``TOO_MANY_OPERATIONS``     a batched HTTP request with more than
-                            ``max_batch_operations`` operations (HTTP 400)
-==========================  ===========================================================
-"""
+"""The schema extensions that enforce the limits before execution: token count, fragment
+expansion, validation rules, cost and the rate limit. See README, 'Limits'."""
 
 from __future__ import annotations
 
@@ -35,29 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import ExecutionResult as GraphQLExecutionResult
-from graphql import (
-    GraphQLError,
-    get_operation_ast,
-)
+from graphql import GraphQLError, get_operation_ast
 from graphql.error import GraphQLSyntaxError
-from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
 from gql_usage.catalogue import list_sizes
-from gql_usage.graphql.errors import (
-    INTROSPECTION_DISABLED,
-    QUERY_TOO_COSTLY,
-    QUERY_TOO_DEEP,
-    RATE_LIMITED,
-    TOO_MANY_ALIASES,
-    TOO_MANY_TOKENS,
-)
+from gql_usage.graphql.errors import QUERY_TOO_COSTLY, RATE_LIMITED, TOO_MANY_TOKENS
 from gql_usage.graphql.limits.assessments import assess_operation
 from gql_usage.graphql.limits.expansion import (
     MAX_EXPANDED_FIELDS,
@@ -71,16 +27,9 @@ from gql_usage.graphql.limits.rate_limit import (
     rate_limit_headers,
     viewer_key,
 )
-from gql_usage.graphql.limits.rules import (
-    _alias_advice,
-    _depth_advice,
-    _introspection_advice,
-    _rules,
-    coded,
-)
+from gql_usage.graphql.limits.rules import validation_rules
 from gql_usage.settings import Settings
 
-# --- The extension ---------------------------------------------------------------------
 
 class QueryCost(SchemaExtension):
     """Computes the cost after validation, refuses costly or over-budget operations before
@@ -203,15 +152,7 @@ class QueryCost(SchemaExtension):
 
 def limit_extensions(settings: Settings, limiter: RateLimiter) -> list[Any]:
     """The schema extensions enforcing ``settings``' limits, in the order they run."""
-    rules = [
-        *_rules(QueryDepthLimiter(max_depth=settings.max_query_depth), QUERY_TOO_DEEP,
-                _depth_advice(settings.max_query_depth)),
-        *_rules(MaxAliasesLimiter(max_alias_count=settings.max_aliases), TOO_MANY_ALIASES,
-                _alias_advice(settings.max_aliases)),
-    ]
-    if not settings.introspection:
-        rules.append(coded(NoSchemaIntrospectionCustomRule, INTROSPECTION_DISABLED,
-                           _introspection_advice))
+    rules = validation_rules(settings)
     max_tokens = settings.max_tokens
     max_cost = settings.max_query_cost
     return [

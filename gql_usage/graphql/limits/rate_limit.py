@@ -1,21 +1,5 @@
-"""The per-viewer rate limit.
-
-Rate limit
-----------
-Each viewer (account + user) may spend ``rate_limit_points`` per fixed one-minute window,
-which starts with the viewer's first charged operation. An operation is charged its cost
-when it executes; an operation refused by the cost pass (too costly, a wrong argument) is
-charged ``REFUSAL_POINTS``, and once that no longer fits it is answered ``RATE_LIMITED``.
-Refusals by validation (depth, aliases, tokens, introspection) are not charged. Budgets
-are counted with the ``limits`` library's fixed-window strategy, in process memory
-(``memory://``, the default: one budget per server process) or in Redis
-(``rate_limit_storage_url`` ``redis://host:port/db``: one budget shared by every process
-and instance using it; if Redis is down, each process counts in its own memory, with a
-logged warning). Every GraphQL response carries ``X-RateLimit-Limit``,
-``X-RateLimit-Remaining``, ``X-RateLimit-Used``, ``X-RateLimit-Reset`` (Unix seconds) and
-``X-Query-Cost`` (the points charged for the request's operations, summed over a batch);
-the ``rateLimit`` field gives the same figures for the operation that asks.
-"""
+"""Per-viewer budgets of query-cost points in fixed one-minute windows, in memory or in
+Redis. See README, 'Limits' ("Rate limit")."""
 
 from __future__ import annotations
 
@@ -47,8 +31,6 @@ WINDOW_SECONDS = 60
 Clock = Callable[[], float]
 _T = TypeVar("_T")
 
-
-# --- Rate limit ------------------------------------------------------------------------
 
 #: Seconds the limiter waits for the shared store (to connect, or to answer a command)
 #: before it counts the store as down.
@@ -115,13 +97,8 @@ class _ClockedMemoryStorage(MemoryStorage):
 
 
 class RateLimiter:
-    """Fixed windows of ``points`` per key (a viewer), counted by the ``limits`` library's
-    fixed-window strategy: in this process's memory (``memory://``), or in Redis
-    (``redis://host:port/db``), one budget shared by every process using that Redis.
-
-    While Redis cannot be reached the limiter fails open to this process's memory (each
-    process then enforces the budget on its own) with a logged warning, and tries Redis
-    again every ``STORE_RETRY_SECONDS``."""
+    """Fixed windows of ``points`` per key (a viewer), in this process's memory or in Redis;
+    fails open to memory while Redis is down (README, 'Limits', "Rate limit")."""
 
     def __init__(self, points: int, *, storage_url: str = "memory://",
                  clock: Clock = time.time, window_seconds: int = WINDOW_SECONDS) -> None:

@@ -1,25 +1,18 @@
-"""Coded validation rules.
-
-Depth, aliases and introspection use Strawberry's own validation rules
-(``QueryDepthLimiter``, ``MaxAliasesLimiter``, ``DisableIntrospection``) and tokens its
-``MaxTokensLimiter``; this module only gives their errors a code and advice.
-"""
+"""Strawberry's depth, alias and introspection rules with a code and advice on their
+errors (README, 'Limits', "Codes")."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
-from graphql import (
-    GraphQLError,
-    ValidationContext,
-)
-from graphql.validation import ASTValidationRule
-from strawberry.extensions import (
-    AddValidationRules,
-)
+from graphql import GraphQLError, ValidationContext
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
+from strawberry.extensions import AddValidationRules, MaxAliasesLimiter, QueryDepthLimiter
 
-# --- Coded validation rules ------------------------------------------------------------
+from gql_usage.graphql.errors import INTROSPECTION_DISABLED, QUERY_TOO_DEEP, TOO_MANY_ALIASES
+from gql_usage.settings import Settings
+
 
 class _RecodingContext:
     """A validation context whose reported errors get a code and advice; a rule reports
@@ -78,3 +71,15 @@ def _introspection_advice(e: GraphQLError) -> str:
             "__type from the query; the schema is published as schema.graphql.")
 
 
+def validation_rules(settings: Settings) -> list[type[ASTValidationRule]]:
+    """The coded depth and alias rules, and the introspection rule when it is off."""
+    rules = [
+        *_rules(QueryDepthLimiter(max_depth=settings.max_query_depth), QUERY_TOO_DEEP,
+                _depth_advice(settings.max_query_depth)),
+        *_rules(MaxAliasesLimiter(max_alias_count=settings.max_aliases), TOO_MANY_ALIASES,
+                _alias_advice(settings.max_aliases)),
+    ]
+    if not settings.introspection:
+        rules.append(coded(NoSchemaIntrospectionCustomRule, INTROSPECTION_DISABLED,
+                           _introspection_advice))
+    return rules
