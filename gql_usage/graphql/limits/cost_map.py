@@ -58,9 +58,11 @@ COST_MAP = CostMap(_fields(), {
 })
 
 
-def validate_cost_map(schema: GraphQLSchema, cost_map: CostMap = COST_MAP) -> None:
-    """Raises ``StaleCostMap`` naming the first entry of ``cost_map`` that ``schema`` lacks:
-    an object type, a field of it, an argument of the field, or an enum value."""
+def validate_cost_map(schema: GraphQLSchema, cost_map: CostMap | None = None) -> None:
+    """Raises ``StaleCostMap`` naming the first entry of ``cost_map`` (default
+    ``COST_MAP``) that ``schema`` lacks: an object type, a field of it, an argument of the
+    field, or an enum value (or an enum value the model does not price)."""
+    cost_map = COST_MAP if cost_map is None else cost_map
     for (type_name, field_name), arguments in sorted(cost_map.fields.items()):
         where = f"{type_name}.{field_name}"
         type_ = schema.type_map.get(type_name)
