@@ -27,7 +27,7 @@ from gql_usage.db import close_db, init_db, replica_reads
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
-from gql_usage.graphql.limits import Clock, rate_limit_headers, viewer_key
+from gql_usage.graphql.limits.rate_limit import Clock, rate_limit_headers, viewer_key
 from gql_usage.graphql.schema import Schema, build_schema
 from gql_usage.http.batch import check_batch
 from gql_usage.http.cors import is_json_content_type

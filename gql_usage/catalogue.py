@@ -1,7 +1,7 @@
 """The account's lists: its endpoint and source catalogues, and how long every list the
 query cost prices can be (``ListSizes``).
 
-The query cost (``gql_usage.graphql.limits``) prices a list by its real length: before an
+The query cost (``gql_usage.graphql.limits.cost``) prices a list by its real length: before an
 operation with such a list runs, ``list_sizes`` counts the account's rows in one
 statement. Each count is an upper bound of what the list can return: a breakdown only
 holds ids the account has used (``account_endpoint``, ``account_source``) or owns (API

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     #: Largest GraphQL request body, in bytes.
     max_graphql_body_bytes: int = Field(default=256 * 1024, gt=0)
 
-    # --- GraphQL query limits and rate limit (gql_usage/graphql/limits.py) -------------
+    # --- GraphQL query limits and rate limit (gql_usage/graphql/limits/) -------------
     #: Deepest selection nesting accepted.
     max_query_depth: int = Field(default=12, gt=0)
     #: Most aliases in one document.

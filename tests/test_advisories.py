@@ -374,7 +374,7 @@ FRAGMENT_FANOUT = textwrap.dedent("""
 
 
 # strawberry 0.341.2's QueryDepthLimiter and MaxAliasesLimiter walk every path through
-# repeated fragment spreads; gql_usage/graphql/limits.py refuses such a document
+# repeated fragment spreads; gql_usage/graphql/limits/expansion.py refuses such a document
 # (QUERY_TOO_COSTLY, MAX_EXPANDED_FIELDS) before validation runs them.
 def test_fragment_fanout_is_refused_quickly() -> None:
     done = subprocess.run([sys.executable, "-c", FRAGMENT_FANOUT], cwd=ROOT,

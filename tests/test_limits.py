@@ -1,4 +1,4 @@
-"""Query limits, query cost and the rate limit (``gql_usage/graphql/limits.py``).
+"""Query limits, query cost and the rate limit (``gql_usage/graphql/limits/``).
 
 Every refusal comes back with its code and a message saying what to change, and before
 any analytics SQL: a refused request sends exactly as many statements as ``{ viewer
@@ -23,14 +23,13 @@ from helpers import event, gid, ingest, make_account, token
 
 from gql_usage.app import create_app
 from gql_usage.db import StatementCounter
-from gql_usage.graphql.limits import (
+from gql_usage.graphql.limits.cost import (
     AGGREGATE_POINTS,
     ASSUMED_LIST_SIZE,
-    REFUSAL_POINTS,
     CostCalculator,
-    RateLimiter,
     RefusedArgument,
 )
+from gql_usage.graphql.limits.rate_limit import REFUSAL_POINTS, RateLimiter
 from gql_usage.graphql.schema import schema
 from gql_usage.settings import Settings
 

@@ -1,4 +1,4 @@
-"""The rate limit across processes (``gql_usage/graphql/limits.py``, ``RateLimiter``).
+"""The rate limit across processes (``gql_usage/graphql/limits/rate_limit.py``, ``RateLimiter``).
 
 With ``GQL_USAGE_RATE_LIMIT_STORAGE_URL`` pointing at Redis, every worker process charges
 one budget per viewer; with the in-memory default each process has its own, so N workers
@@ -31,9 +31,9 @@ from helpers import make_account, serve_process, token
 from pydantic import ValidationError
 from redis_server import RedisServer, find_redis_server, start_redis
 
-import gql_usage.graphql.limits as limits_module
+import gql_usage.graphql.limits.rate_limit as limits_module
 from gql_usage.app import create_app
-from gql_usage.graphql.limits import RateLimiter
+from gql_usage.graphql.limits.rate_limit import RateLimiter
 from gql_usage.settings import Settings
 
 #: Points per viewer per minute in these tests.

@@ -36,8 +36,9 @@ from test_limits import Clock, codes, post, serve, statements
 
 from gql_usage import analytics, caches, calendar
 from gql_usage.calendar import Granularity
-from gql_usage.graphql import limits, schema
-from gql_usage.graphql.limits import REFUSAL_POINTS
+from gql_usage.graphql import schema
+from gql_usage.graphql.limits import assessments, cost
+from gql_usage.graphql.limits.rate_limit import REFUSAL_POINTS
 
 #: The old code took 9-59 s for each of these; a refusal must take well under a second.
 DEADLINE_S = 5.0
@@ -134,7 +135,7 @@ def test_every_layout_refuses_a_far_too_long_range_by_arithmetic():
             with pytest.raises(calendar.TooManyBuckets):
                 analytics.bucket_layout("America/New_York", first + 1, last, g)
             with pytest.raises(calendar.TooManyBuckets):
-                limits.bucket_count(limits._Range("America/New_York", first + 2, last), g)
+                cost.bucket_count(cost._Range("America/New_York", first + 2, last), g)
         start = calendar.to_us(datetime(2026, 1, 1, tzinfo=UTC))
         layout = analytics.bucket_layout("America/New_York", start,
                                          start + 2000 * 3600 * calendar.US, Granularity.HOUR)
@@ -343,12 +344,12 @@ async def test_padded_documents_cannot_pin_memory_and_repeats_still_hit(db_url):
         # The same padded document again and again: parsed, validated and costed once.
         same = padded(1001)
         parsed, validated = schema._PARSED.hits, schema._VALIDATED.hits
-        costed = limits._ASSESSMENTS.hits
+        costed = assessments._ASSESSMENTS.hits
         for _ in range(3):
             assert "errors" not in (await post(client, same)).json()
         assert schema._PARSED.hits == parsed + 2
         assert schema._VALIDATED.hits == validated + 2
-        assert limits._ASSESSMENTS.hits == costed + 2
+        assert assessments._ASSESSMENTS.hits == costed + 2
 
 
 def _padded_texts_alive() -> list[int]:

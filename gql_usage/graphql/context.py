@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from gql_usage.analytics import UsageQuery
 from gql_usage.auth import Viewer
-from gql_usage.graphql.limits import Charge
+from gql_usage.graphql.limits.rate_limit import Charge
 from gql_usage.loaders import Loaders
 
 

@@ -21,7 +21,7 @@ PLAN_UPGRADE_REQUIRED = "PLAN_UPGRADE_REQUIRED"
 BAD_USER_INPUT = "BAD_USER_INPUT"
 NOT_FOUND = "NOT_FOUND"
 INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
-# Query limits (gql_usage/graphql/limits.py): refused before execution, so before any
+# Query limits (gql_usage/graphql/limits/): refused before execution, so before any
 # analytics SQL; the message says what to change.
 QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"

@@ -1,7 +1,7 @@
 """The schema: ``Query`` and the extensions every operation runs with.
 
 ``build_schema(settings)`` makes the schema an app serves, with that app's query limits,
-batching cap and rate limiter (``gql_usage/graphql/limits.py``); the module-level
+batching cap and rate limiter (``gql_usage/graphql/limits/``); the module-level
 ``schema`` has the default settings and is what ``gql-usage export-schema`` prints (limits
 do not change the SDL).
 """
@@ -27,7 +27,9 @@ from gql_usage.graphql.directives import enforce, type_rules
 from gql_usage.graphql.errors import ErrorCodes
 from gql_usage.graphql.execution import FastExecutionContext
 from gql_usage.graphql.guards import apply_type_guards, check_type_guards
-from gql_usage.graphql.limits import Clock, RateLimiter, limit_extensions
+from gql_usage.graphql.limits.cost_map import validate_cost_map
+from gql_usage.graphql.limits.extension import limit_extensions
+from gql_usage.graphql.limits.rate_limit import Clock, RateLimiter
 from gql_usage.graphql.scalars import SCALAR_MAP
 from gql_usage.graphql.types import Account, ApiKey, Info, Node, NodeId, RateLimit, User
 from gql_usage.settings import Settings
@@ -182,7 +184,8 @@ class Schema(strawberry.Schema):
 
 def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) -> Schema:
     """The schema with ``settings``' limits (default: the defaults, not the environment)
-    and its own rate limiter."""
+    and its own rate limiter. Raises ``StaleCostMap`` if the cost model names a type,
+    field, argument or enum value the schema lacks."""
     settings = settings or Settings.model_construct()
     limiter = RateLimiter(settings.rate_limit_points,
                           storage_url=settings.rate_limit_storage_url, clock=clock)
@@ -198,6 +201,7 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
             scalar_map=SCALAR_MAP),
         execution_context_class=FastExecutionContext,
     )
+    validate_cost_map(built._schema)
     built.rate_limiter = limiter
     return built
 

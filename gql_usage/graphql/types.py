@@ -28,7 +28,7 @@ from gql_usage.graphql.context import Context
 from gql_usage.graphql.directives import ADMIN_ONLY, ADMIN_OR_SELF, PAID_PLAN, guarded, guarded_type
 from gql_usage.graphql.errors import BadUserInput
 from gql_usage.graphql.filters import UsageFilter, resolve_filter
-from gql_usage.graphql.limits import Charge
+from gql_usage.graphql.limits.rate_limit import Charge
 from gql_usage.graphql.scalars import SafeInt
 
 Info = strawberry.Info[Context, None]

@@ -1,0 +1,1 @@
+"""Query limits, static query cost and the per-viewer rate limit."""
