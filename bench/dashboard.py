@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from bench.data import BERLIN, END, LARGE
-from gql_usage import analytics
+from gql_usage.analytics import query as analytics
 from gql_usage.calendar import Granularity, to_us
 from gql_usage.graphql import ids
 

@@ -39,7 +39,7 @@ from gql_usage.http import (
     is_json_content_type,
 )
 from gql_usage.ingest import Ingestor
-from gql_usage.loaders import Loaders
+from gql_usage.loaders.by_column import Loaders
 from gql_usage.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.settings import Settings
 

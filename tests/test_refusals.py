@@ -34,7 +34,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_limits import Clock, codes, post, serve, statements
 
-from gql_usage import analytics, caches, calendar
+from gql_usage import caches, calendar
+from gql_usage.analytics import query as analytics
 from gql_usage.calendar import Granularity
 from gql_usage.graphql import limits, schema
 from gql_usage.graphql.limits import REFUSAL_POINTS

@@ -9,10 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gql_usage.analytics import UsageQuery
+from gql_usage.analytics.query import UsageQuery
 from gql_usage.auth import Viewer
 from gql_usage.graphql.limits import Charge
-from gql_usage.loaders import Loaders
+from gql_usage.loaders.by_column import Loaders
 
 
 @dataclass

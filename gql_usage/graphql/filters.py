@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import strawberry
 
 from gql_usage import calendar
-from gql_usage.analytics import UsageQuery
+from gql_usage.analytics.query import UsageQuery
 from gql_usage.graphql import ids
 from gql_usage.graphql.errors import BadUserInput
 from gql_usage.untrusted import echo, text_problem

@@ -157,7 +157,8 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 
-from gql_usage import analytics, calendar
+from gql_usage import calendar
+from gql_usage.analytics import query as analytics
 from gql_usage.caches import MIB, ByteLRU, digest, text_digest
 from gql_usage.catalogue import ListSizes, list_sizes
 from gql_usage.graphql.errors import (

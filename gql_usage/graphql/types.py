@@ -12,8 +12,9 @@ from typing import Annotated
 
 import strawberry
 
-from gql_usage import analytics, calendar, catalogue, models
-from gql_usage.analytics import (
+from gql_usage import calendar, catalogue, models
+from gql_usage.analytics import query as analytics
+from gql_usage.analytics.query import (
     Dimension,
     GroupSpec,
     SeriesSpec,

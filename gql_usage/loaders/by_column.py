@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 from aiodataloader import DataLoader as _DataLoader
 
-from gql_usage import analytics
-from gql_usage.analytics import Spec, UsageQuery
+from gql_usage.analytics import query as analytics
+from gql_usage.analytics.query import Spec, UsageQuery
 from gql_usage.db import M, Sql, dialect, fetch_models, read_connection
 from gql_usage.models import ApiKey, Endpoint, Source, User
 
