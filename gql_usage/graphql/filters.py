@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import strawberry
 
 from gql_usage import calendar
-from gql_usage.analytics.query import UsageQuery
+from gql_usage.analytics.specs import UsageQuery
 from gql_usage.graphql import ids
 from gql_usage.graphql.errors import BadUserInput
 from gql_usage.untrusted import echo, text_problem
@@ -156,7 +156,7 @@ async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -
         future = asyncio.ensure_future(_resolve(context, f))
         context.queries[key] = future
     # Shared by every field with this filter: a cancelled caller must not cancel it
-    # (see ``gql_usage.loaders.DataLoader``).
+    # (see ``gql_usage.loaders.base.DataLoader``).
     return await asyncio.shield(future)
 
 

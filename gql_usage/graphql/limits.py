@@ -158,7 +158,7 @@ from strawberry.extensions import (
 )
 
 from gql_usage import calendar
-from gql_usage.analytics import query as analytics
+from gql_usage.analytics.layout import bucket_layout
 from gql_usage.caches import MIB, ByteLRU, digest, text_digest
 from gql_usage.catalogue import ListSizes, list_sizes
 from gql_usage.graphql.errors import (
@@ -427,7 +427,7 @@ def bucket_count(rng: _Range | None, granularity: object) -> int:
         return 1
     calendar.check_bucket_limit(rng.start_us, rng.end_us, g)
     if g is calendar.Granularity.HOUR:
-        return len(analytics.bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
+        return len(bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
     tz = calendar.zone(rng.tz_name)
     return len(calendar.buckets(tz, rng.start_us, rng.end_us, g))
 

@@ -1,0 +1,117 @@
+"""What building ``UsageFilter`` arguments costs per dashboard request (issue 11).
+
+    python -m bench.filter_input [--requests 2000] [--keys 50]
+
+Runs the real schema's ``execute`` in-process on SQLite (the demo data plus API keys up
+to ``--keys``) on the dashboard query, whose filter is passed to every key's ``usage``,
+twice: with Strawberry's own conversion of input objects, then with a hand-written
+``from_input`` hook that takes the coerced fields as they are (the hook the GraphQL layer
+installed until issue 11). Prints ms per request for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gql_usage.auth import Viewer
+from gql_usage.db import close_db, init_db
+from gql_usage.demo import ACME, seed_demo
+from gql_usage.graphql.context import Context, Loaders
+from gql_usage.graphql.filters import UsageFilter
+from gql_usage.graphql.schema import build_schema
+from gql_usage.models import Account, ApiKey, User
+from gql_usage.settings import Settings
+
+DASHBOARD = """query Dashboard($f: UsageFilter!) {
+  viewer { name }
+  account {
+    name plan
+    creditPool { granted used remaining }
+    usage(filter: $f) {
+      calls credits
+      series(granularity: DAY) { start calls credits }
+      byEndpoint: breakdown(by: ENDPOINT) { key label calls credits shareOfCredits }
+      byKey: breakdown(by: API_KEY) { key label apiKey { name } credits }
+    }
+    apiKeys { id name usage(filter: $f) { calls credits } }
+  }
+}"""
+
+#: (GraphQL name, Python name) of every ``UsageFilter`` field.
+_FIELDS = (("from", "from_"), ("to", "to"), ("timeZone", "time_zone"),
+           ("apiKeyIds", "api_key_ids"), ("endpoints", "endpoints"), ("sources", "sources"),
+           ("userIds", "user_ids"))
+
+
+def fast_from_input(cls: type[UsageFilter], value: Mapping[str, Any],
+                    context: object) -> UsageFilter:
+    """The removed hook: the coerced fields as they are, lists copied."""
+    kwargs: dict[str, Any] = {}
+    for graphql_name, python_name in _FIELDS:
+        if graphql_name in value:
+            item = value[graphql_name]
+            kwargs[python_name] = list(item) if isinstance(item, list) else item
+    return cls(**kwargs)
+
+
+async def _run(requests: int, keys: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        await init_db(f"sqlite://{Path(tmp) / 'bench.sqlite3'}")
+        try:
+            await seed_demo(events=20_000, now=datetime(2026, 3, 1, tzinfo=UTC))
+            account = await Account.get(external_id=ACME)
+            user = await User.get(account_id=account.id, external_id="u_alice")
+            have = await ApiKey.filter(account_id=account.id).count()
+            for i in range(have, keys):
+                await ApiKey.create(account_id=account.id, external_id=f"bench-k{i}",
+                                    name=f"bench key {i}", prefix="pk",
+                                    created_at=datetime(2025, 1, 1, tzinfo=UTC))
+            schema = build_schema(Settings.model_construct(
+                max_query_cost=10**9, rate_limit_points=10**12))
+            viewer = Viewer(user=user, account=account)
+            variables = {"f": {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}}
+
+            async def once() -> None:
+                context = Context(request=None, response=None, viewer=viewer,
+                                  loaders=Loaders.for_account(account.id))
+                result = await schema.execute(DASHBOARD, variables, context_value=context)
+                assert not result.errors, result.errors
+
+            definition = UsageFilter.__strawberry_definition__
+            for label, hook in (("Strawberry's conversion", None),
+                                ("hand-written from_input", fast_from_input)):
+                definition.from_input = hook  # type: ignore[assignment]
+                for _ in range(100):  # warm the caches
+                    await once()
+                times = []
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    for _ in range(requests // 5):
+                        await once()
+                    times.append((time.perf_counter() - t0) * 1000 / (requests // 5))
+                print(f"{label}: {statistics.median(times):.3f} ms/request "
+                      f"(median of 5 runs of {requests // 5}; runs: "
+                      f"{', '.join(f'{t:.3f}' for t in times)})")
+            definition.from_input = None
+        finally:
+            await close_db()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--keys", type=int, default=50)
+    args = parser.parse_args()
+    asyncio.run(_run(args.requests, args.keys))
+
+
+if __name__ == "__main__":
+    main()
