@@ -19,7 +19,7 @@ day, week or month boundary in any current IANA zone is therefore a slot boundar
 every slot lies wholly inside one calendar bucket and rollups bucket exactly. Where a
 boundary is *not* slot-aligned (a range given to the second, or a historical zone offset
 such as Africa/Monrovia's -00:44:30 before 1972), the analytics layer reads those few
-slots from the raw events instead (see ``gql_usage.analytics.plan``). Coarser units are
+slots from the raw events instead (see ``gql_usage.analytics.reads``). Coarser units are
 used wherever no bucket boundary cuts them: a 365-day breakdown reads 365 day rows per
 value instead of 35,040 slots; a DAY series in Berlin reads hours (its days start at
 22:00 or 23:00 UTC).
@@ -52,9 +52,10 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-SLOT_SECONDS = 15 * 60
-HOUR_SECONDS = 3_600
-DAY_SECONDS = 86_400
+from gql_usage.calendar import DAY_S, HOUR_S
+
+#: The finest cube grain: a 15-minute UTC slot (seconds).
+SLOT_S = 15 * 60
 #: User id of a call made without a user in ``usage_cube`` and ``usage_pending`` (and in
 #: analytics results); ``usage_event`` stores NULL.
 NO_USER = 0
@@ -68,9 +69,9 @@ _ALL_SETS = (*_SINGLE_SETS, 1 | 2, 1 | 4, 1 | 8)
 #: quarter-hour zones). Each set is a row per event in sparse data, so fine grains keep
 #: few sets; a one-key breakdown reads its partial-day edges from the raw events.
 CUBE_SETS: dict[int, tuple[int, ...]] = {
-    DAY_SECONDS: _ALL_SETS,
-    HOUR_SECONDS: _SINGLE_SETS,
-    SLOT_SECONDS: (0, 1),
+    DAY_S: _ALL_SETS,
+    HOUR_S: _SINGLE_SETS,
+    SLOT_S: (0, 1),
 }
 
 class Plan(StrEnum):

@@ -1,1 +1,1 @@
-"""Usage analytics: planning reads of the cube and raw events, their SQL, breakdown rows."""
+"""Usage analytics: which cube units and raw events answer a question, its SQL, breakdown rows."""
