@@ -1,27 +1,16 @@
-"""A faster execution of objects made only of plain scalar fields.
+"""A faster execution of objects made only of plain scalar fields, and type guards.
 
-A usage series is hundreds of ``UsageBucket`` objects whose fields are plain attributes
-(``start``, ``calls``, ``credits``). graphql-core executes every such field the general
-way: a path entry, a resolve-info object, a resolver call, awaitable checks, then value
-completion; for a year's DAY series that is over a thousand field executions per request,
-most of the GraphQL layer's time.
+A usage series is hundreds of ``UsageBucket`` objects whose fields are plain attributes;
+graphql-core would execute each field the general way (path, info, resolver call, checks),
+most of the GraphQL layer's time. ``FastExecutionContext`` reads such an object in one
+step when every selected field is a plain leaf: no resolver, arguments or field
+extensions (a guarded attribute must run its permission), a scalar or enum type, each
+value coerced by its own type. Anything else, or any surprise (a null in a non-null
+field, a value the scalar refuses), takes the general path, which reports it as always.
+Off when a schema middleware is installed (none is).
 
-``FastExecutionContext`` executes an object in one step when every field selected on it
-is a *plain leaf*: a field without a resolver or arguments (Strawberry marks those with
-``_is_default``), without field extensions (a guarded attribute such as ``User.email``
-is ``_is_default`` too, and must run its permission), whose type is a scalar or an enum. The
-value is read from the attribute and coerced by the field's own type, exactly as the
-general path would. Anything else, and any surprise (a null in a non-null field, a value
-the scalar refuses), takes the general path for that object, which then reports the error
-as it always does. No schema middleware may be installed (none is); the fast path is
-switched off if one is (Strawberry always passes a manager, empty unless an extension
-implements ``resolve``).
-
-Guarded types (``@guarded_type``, ``directives.py``) are checked here too, on every
-object execution completes, whichever field reached it (``node(id:)`` returns the
-``Node`` interface, which no field guard can cover): ``complete_object_value`` enforces
-the type's rules before any field of the object runs, and a plain list of such objects
-is checked once before it is completed in one step.
+Guarded types (``@guarded_type``) are enforced here on every object completed, however it
+was reached (``node(id:)`` returns the ``Node`` interface, which no field guard covers).
 """
 
 from __future__ import annotations
