@@ -17,7 +17,9 @@ from typing import Any
 import asyncpg
 
 from bench.data import BERLIN, END, LARGE
-from gql_usage import analytics
+from gql_usage.analytics.dimensions import Dimension
+from gql_usage.analytics.query import prepare
+from gql_usage.analytics.specs import GroupSpec, SeriesSpec, Spec, TotalsSpec, UsageQuery
 from gql_usage.calendar import Granularity, to_us
 from gql_usage.graphql import ids
 
@@ -140,16 +142,15 @@ def raw_answer_sqlite(path: str, days: int) -> Answer:
     return _answer_from_rows(rows)
 
 
-def dashboard_specs() -> list[analytics.Spec]:
-    return [analytics.TotalsSpec(), analytics.SeriesSpec(Granularity.DAY),
-            analytics.GroupSpec(analytics.Dimension.ENDPOINT),
-            analytics.GroupSpec(analytics.Dimension.API_KEY)]
+def dashboard_specs() -> list[Spec]:
+    return [TotalsSpec(), SeriesSpec(Granularity.DAY), GroupSpec(Dimension.ENDPOINT),
+            GroupSpec(Dimension.API_KEY)]
 
 
 def floor_sql(account_id: int, days: int, dialect: str) -> tuple[str, list[Any]]:
     """The analytics statement gql_usage sends for the dashboard (all its aggregates)."""
     start, end = window(days)
-    query = analytics.UsageQuery(account_id, to_us(start), to_us(end), ZONE)
-    prepared = analytics.prepare(query, dashboard_specs(), dialect)
+    query = UsageQuery(account_id, to_us(start), to_us(end), ZONE)
+    prepared = prepare(query, dashboard_specs(), dialect)
     assert prepared.sql is not None
     return prepared.sql.text, list(prepared.sql.params)

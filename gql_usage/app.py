@@ -25,7 +25,7 @@ from gql_usage.auth import AuthError, Viewer, load_viewer
 from gql_usage.cube import compactor
 from gql_usage.db import close_db, init_db, replica_reads
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
-from gql_usage.graphql.context import Context
+from gql_usage.graphql.context import Context, Loaders
 from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
 from gql_usage.graphql.limits.rate_limit import Clock, rate_limit_headers, viewer_key
 from gql_usage.graphql.schema import Schema, build_schema
@@ -37,7 +37,6 @@ from gql_usage.http.probes import Readiness, healthz
 from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.http.stack import harden
 from gql_usage.ingest.ingestor import Ingestor
-from gql_usage.loaders import Loaders
 from gql_usage.settings import Settings
 
 log = logging.getLogger("gql_usage")
@@ -100,7 +99,8 @@ class GraphQLView(GraphQL[Context, None]):
         state = request.scope["state"]
         viewer: Viewer = state["viewer"]
         return Context(request=request, response=response, viewer=viewer,
-                       loaders=Loaders(viewer.account.id), request_id=state["request_id"])
+                       loaders=Loaders.for_account(viewer.account.id),
+                       request_id=state["request_id"])
 
 
 def _graphql_error(status: int, message: str, code: str) -> JSONResponse:

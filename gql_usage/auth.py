@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import jwt
 
+from gql_usage.calendar import HOUR_S
 from gql_usage.db import Sql, Value, connection, dialect, fetch
 from gql_usage.models import Account, User
 from gql_usage.untrusted import id_problem
@@ -27,7 +28,7 @@ class Viewer:
     account: Account
 
 
-def issue_token(secret: str, user_id: str, account_id: str, ttl_seconds: int = 3600) -> str:
+def issue_token(secret: str, user_id: str, account_id: str, ttl_seconds: int = HOUR_S) -> str:
     now = int(time.time())
     claims = {"sub": user_id, "acc": account_id, "iat": now, "exp": now + ttl_seconds}
     return jwt.encode(claims, secret, algorithm=ALGORITHM)

@@ -1,6 +1,6 @@
 """Calendar buckets in an IANA time zone, as exact UTC instants (microseconds).
 
-Pure Python, no database: the analytics layer turns the plan computed here into SQL.
+Pure Python, no database: the analytics layer turns the buckets computed here into SQL.
 
 * ``offset_segments`` splits a UTC range into pieces of constant UTC offset.
 * ``min_buckets`` bounds a series' bucket count from below by arithmetic alone, so a range

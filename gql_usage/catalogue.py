@@ -1,5 +1,5 @@
-"""The account's lists: its endpoint and source catalogues, and how long every list the
-query cost prices can be (``ListSizes``).
+"""The account's lists: its API keys, its endpoint and source catalogues, and how long
+every list the query cost prices can be (``ListSizes``).
 
 The query cost (``gql_usage.graphql.limits.cost``) prices a list by its real length: before an
 operation with such a list runs, ``list_sizes`` counts the account's rows in one
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gql_usage.db import Sql, dialect, fetch_models, fetch_rows, read_connection
-from gql_usage.models import Endpoint, Source
+from gql_usage.models import ApiKey, Endpoint, Source
 
 _ENDPOINTS = ("FROM endpoint WHERE listed OR id IN "
               "(SELECT endpoint_id FROM account_endpoint WHERE account_id = {a})")
@@ -63,3 +63,12 @@ async def sources(account_id: int) -> list[Source]:
     """The listed sources and every source the account used, by key."""
     sql = "SELECT * " + _SOURCES.format(a=int(account_id)) + ' ORDER BY "key"'
     return await fetch_models(Source, Sql(dialect(read_connection())).add(sql))
+
+
+async def api_keys(account_id: int, include_revoked: bool = False) -> list[ApiKey]:
+    """The account's API keys (without the revoked ones unless asked), by name then id."""
+    q = Sql(dialect(read_connection())).add(
+        "SELECT * FROM api_key WHERE account_id = ", account_id)
+    if not include_revoked:
+        q.add(" AND revoked_at IS NULL")
+    return await fetch_models(ApiKey, q.add(" ORDER BY name, id"))

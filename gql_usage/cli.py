@@ -10,6 +10,7 @@ import secrets
 import sys
 from typing import TYPE_CHECKING, Any
 
+from gql_usage.calendar import HOUR_S
 from gql_usage.settings import MissingSetting, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="print a signed user JWT")
     token.add_argument("--user", required=True, help="user external id (sub)")
     token.add_argument("--account", required=True, help="account external id (acc)")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    token.add_argument("--ttl", type=int, default=HOUR_S, help="seconds until expiry")
     token.set_defaults(func=_token)
     export = sub.add_parser("export-schema", help="print the GraphQL SDL")
     export.set_defaults(func=_export_schema)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 from tortoise.transactions import in_transaction
 
+from gql_usage.calendar import US
 from gql_usage.db import connection, dialect
 from gql_usage.models import CUBE_SETS, DIM_BITS
 
@@ -54,7 +55,7 @@ def cells_sql(source: str) -> str:
     dims = ", ".join(f"CASE WHEN g.dims & {bit} = 0 THEN 0 ELSE e.{col} END AS {col}"
                      for col, bit in DIM_BITS.items())
     return (
-        f"SELECT e.account_id, g.grain, g.dims, (e.occurred_at_us / 1000000 / g.grain) * g.grain"
+        f"SELECT e.account_id, g.grain, g.dims, (e.occurred_at_us / {US} / g.grain) * g.grain"
         f" AS t, {dims}, COUNT(*) AS calls, SUM(e.credits) AS credits"
         f" FROM {source} e CROSS JOIN ({combos}) g WHERE true"
         f" GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"

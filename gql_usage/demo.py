@@ -26,7 +26,7 @@ from itertools import accumulate
 from zoneinfo import ZoneInfo
 
 from gql_usage.auth import issue_token
-from gql_usage.calendar import from_us, to_us
+from gql_usage.calendar import DAY_S, HOUR_S, US, from_us, to_us
 from gql_usage.cube import compact_all
 from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.models import Account, ApiKey, Endpoint, Plan, Role, Source, User
@@ -135,7 +135,7 @@ class DemoInfo:
     #: True when this call filled the database, False when the demo was already there.
     seeded: bool = False
 
-    def tokens(self, secret: str, ttl: int = 30 * 24 * 3600) -> dict[str, str]:
+    def tokens(self, secret: str, ttl: int = 30 * DAY_S) -> dict[str, str]:
         """Signed JWTs, by label: ``paid_admin``, ``member``, ``free_admin``."""
         return {label: issue_token(secret, user, account, ttl)
                 for label, (user, account) in self.logins().items()}
@@ -239,7 +239,7 @@ def _whole_seconds(value: datetime) -> datetime:
 
 # --- events --------------------------------------------------------------------------
 
-_HOUR_US = 3_600_000_000
+_HOUR_US = HOUR_S * US
 
 
 def _cumulative(weights: list[float]) -> list[float]:
@@ -354,7 +354,7 @@ def _freebird_events(count: int, rng: random.Random, now: datetime) -> list[dict
         if day.weekday() >= 5 and rng.random() < 0.8:
             continue
         local = datetime(day.year, day.month, day.day, 9, tzinfo=zone) + timedelta(
-            seconds=rng.random() * 9 * 3600)
+            seconds=rng.random() * 9 * HOUR_S)
         at = to_us(local.astimezone(UTC))
         if at < to_us(now):
             drawn.append(at)

@@ -1,47 +1,17 @@
 """Tortoise models: reference data synced from the vendor, raw usage events and the cube.
 
-Every tenant-owned table carries ``account_id`` and leads its indexes with it, so one
-account's rows sit together and the column can serve as the distribution key when the
-tables are sharded (for example with Citus) once one database is no longer enough.
+Tenant-owned tables carry ``account_id`` and lead their indexes with it (one account's
+rows together; a distribution key for Citus). Time on the hot tables is an integer:
+``UsageEvent.occurred_at_us`` in microseconds since the epoch (UTC), ``usage_cube.t`` the
+Unix second its unit starts (a UTC day, hour or 15-minute slot: ``CUBE_SETS`` keys), so
+bucketing is the same integer arithmetic on SQLite and PostgreSQL.
 
-Time on the hot tables is stored as integers, not timestamps:
-
-* ``UsageEvent.occurred_at_us`` is microseconds since the Unix epoch (UTC). Integer
-  arithmetic is identical on SQLite and PostgreSQL, so calendar bucketing can be written
-  once, exactly, without dialect-specific date functions or session time zones.
-* ``usage_cube.t`` is the Unix time (seconds) of the start of the row's time unit: a
-  UTC day (``grain = 86400``), a UTC hour (3600) or a 15-minute UTC slot (900).
-
-Why 15 minutes: every UTC offset in use today is a whole multiple of 15 minutes
-(Asia/Kolkata +05:30, Asia/Kathmandu +05:45, Pacific/Chatham +12:45, Australia/Lord_Howe's
-30-minute DST shift), and time zone transitions happen on such boundaries. A local hour,
-day, week or month boundary in any current IANA zone is therefore a slot boundary, so
-every slot lies wholly inside one calendar bucket and rollups bucket exactly. Where a
-boundary is *not* slot-aligned (a range given to the second, or a historical zone offset
-such as Africa/Monrovia's -00:44:30 before 1972), the analytics layer reads those few
-slots from the raw events instead (see ``gql_usage.analytics.plan``). Coarser units are
-used wherever no bucket boundary cuts them: a 365-day breakdown reads 365 day rows per
-value instead of 35,040 slots; a DAY series in Berlin reads hours (its days start at
-22:00 or 23:00 UTC).
-
-The cube keeps a few *grouping sets* per grain (``CUBE_SETS``): calls and credits summed
-over every dimension not in the set. A row's ``dims`` is the set as a bit mask
-(``DIM_BITS``); a dimension outside the set is stored as 0 (no real id is 0). A call
-made without a user (``UsageEvent.user_id`` NULL) has user id 0 in the cube and in
-``usage_pending`` (``NO_USER``): in a set with the user dimension it is a group. A question
-filtered on dimensions F and grouped by G reads the smallest set containing F and G;
-questions no set covers are answered from the raw events, exactly, only slower.
-
-``usage_cube`` and ``usage_pending`` are plain SQL tables (created by migration 0002,
-which says why), not models: the cube is keyed by its natural composite primary key
-``(account_id, grain, dims, api_key_id, endpoint_id, source_id, user_id, t)``.
-
-Ingestion does not touch the cube: each new event is also written to the narrow
-``usage_pending`` table, and ``gql_usage.cube.compact`` moves pending events into the
-cube in large batches, atomically (delete from pending and upsert the cube in one
-statement or transaction). Readers add the pending events to the cube rows in the same
-statement, so every answer is exact at every moment, and a batch of 1,000 events costs
-one cheap statement instead of thousands of cube upserts.
+The cube keeps a few grouping sets per grain (``CUBE_SETS``); a row's ``dims`` is its set
+as a bit mask (``DIM_BITS``), a dimension outside the set is stored as 0, and a call
+without a user has user id ``NO_USER`` (0). ``usage_cube`` and ``usage_pending`` are plain
+SQL tables (migration 0002 says why). Why 15-minute slots, which units a question reads,
+and how pending events make every answer exact: README, 'Architecture' (Exactness), and
+``gql_usage.analytics.reads``.
 """
 
 from __future__ import annotations
@@ -52,9 +22,10 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-SLOT_SECONDS = 15 * 60
-HOUR_SECONDS = 3_600
-DAY_SECONDS = 86_400
+from gql_usage.calendar import DAY_S, HOUR_S
+
+#: The finest cube grain: a 15-minute UTC slot (seconds).
+SLOT_S = 15 * 60
 #: User id of a call made without a user in ``usage_cube`` and ``usage_pending`` (and in
 #: analytics results); ``usage_event`` stores NULL.
 NO_USER = 0
@@ -68,9 +39,9 @@ _ALL_SETS = (*_SINGLE_SETS, 1 | 2, 1 | 4, 1 | 8)
 #: quarter-hour zones). Each set is a row per event in sparse data, so fine grains keep
 #: few sets; a one-key breakdown reads its partial-day edges from the raw events.
 CUBE_SETS: dict[int, tuple[int, ...]] = {
-    DAY_SECONDS: _ALL_SETS,
-    HOUR_SECONDS: _SINGLE_SETS,
-    SLOT_SECONDS: (0, 1),
+    DAY_S: _ALL_SETS,
+    HOUR_S: _SINGLE_SETS,
+    SLOT_S: (0, 1),
 }
 
 class Plan(StrEnum):

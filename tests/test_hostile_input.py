@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 
 from gql_usage.app import create_app
 from gql_usage.db import connection
-from gql_usage.loaders import DataLoader
+from gql_usage.loaders.base import DataLoader
 
 #: Longest error message (or ingestion rejection reason) any answer may carry.
 MESSAGE_BOUND = 1_000

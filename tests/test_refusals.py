@@ -34,7 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_limits import Clock, codes, post, serve, statements
 
-from gql_usage import analytics, caches, calendar
+from gql_usage import caches, calendar
+from gql_usage.analytics import query as analytics_query
+from gql_usage.analytics.layout import bucket_layout
+from gql_usage.analytics.specs import SeriesSpec, UsageQuery
 from gql_usage.calendar import Granularity
 from gql_usage.graphql import schema
 from gql_usage.graphql.limits import assessments, cost
@@ -123,8 +126,8 @@ async def test_year_1_to_9999_series_is_refused_before_any_scan(db_url, zone, gr
 
 
 def test_every_layout_refuses_a_far_too_long_range_by_arithmetic():
-    """``calendar.buckets``, ``analytics.bucket_layout`` and the cost's ``bucket_count``
-    each refuse first; an exactly-2,000-hour range still lays out (cheaply)."""
+    """``calendar.buckets``, ``analytics.layout.bucket_layout`` and the cost's
+    ``bucket_count`` each refuse first; an exactly-2,000-hour range still lays out (cheaply)."""
     first = calendar.to_us(datetime(1, 1, 1, tzinfo=UTC))
     last = calendar.to_us(datetime(9999, 12, 31, tzinfo=UTC))
     tz = ZoneInfo("America/New_York")
@@ -133,12 +136,12 @@ def test_every_layout_refuses_a_far_too_long_range_by_arithmetic():
             with pytest.raises(calendar.TooManyBuckets):
                 calendar.buckets(tz, first, last, g)
             with pytest.raises(calendar.TooManyBuckets):
-                analytics.bucket_layout("America/New_York", first + 1, last, g)
+                bucket_layout("America/New_York", first + 1, last, g)
             with pytest.raises(calendar.TooManyBuckets):
                 cost.bucket_count(cost._Range("America/New_York", first + 2, last), g)
         start = calendar.to_us(datetime(2026, 1, 1, tzinfo=UTC))
-        layout = analytics.bucket_layout("America/New_York", start,
-                                         start + 2000 * 3600 * calendar.US, Granularity.HOUR)
+        layout = bucket_layout("America/New_York", start,
+                               start + 2000 * 3600 * calendar.US, Granularity.HOUR)
     assert len(layout.buckets) == 2000
 
 
@@ -379,14 +382,12 @@ def test_statement_and_layout_caches_are_bounded_by_bytes():
     start = calendar.to_us(datetime(2026, 1, 1, tzinfo=UTC))
     hour = 3600 * calendar.US
     for i in range(600):
-        query = analytics.UsageQuery(account_id=1, start_us=start + i * hour,
-                                     end_us=start + (i + 2000) * hour,
-                                     time_zone="Europe/Berlin")
-        prepared = analytics.prepare(query, [analytics.SeriesSpec(Granularity.HOUR)],
-                                     "sqlite")
+        query = UsageQuery(account_id=1, start_us=start + i * hour,
+                           end_us=start + (i + 2000) * hour, time_zone="Europe/Berlin")
+        prepared = analytics_query.prepare(query, [SeriesSpec(Granularity.HOUR)], "sqlite")
         assert len(prepared.layouts[0].buckets) == 2000
-    for cache in (analytics.bucket_layout.cache,  # type: ignore[attr-defined]
-                  analytics._prepare.cache):  # type: ignore[attr-defined]
+    for cache in (bucket_layout.cache,  # type: ignore[attr-defined]
+                  analytics_query._prepare.cache):  # type: ignore[attr-defined]
         assert cache.bytes <= cache.budget, cache.name
         assert 0 < len(cache) < 600, cache.name
 

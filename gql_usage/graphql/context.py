@@ -1,4 +1,4 @@
-"""The typed per-request context handed to every resolver."""
+"""The typed per-request context handed to every resolver, and its loaders."""
 
 from __future__ import annotations
 
@@ -9,10 +9,42 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gql_usage.analytics import UsageQuery
+from gql_usage.analytics.specs import UsageQuery
 from gql_usage.auth import Viewer
 from gql_usage.graphql.limits.rate_limit import Charge
-from gql_usage.loaders import Loaders
+from gql_usage.loaders.aggregates import AggregatesLoader
+from gql_usage.loaders.by_column import ByColumnLoader
+from gql_usage.models import ApiKey, Endpoint, Source, User
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """The request's loaders (made inside the running loop; they cache for the request
+    only). Keys and users are looked up within the viewer's account only."""
+
+    aggregates: AggregatesLoader
+    api_keys: ByColumnLoader[int, ApiKey]
+    api_keys_by_external: ByColumnLoader[str, ApiKey]
+    users: ByColumnLoader[int, User]
+    users_by_external: ByColumnLoader[str, User]
+    endpoints: ByColumnLoader[int, Endpoint]
+    endpoints_by_path: ByColumnLoader[str, Endpoint]
+    sources: ByColumnLoader[int, Source]
+    sources_by_key: ByColumnLoader[str, Source]
+
+    @classmethod
+    def for_account(cls, account_id: int) -> Loaders:
+        return cls(
+            aggregates=AggregatesLoader(),
+            api_keys=ByColumnLoader(ApiKey, "id", account_id),
+            api_keys_by_external=ByColumnLoader(ApiKey, "external_id", account_id),
+            users=ByColumnLoader(User, "id", account_id),
+            users_by_external=ByColumnLoader(User, "external_id", account_id),
+            endpoints=ByColumnLoader(Endpoint, "id", None),
+            endpoints_by_path=ByColumnLoader(Endpoint, "path", None),
+            sources=ByColumnLoader(Source, "id", None),
+            sources_by_key=ByColumnLoader(Source, "key", None),
+        )
 
 
 @dataclass

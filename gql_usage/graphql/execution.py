@@ -1,27 +1,16 @@
-"""A faster execution of objects made only of plain scalar fields.
+"""A faster execution of objects made only of plain scalar fields, and type guards.
 
-A usage series is hundreds of ``UsageBucket`` objects whose fields are plain attributes
-(``start``, ``calls``, ``credits``). graphql-core executes every such field the general
-way: a path entry, a resolve-info object, a resolver call, awaitable checks, then value
-completion; for a year's DAY series that is over a thousand field executions per request,
-most of the GraphQL layer's time.
+A usage series is hundreds of ``UsageBucket`` objects whose fields are plain attributes;
+graphql-core would execute each field the general way (path, info, resolver call, checks),
+most of the GraphQL layer's time. ``FastExecutionContext`` reads such an object in one
+step when every selected field is a plain leaf: no resolver, arguments or field
+extensions (a guarded attribute must run its permission), a scalar or enum type, each
+value coerced by its own type. Anything else, or any surprise (a null in a non-null
+field, a value the scalar refuses), takes the general path, which reports it as always.
+Off when a schema middleware is installed (none is).
 
-``FastExecutionContext`` executes an object in one step when every field selected on it
-is a *plain leaf*: a field without a resolver or arguments (Strawberry marks those with
-``_is_default``), without field extensions (a guarded attribute such as ``User.email``
-is ``_is_default`` too, and must run its permission), whose type is a scalar or an enum. The
-value is read from the attribute and coerced by the field's own type, exactly as the
-general path would. Anything else, and any surprise (a null in a non-null field, a value
-the scalar refuses), takes the general path for that object, which then reports the error
-as it always does. No schema middleware may be installed (none is); the fast path is
-switched off if one is (Strawberry always passes a manager, empty unless an extension
-implements ``resolve``).
-
-Guarded types (``@guarded_type``, ``directives.py``) are checked here too, on every
-object execution completes, whichever field reached it (``node(id:)`` returns the
-``Node`` interface, which no field guard can cover): ``complete_object_value`` enforces
-the type's rules before any field of the object runs, and a plain list of such objects
-is checked once before it is completed in one step.
+Guarded types (``@guarded_type``) are enforced here on every object completed, however it
+was reached (``node(id:)`` returns the ``Node`` interface, which no field guard covers).
 """
 
 from __future__ import annotations
@@ -46,24 +35,24 @@ _BACKREF = "strawberry-definition"
 #: (Python type, lowest, highest): a value of exactly this type (within these bounds, for
 #: an int) is its own output value.
 _Own = tuple[type, int, int]
-#: (response name, attribute name, named leaf type, non-null?, own output or None) of
-#: every field of a fast object.
-_Plan = tuple[tuple[str, str, Any, bool, _Own | None], ...]
+#: How to read each field of an object selected only with plain leaves: (response name,
+#: attribute name, named leaf type, non-null?, own output or None).
+_LeafFields = tuple[tuple[str, str, Any, bool, _Own | None], ...]
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Per request: field groups are shared by all objects of one list, so each
-        # group is examined once. The group is kept alive with its plan (ids are keys).
-        self._plans: dict[int, tuple[object, _Plan | None]] = {}
+        # group is examined once. The group is kept alive with its answer (ids are keys).
+        self._leaf_fields_by_group: dict[int, tuple[object, _LeafFields | None]] = {}
 
     def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any,
                        path: Path | None, grouped_field_set: Any,
                        position_context: Any) -> Any:
-        plan = self._plan(parent_type, grouped_field_set)
-        if plan is not None:
-            results = _plain_values(plan, source_value)
+        leaves = self._leaf_fields(parent_type, grouped_field_set)
+        if leaves is not None:
+            results = _plain_values(leaves, source_value)
             if results is not None:
                 return results
         return super().execute_fields(parent_type, source_value, path, grouped_field_set,
@@ -104,27 +93,29 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                                                                           field_details_list)
         if new_defer_usages:
             return None
-        plan = self._plan(named, grouped_field_set)
-        if plan is None:
+        leaves = self._leaf_fields(named, grouped_field_set)
+        if leaves is None:
             return None
         completed = []
         for item in items:
-            values = None if item is None else _plain_values(plan, item)
+            values = None if item is None else _plain_values(leaves, item)
             if values is None:  # a null item or a surprise: the general path reports it
                 return None
             completed.append(values)
         return completed
 
-    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan | None:
+    def _leaf_fields(self, parent_type: GraphQLObjectType,
+                     grouped_field_set: Any) -> _LeafFields | None:
+        """The group's fields if all are plain leaves (else None), examined once."""
         key = id(grouped_field_set)
-        cached = self._plans.get(key)
+        cached = self._leaf_fields_by_group.get(key)
         if cached is not None and cached[0] is grouped_field_set:
             return cached[1]
         middleware = self.middleware_manager
-        plan = None if middleware is not None and middleware.middlewares else _plain_leaves(
+        leaves = None if middleware is not None and middleware.middlewares else _plain_leaves(
             self, parent_type, grouped_field_set)
-        self._plans[key] = (grouped_field_set, plan)
-        return plan
+        self._leaf_fields_by_group[key] = (grouped_field_set, leaves)
+        return leaves
 
 
 _INT = (int, -(2**31), 2**31 - 1)
@@ -143,15 +134,15 @@ def _own_output(named: Any) -> _Own | None:
     return own
 
 
-def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
-    """The object's fields by the plan, or None to take the general path.
+def _plain_values(leaves: _LeafFields, source: Any) -> dict[str, Any] | None:
+    """The object's fields read as ``leaves`` says, or None to take the general path.
 
     A value that is exactly an ``int`` in the scalar's range (32-bit for ``Int``,
     ±(2^53 − 1) for ``SafeInt``) or a ``str`` (for ``String``) is its own output value;
     anything else goes through the scalar's own coercion, and anything that fails it
     takes the general path, which reports the error as it always does."""
     results: dict[str, Any] = {}
-    for response_name, attribute, named, non_null, own in plan:
+    for response_name, attribute, named, non_null, own in leaves:
         try:
             value: Any = getattr(source, attribute)
             if value is None:
@@ -174,8 +165,8 @@ def _plain_values(plan: _Plan, source: Any) -> dict[str, Any] | None:
 
 
 def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
-                  grouped_field_set: Any) -> _Plan | None:
-    plan = []
+                  grouped_field_set: Any) -> _LeafFields | None:
+    leaves = []
     for response_name, field_details_list in grouped_field_set.items():
         node = field_details_list[0].node
         field_def = context.schema.get_field(parent_type, node.name.value)
@@ -190,6 +181,6 @@ def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
         if (not is_leaf_type(named) or strawberry_field is None
                 or strawberry_field.extensions):
             return None
-        plan.append((response_name, strawberry_field.python_name, named,
+        leaves.append((response_name, strawberry_field.python_name, named,
                      isinstance(field_def.type, GraphQLNonNull), _own_output(named)))
-    return tuple(plan)
+    return tuple(leaves)

@@ -15,15 +15,17 @@ from zoneinfo import ZoneInfo
 import strawberry
 
 from gql_usage import calendar
-from gql_usage.analytics import UsageQuery
+from gql_usage.analytics.specs import UsageQuery
 from gql_usage.graphql import ids
 from gql_usage.graphql.errors import BadUserInput
+from gql_usage.graphql.inputs import plain_input
 from gql_usage.untrusted import echo, text_problem
 
 if TYPE_CHECKING:  # the context imports the limits, which check filters with this module
     from gql_usage.graphql.context import Context
 
 
+@plain_input
 @strawberry.input(description="Which usage to count. Filters combine with AND; values "
                   "within one filter combine with OR.")
 class UsageFilter:
@@ -48,32 +50,6 @@ class UsageFilter:
 
         return (self.from_, self.to, self.time_zone, t(self.api_key_ids), t(self.endpoints),
                 t(self.sources), t(self.user_ids))
-
-
-#: (GraphQL name, Python name) of every ``UsageFilter`` field.
-_FIELDS = (("from", "from_"), ("to", "to"), ("timeZone", "time_zone"),
-           ("apiKeyIds", "api_key_ids"), ("endpoints", "endpoints"), ("sources", "sources"),
-           ("userIds", "user_ids"))
-
-
-def _from_input(cls: type[UsageFilter], value: Mapping[str, Any], context: object) -> UsageFilter:
-    """Build a ``UsageFilter`` straight from its coerced input value.
-
-    Strawberry's generic conversion resolves every field's annotation each time; a
-    dashboard passes one filter to every API key's ``usage``, so that cost is paid 50
-    times per request. graphql-core has already parsed the scalars (``DateTime`` is a
-    ``datetime``, ids are strings) and checked the lists, so the fields are taken as they
-    are, lists copied (graphql-core shares default values between requests).
-    """
-    kwargs: dict[str, Any] = {}
-    for graphql_name, python_name in _FIELDS:
-        if graphql_name in value:
-            item = value[graphql_name]
-            kwargs[python_name] = list(item) if isinstance(item, list) else item
-    return cls(**kwargs)
-
-
-UsageFilter.__strawberry_definition__.from_input = _from_input  # type: ignore[attr-defined,assignment]
 
 
 def _instant_us(value: datetime, tz: ZoneInfo, tz_name: str, argument: str) -> int:
@@ -156,7 +132,7 @@ async def resolve_filter(info: strawberry.Info[Context, None], f: UsageFilter) -
         future = asyncio.ensure_future(_resolve(context, f))
         context.queries[key] = future
     # Shared by every field with this filter: a cancelled caller must not cancel it
-    # (see ``gql_usage.loaders.DataLoader``).
+    # (see ``gql_usage.loaders.base.DataLoader``).
     return await asyncio.shield(future)
 
 

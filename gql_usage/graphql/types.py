@@ -7,22 +7,25 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import datetime
-from enum import Enum
-from typing import Annotated
+from typing import Annotated, Any
 
 import strawberry
 
-from gql_usage import analytics, calendar, catalogue, models
-from gql_usage.analytics import (
-    Dimension,
+from gql_usage import calendar, catalogue, models
+from gql_usage.analytics.dimensions import Dimension
+from gql_usage.analytics.layout import series_layout
+from gql_usage.analytics.rows import BreakdownRow, breakdown_rows
+from gql_usage.analytics.specs import (
     GroupSpec,
     SeriesSpec,
+    Spec,
+    Top,
     TopSpec,
     Totals,
     TotalsSpec,
     UsageQuery,
 )
-from gql_usage.db import Sql, dialect, fetch_models, read_connection
+from gql_usage.calendar import Granularity
 from gql_usage.graphql import ids
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.directives import ADMIN_ONLY, ADMIN_OR_SELF, PAID_PLAN, guarded, guarded_type
@@ -36,27 +39,10 @@ Info = strawberry.Info[Context, None]
 Plan = strawberry.enum(models.Plan, description="Subscription plan of an account.")
 Role = strawberry.enum(models.Role, description="Role of a user within their account.")
 
-
-@strawberry.enum(description="Calendar bucket size, in the filter's time zone.")
-class Granularity(Enum):
-    HOUR = "HOUR"
-    DAY = "DAY"
-    WEEK = "WEEK"
-    MONTH = "MONTH"
-
-
-@strawberry.enum(description="What to group usage by.")
-class UsageDimension(Enum):
-    ENDPOINT = "ENDPOINT"
-    API_KEY = "API_KEY"
-    SOURCE = "SOURCE"
-    USER = "USER"
-
-
-_DIMENSIONS = {
-    UsageDimension.ENDPOINT: Dimension.ENDPOINT, UsageDimension.API_KEY: Dimension.API_KEY,
-    UsageDimension.SOURCE: Dimension.SOURCE, UsageDimension.USER: Dimension.USER,
-}
+# The analytics enums themselves are the GraphQL enums (a value's name is its member's).
+strawberry.enum(Granularity, name="Granularity",
+                description="Calendar bucket size, in the filter's time zone.")
+strawberry.enum(Dimension, name="UsageDimension", description="What to group usage by.")
 
 
 @strawberry.interface(description="An object with a global id, fetchable with `node(id:)`.")
@@ -70,7 +56,7 @@ class UsageTotals:
     credits: SafeInt
 
 
-async def _load(info: Info, query: UsageQuery, spec: analytics.Spec) -> object:
+async def _load(info: Info, query: UsageQuery, spec: Spec) -> object:
     return await info.context.loaders.aggregates.load((query, spec))
 
 
@@ -206,12 +192,11 @@ class UsageReport:
     @strawberry.field(description="Every bucket of the range in order, zero-filled; at most "
                       "2,000 buckets.")
     async def series(self, info: Info, granularity: Granularity) -> list[UsageBucket]:
-        g = calendar.Granularity(granularity.value)
         try:
-            analytics.series_layout(self._query, g)
+            series_layout(self._query, granularity)
         except calendar.TooManyBuckets as exc:
             raise BadUserInput("granularity", str(exc)) from None
-        points = await _load(info, self._query, SeriesSpec(g))
+        points = await _load(info, self._query, SeriesSpec(granularity))
         assert isinstance(points, list)
         tz = self._query.tz
         # A bucket's end is the next one's start: each instant is converted once.
@@ -228,58 +213,52 @@ class UsageReport:
 
     @strawberry.field(description="Rows by credits, then calls (descending), then key; rows "
                       "without calls are left out; `limit` keeps the top rows.")
-    async def breakdown(self, info: Info, by: UsageDimension,
+    async def breakdown(self, info: Info, by: Dimension,
                         limit: int | None = None) -> list[UsageRow]:
         if limit is not None and limit < 0:
             raise BadUserInput("limit", "must be 0 or more")
         if limit is None:
-            groups = await _load(info, self._query, GroupSpec(_DIMENSIONS[by]))
+            groups = await _load(info, self._query, GroupSpec(by))
             assert isinstance(groups, dict)
-            return await _rows(info, by, groups, limit)
-        top = await _load(info, self._query, TopSpec(_DIMENSIONS[by], limit))  # cut in SQL
-        assert isinstance(top, analytics.Top)
-        return await _rows(info, by, top.rows, limit, top.totals.credits)
+            return await _usage_rows(info, by, groups, limit)
+        top = await _load(info, self._query, TopSpec(by, limit))  # cut in SQL
+        assert isinstance(top, Top)
+        return await _usage_rows(info, by, top.rows, limit, top.totals.credits)
 
 
-async def _rows(info: Info, by: UsageDimension, groups: dict[int, Totals],
-                limit: int | None, total_credits: int | None = None) -> list[UsageRow]:
-    """Rows of ``groups``; shares are of ``total_credits`` (default: the groups' sum)."""
-    if total_credits is None:
-        total_credits = sum(t.credits for t in groups.values())
+async def _usage_rows(info: Info, by: Dimension, groups: dict[int, Totals],
+                      limit: int | None, total_credits: int | None = None) -> list[UsageRow]:
+    """The breakdown rows of ``groups`` (``gql_usage.analytics.rows``), with the objects
+    their ids name, loaded in one batch."""
     loaders = info.context.loaders
     ids_ = list(groups)
-    rows: list[UsageRow] = []
+    if by is Dimension.ENDPOINT:
+        endpoints = [None if e is None else Endpoint.from_model(e)
+                     for e in await loaders.endpoints.load_many(ids_)]
+        return [_usage_row(r, endpoint=r.item) for r in breakdown_rows(
+            by, groups, endpoints, lambda e: (e.path, e.path), limit, total_credits)]
+    if by is Dimension.SOURCE:
+        sources = [None if s is None else Source.from_model(s)
+                   for s in await loaders.sources.load_many(ids_)]
+        return [_usage_row(r, source=r.item) for r in breakdown_rows(
+            by, groups, sources, lambda s: (s.key, s.name), limit, total_credits)]
+    if by is Dimension.API_KEY:
+        keys = [None if k is None else ApiKey.from_model(k)
+                for k in await loaders.api_keys.load_many(ids_)]
+        return [_usage_row(r, api_key=r.item) for r in breakdown_rows(
+            by, groups, keys, lambda k: (str(k.id), k.name), limit, total_credits)]
+    users = [None if u is None else User.from_model(u)
+             for u in await loaders.users.load_many(ids_)]
+    return [_usage_row(r, user=r.item) for r in breakdown_rows(
+        by, groups, users, lambda u: (str(u.id), u.name), limit, total_credits)]
 
-    def row(key: str, label: str, t: Totals, **objects: object) -> UsageRow:
-        share = 100.0 * t.credits / total_credits if total_credits else 0.0
-        return UsageRow(key=key, label=label, calls=SafeInt(t.calls), credits=SafeInt(t.credits),
-                        share_of_credits=share, endpoint=objects.get("endpoint"),  # type: ignore[arg-type]
-                        api_key=objects.get("api_key"), source=objects.get("source"),  # type: ignore[arg-type]
-                        user=objects.get("user"))  # type: ignore[arg-type]
 
-    if by is UsageDimension.ENDPOINT:
-        for i, m in zip(ids_, await loaders.endpoints.load_many(ids_), strict=True):
-            if m:
-                e = Endpoint.from_model(m)
-                rows.append(row(m.path, m.path, groups[i], endpoint=e))
-    elif by is UsageDimension.SOURCE:
-        for i, s in zip(ids_, await loaders.sources.load_many(ids_), strict=True):
-            if s:
-                rows.append(row(s.key, s.name, groups[i], source=Source.from_model(s)))
-    elif by is UsageDimension.API_KEY:
-        for i, k in zip(ids_, await loaders.api_keys.load_many(ids_), strict=True):
-            if k:
-                a = ApiKey.from_model(k)
-                rows.append(row(str(a.id), k.name, groups[i], api_key=a))
-    else:
-        for i, u in zip(ids_, await loaders.users.load_many(ids_), strict=True):
-            if u:
-                user = User.from_model(u)
-                rows.append(row(str(user.id), u.name, groups[i], user=user))
-            elif i == models.NO_USER:  # calls made without a user (SPEC 6.1)
-                rows.append(row("", "No user", groups[i]))
-    rows.sort(key=lambda r: (-r.credits, -r.calls, r.key))
-    return rows if limit is None else rows[:limit]
+def _usage_row(r: BreakdownRow[Any], *, endpoint: Endpoint | None = None,
+               api_key: ApiKey | None = None, source: Source | None = None,
+               user: User | None = None) -> UsageRow:
+    return UsageRow(key=r.key, label=r.label, endpoint=endpoint, api_key=api_key,
+                    source=source, user=user, calls=SafeInt(r.totals.calls),
+                    credits=SafeInt(r.totals.credits), share_of_credits=r.share_of_credits)
 
 
 @strawberry.type(description="The account's credit pool in the current billing period.")
@@ -320,12 +299,8 @@ class Account(Node):
 
     @strawberry.field(extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
     async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey] | None:
-        q = Sql(dialect(read_connection())).add(
-            "SELECT * FROM api_key WHERE account_id = ", self._model.id)
-        if not include_revoked:
-            q.add(" AND revoked_at IS NULL")
-        keys = await fetch_models(models.ApiKey, q.add(" ORDER BY name, id"))
-        info.context.loaders.prime_api_keys(keys)
+        keys = await catalogue.api_keys(self._model.id, include_revoked)
+        info.context.loaders.api_keys.prime_many(keys)
         return [ApiKey.from_model(k) for k in keys]
 
     @strawberry.field(description="The endpoint catalogue, plus any path this account used.")

@@ -37,7 +37,8 @@ from graphql import (
 )
 from graphql.language import get_location
 
-from gql_usage import analytics, calendar
+from gql_usage import calendar
+from gql_usage.analytics.layout import bucket_layout
 from gql_usage.catalogue import ListSizes
 from gql_usage.graphql.errors import BAD_USER_INPUT, BadUserInput
 from gql_usage.graphql.filters import check_filter
@@ -126,7 +127,7 @@ def bucket_count(rng: _Range | None, granularity: object) -> int:
         return 1
     calendar.check_bucket_limit(rng.start_us, rng.end_us, g)
     if g is calendar.Granularity.HOUR:
-        return len(analytics.bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
+        return len(bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
     tz = calendar.zone(rng.tz_name)
     return len(calendar.buckets(tz, rng.start_us, rng.end_us, g))
 

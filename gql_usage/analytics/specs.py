@@ -1,0 +1,89 @@
+"""What analytics is asked (a ``UsageQuery`` and its ``Spec``s) and what it answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from gql_usage import calendar
+from gql_usage.analytics.dimensions import Dimension
+from gql_usage.calendar import Granularity
+
+
+@dataclass(frozen=True)
+class UsageQuery:
+    """What to count: one account, ``[start_us, end_us)``, and filters (internal ids).
+
+    ``None`` means "no filter on this dimension"; an empty tuple matches nothing.
+    """
+
+    account_id: int
+    start_us: int
+    end_us: int
+    time_zone: str = "UTC"
+    api_key_ids: tuple[int, ...] | None = None
+    endpoint_ids: tuple[int, ...] | None = None
+    source_ids: tuple[int, ...] | None = None
+    user_ids: tuple[int, ...] | None = None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return calendar.zone(self.time_zone)
+
+    def filters(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(column, ids) of every dimension filtered on."""
+        return [(dim.column, ids) for dim, ids in (
+            (Dimension.API_KEY, self.api_key_ids), (Dimension.ENDPOINT, self.endpoint_ids),
+            (Dimension.SOURCE, self.source_ids), (Dimension.USER, self.user_ids),
+        ) if ids is not None]
+
+
+@dataclass(frozen=True)
+class Totals:
+    calls: int = 0
+    credits: int = 0
+
+
+@dataclass(frozen=True)
+class TotalsSpec:
+    pass
+
+
+@dataclass(frozen=True)
+class SeriesSpec:
+    granularity: Granularity
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    dimension: Dimension
+
+
+@dataclass(frozen=True)
+class TopSpec:
+    """The first ``limit`` groups of ``dimension`` in the API's order (credits, then calls,
+    both descending, then the row's key), cut in SQL; see ``Top``."""
+
+    dimension: Dimension
+    limit: int
+
+
+Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec
+
+
+@dataclass(frozen=True)
+class Top:
+    """Answer to a ``TopSpec``: its rows (id -> totals) and, over every group with calls
+    (not only the rows), how many there are and their totals."""
+
+    rows: dict[int, Totals]
+    groups: int
+    totals: Totals
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    start_us: int
+    end_us: int
+    calls: int
+    credits: int

@@ -1,0 +1,1 @@
+"""Per-request batched lookups (aiodataloader), one loader per module."""
