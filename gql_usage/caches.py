@@ -1,18 +1,10 @@
 """Caches bounded by bytes, keyed by digests of what users send.
 
-A dashboard sends the same few documents over and over, so parsing, validation, the query
-cost and the analytics statement are cached. What a client sends is a text of up to
-``max_graphql_body_bytes``: a cache keyed on that text (or holding a document that keeps
-it) grows with every distinct padded request until its entry count is reached, which at
-256 KiB per entry pinned gigabytes. So:
-
-* user texts are looked up by ``digest(text)`` (BLAKE2b, 256 bits), never kept as keys;
-* every entry is weighed in bytes (``weigh`` of the cached value plus its key) and each
-  cache evicts least recently used entries to stay within its byte budget (cachetools'
-  ``LRUCache`` with ``getsizeof``); an entry heavier than the whole budget is not cached.
-
-``CACHES`` lists every cache with its budget and current bytes (tests and operators read
-it). Caches are per process and only ever touched from the event loop's thread.
+Dashboards repeat the same few documents, so parsing, validation, cost and the analytics
+statement are cached; caches keyed on client texts (up to 256 KiB each) once pinned
+gigabytes. ``CACHES`` lists every cache with its budget and current bytes (tests and
+operators read it). Per process, touched only from the event loop's thread.
+See README, 'Limits' (Caches).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Calendar buckets in an IANA time zone, as exact UTC instants (microseconds).
 
-Pure Python, no database: the analytics layer turns the buckets computed here into SQL.
-
-* ``offset_segments`` splits a UTC range into pieces of constant UTC offset.
-* ``min_buckets`` bounds a series' bucket count from below by arithmetic alone, so a range
-  far too long is refused (``check_bucket_limit``) before any zone lookup or scan.
-* ``buckets`` lists the HOUR/DAY/WEEK/MONTH buckets of a range, clipped to it.
-* ``bucket_key`` says, for a bucket, the integer key that ``key_sql`` computes in SQL for
-  any instant inside it, so rows grouped by that key map back onto buckets exactly.
+Pure Python, no database: ``analytics/layout.py`` turns these buckets into SQL.
+``min_buckets`` bounds a series' size by arithmetic alone, so a range far too long is
+refused before any zone lookup. See README, 'Architecture' (Exactness) and 'Limits'.
 """
 
 from __future__ import annotations
@@ -125,6 +120,7 @@ class Segment:
 
 
 def offset_segments(tz: ZoneInfo, start_us: int, end_us: int) -> list[Segment]:
+    """``[start_us, end_us)`` split into pieces of constant UTC offset in ``tz``."""
     start_s = start_us // US
     end_s = -(-end_us // US)
     segments: list[Segment] = []

@@ -1,15 +1,9 @@
 """The usage cube: folding pending events into it (compaction), in SQL on both databases.
 
-See ``gql_usage.models`` for the layout. Ingestion writes each new event to
-``usage_event`` and ``usage_pending``; ``compact`` moves pending events into
-``usage_cube`` in one atomic step per round, and readers add pending events to cube rows
-in the same statement, so answers are exact before, during and after a round.
-
-One round on PostgreSQL is one statement (after ``SET LOCAL work_mem``):
-``DELETE FROM usage_pending ... RETURNING`` feeds
-an ``INSERT INTO usage_cube ... ON CONFLICT DO UPDATE``. Rounds are serialised with an
-advisory lock, so several server processes can run compactors safely. On SQLite a round
-is one write transaction (SQLite has a single writer anyway).
+``compact`` moves ``usage_pending`` rows into ``usage_cube`` in one atomic round (PostgreSQL:
+one ``DELETE ... RETURNING`` feeding an upsert, under an advisory lock; SQLite: one write
+transaction). Readers add pending rows, so answers are exact before, during and after a
+round. See README, 'Architecture' (Exactness).
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Database set-up: Tortoise configuration, migrations and the raw-SQL helper.
 
-Analytics and ingestion write their own SQL (GROUP BY over rollups, multi-row upserts);
-``Sql`` renders one statement for the connection's dialect (``?`` placeholders on SQLite,
-``$n`` on PostgreSQL) so that each statement is written once.
-
-Read replica: with a replica URL, Tortoise gets a second connection, ``replica``, and
-``ReplicaRouter``. Model reads inside ``replica_reads()`` (the GraphQL endpoint enters it
-after authentication) go to the replica; everything else (writes, the read-then-write of
-the service API's upserts, authentication, anything inside a transaction) stays on the
-primary. Raw analytics SQL asks for ``read_connection()``.
+``Sql`` renders a statement for the connection's dialect (``?`` or ``$n`` placeholders),
+so each analytics and ingestion statement is written once. With a replica, model reads
+inside ``replica_reads()`` go to it (``ReplicaRouter``) and raw analytics SQL asks for
+``read_connection()``. See README, 'When one database is not enough (1): a read replica'.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """A realistic demo organisation for ``gql-usage serve --demo``.
 
-``seed_demo`` fills an empty database with:
-
-* ``acme`` (Acme Data Corp, PREMIUM, Europe/Berlin): 3 admins, 5 members, 7 API keys (one
-  revoked about two months ago), and by default 120,000 usage events over the last 13
-  months with a working-week rhythm in Berlin, gentle growth, Zipf-like popularity of
-  endpoints and keys, a Christmas lull and one spike: a three-day enrichment burst about
-  six weeks ago from the growth team's key;
-* ``freebird`` (Freebird Labs, FREE, America/New_York): one admin, one key, 200 events.
-
-Reference data is written through the models; events go through the real ingestion path
-(``Ingestor.ingest``), so rollups and dimension links are maintained exactly as in
-production. Everything is derived from ``random.Random(seed)`` and ``now``: the same
-arguments give the same data.
+``seed_demo`` fills an empty database with the ``acme`` and ``freebird`` accounts. Events go
+through the real ingestion path (``Ingestor.ingest``), so the cube is maintained as in
+production; everything derives from ``random.Random(seed)`` and ``now``, so the same
+arguments give the same data. See README, 'gql_usage' (the demo data).
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Database faults: which exceptions mean "the database is unavailable, retry later", and
-the ``503 Service Unavailable`` answers that say so.
+the ``503 Service Unavailable`` answers that say so (never a 500; nothing was stored).
 
-A request that fails because the database is down, restarting, refusing connections or
-(SQLite) locked by another writer gets 503 with ``Retry-After``, never a 500: the caller
-should retry, and nothing of the request was stored (ingestion writes each batch in one
-transaction). Tortoise's asyncpg pool reconnects by itself once the server is back (a
-closed pooled connection is replaced on the next acquire); in addition, every outage
-answer has the pools replace the connections opened before it (:func:`forget_connections`),
-so that a connection that went stale unnoticed is not handed out again. The service
-recovers without a restart.
-
-One predicate, :func:`is_unavailable`, classifies; :class:`DatabaseFaults` (an ASGI
-middleware) turns such exceptions into 503 on every route, and the GraphQL error masking
-(``graphql/errors.py``) gives them the code ``SERVICE_UNAVAILABLE``.
+``is_unavailable`` classifies; ``DatabaseFaults`` (ASGI middleware) answers 503 on every
+route; ``forget_connections`` has the pools replace connections opened before an outage,
+so the service recovers without a restart. See README, 'Faults and event age'.
 """
 
 from __future__ import annotations

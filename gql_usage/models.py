@@ -1,17 +1,9 @@
 """Tortoise models: reference data synced from the vendor, raw usage events and the cube.
 
-Tenant-owned tables carry ``account_id`` and lead their indexes with it (one account's
-rows together; a distribution key for Citus). Time on the hot tables is an integer:
-``UsageEvent.occurred_at_us`` in microseconds since the epoch (UTC), ``usage_cube.t`` the
-Unix second its unit starts (a UTC day, hour or 15-minute slot: ``CUBE_SETS`` keys), so
-bucketing is the same integer arithmetic on SQLite and PostgreSQL.
-
-The cube keeps a few grouping sets per grain (``CUBE_SETS``); a row's ``dims`` is its set
-as a bit mask (``DIM_BITS``), a dimension outside the set is stored as 0, and a call
-without a user has user id ``NO_USER`` (0). ``usage_cube`` and ``usage_pending`` are plain
-SQL tables (migration 0002 says why). Why 15-minute slots, which units a question reads,
-and how pending events make every answer exact: README, 'Architecture' (Exactness), and
-``gql_usage.analytics.reads``.
+Tenant tables carry ``account_id`` and lead their indexes with it (a Citus distribution
+key). Time on the hot tables is an integer (microseconds in ``usage_event``, a unit's Unix
+second in ``usage_cube``), so bucketing is the same arithmetic on SQLite and PostgreSQL.
+See README, 'Architecture' (Exactness), and ``gql_usage.analytics.reads``.
 """
 
 from __future__ import annotations
@@ -29,7 +21,9 @@ SLOT_S = 15 * 60
 #: User id of a call made without a user in ``usage_cube`` and ``usage_pending`` (and in
 #: analytics results); ``usage_event`` stores NULL.
 NO_USER = 0
-#: Bit of each dimension column in ``usage_cube.dims``.
+#: Bit of each dimension column in ``usage_cube.dims`` (a row's grouping set); a dimension
+#: outside the set is stored as 0. ``usage_cube`` and ``usage_pending`` are plain SQL
+#: tables, not models (migration 0002 says why).
 DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
 _SINGLE_SETS = (0, 1, 2, 4, 8)
 _ALL_SETS = (*_SINGLE_SETS, 1 | 2, 1 | 4, 1 | 8)

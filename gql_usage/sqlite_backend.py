@@ -1,14 +1,9 @@
 """Tortoise's SQLite backend plus the SQL functions gql_usage's statements use.
 
-PostgreSQL computes everything the analytics SQL needs with built-in functions; SQLite
-lacks one: base64. A breakdown's rows are ordered by their API key, which for API keys
-and users is the global id (``gql_usage.graphql.ids.encode``, base64 of
-``"<Type>:<external id>"``), and a breakdown with ``limit`` is cut in SQL, so SQLite must
-order by that same text. ``gql_global_id(type, external_id)`` is registered on every
-connection; it is ``ids.encode`` itself, so both orders agree by construction.
-
-Selected by ``gql_usage.db.connection_config`` (Tortoise loads a backend by its module's
-``client_class``).
+A breakdown with ``limit`` is ordered and cut in SQL by global id (base64), which SQLite
+cannot compute: ``gql_global_id(type, external_id)`` is ``ids.encode`` itself, registered
+on every connection, so both orders agree. Selected by ``db.connection_config``.
+See README, 'Limits' (Large accounts).
 """
 
 from __future__ import annotations

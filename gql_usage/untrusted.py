@@ -1,14 +1,9 @@
 """Untrusted input, checked and echoed within bounds (GraphQL and service API alike).
 
-* ``echo(value)``: a value quoted in an error message, cut to ``ECHO_LIMIT`` characters
-  with an ellipsis and the original length, so a 240 KB time-zone name is not sent back.
-* ``bounded(message)``: any message cut to ``MESSAGE_LIMIT`` characters (the last line of
-  defence for messages written by libraries, which may quote input in full).
-* ``text_problem(value)``: why a text cannot be an id or a stored text: NUL (no database
-  stores it), a lone surrogate (JSON allows ``"\\ud800"``; it has no UTF-8 encoding, so
-  the database driver would fail), or, for ids, another control character.
-* ``utc_problem(value)``: why an aware datetime has no UTC equivalent in years 1-9999
-  (``0001-01-01T00:00:00+05:00`` is in year 0 once converted).
+``echo`` cuts a quoted value to ``ECHO_LIMIT`` characters and ``bounded`` any message to
+``MESSAGE_LIMIT`` (the last defence for library messages that quote input in full);
+``text_problem``, ``id_problem`` and ``utc_problem`` say why a value cannot be stored.
+See README, 'Hostile input (`tests/test_hostile_input.py`)'.
 """
 
 from __future__ import annotations
@@ -48,9 +43,9 @@ def bounded(message: str, limit: int = MESSAGE_LIMIT) -> str:
 def text_problem(value: str, *, controls: bool = False) -> str | None:
     """What makes ``value`` unfit to store or look up, or None; with ``controls``, control
     characters (C0, DEL, C1: newlines, tabs, escapes) are refused too, as in ids."""
-    if "\x00" in value:
+    if "\x00" in value:  # neither database stores NUL in text
         return "must not contain NUL (\\u0000) characters"
-    problem = unicode_problem(value)
+    problem = unicode_problem(value)  # JSON allows "\ud800"; the database driver would fail
     if problem:
         return problem
     if controls and any(unicodedata.category(c) == "Cc" for c in value):

@@ -1,17 +1,9 @@
 """``@adminOnly``, ``@paidPlan`` and ``@adminOrSelf``: schema directives that are also
 the checks.
 
-A guarded field is declared with ``guarded(ADMIN_ONLY, PAID_PLAN)``: one declaration
-both prints the directives in the SDL and enforces them at execution time (a Strawberry
-``PermissionExtension`` whose permissions carry the directives), so a field cannot have
-one without the other. Rules are checked in a fixed order, ``@adminOnly`` first: a member
-of a Free-plan account is told ``FORBIDDEN`` (their admin can upgrade; they cannot).
-
-A guarded *type* is declared once with ``@guarded_type(ADMIN_ONLY, PAID_PLAN)`` on its
-class: every field that returns it gets those rules (printed and enforced; see
-``gql_usage/graphql/guards.py``), and every object of it that execution completes, by
-whatever path (``node(id:)``, an interface, a union), is checked again
-(``gql_usage/graphql/execution.py``). A type's rules may depend only on the viewer.
+``guarded(...)`` on a field, or ``@guarded_type(...)`` on a type, both prints the directives
+in the SDL and enforces them (a ``PermissionExtension``), so a field cannot have one
+without the other. See README, 'Architecture' (Access).
 """
 
 from __future__ import annotations
@@ -56,7 +48,7 @@ class AdminOnly(Rule):
     message = "Only admins of this account can see its usage; ask an admin of your account."
     error_extensions = {"code": FORBIDDEN}
     _schema_directive = AdminOnlyDirective()
-    precedence = 0
+    precedence = 0  # first: a Free-plan member is told FORBIDDEN (only an admin can upgrade)
 
     def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
         return info.context.viewer.user.role == Role.ADMIN

@@ -1,16 +1,10 @@
 """A faster execution of objects made only of plain scalar fields, and type guards.
 
-A usage series is hundreds of ``UsageBucket`` objects whose fields are plain attributes;
-graphql-core would execute each field the general way (path, info, resolver call, checks),
-most of the GraphQL layer's time. ``FastExecutionContext`` reads such an object in one
-step when every selected field is a plain leaf: no resolver, arguments or field
-extensions (a guarded attribute must run its permission), a scalar or enum type, each
-value coerced by its own type. Anything else, or any surprise (a null in a non-null
-field, a value the scalar refuses), takes the general path, which reports it as always.
-Off when a schema middleware is installed (none is).
-
-Guarded types (``@guarded_type``) are enforced here on every object completed, however it
-was reached (``node(id:)`` returns the ``Node`` interface, which no field guard covers).
+A usage series is hundreds of plain objects, and graphql-core's per-field execution was
+most of the GraphQL layer's time: ``FastExecutionContext`` completes an object in one step
+when every selected field is a plain leaf (no resolver, arguments or extension); anything
+else, or any surprise, takes the general path. It also checks ``@guarded_type`` rules on
+every object completed, however reached. See README, 'Architecture' (Access).
 """
 
 from __future__ import annotations
@@ -111,7 +105,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         cached = self._leaf_fields_by_group.get(key)
         if cached is not None and cached[0] is grouped_field_set:
             return cached[1]
-        middleware = self.middleware_manager
+        middleware = self.middleware_manager  # a schema middleware must see every field
         leaves = None if middleware is not None and middleware.middlewares else _plain_leaves(
             self, parent_type, grouped_field_set)
         self._leaf_fields_by_group[key] = (grouped_field_set, leaves)

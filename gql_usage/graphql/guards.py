@@ -1,18 +1,9 @@
 """Type guards applied to a schema: every field returning a guarded type is guarded.
 
-``@guarded_type(...)`` (``directives.py``) is declared once, on the type. Before a schema
-is built, ``apply_type_guards`` walks every type the schema reaches and gives each field
-whose type is a guarded type (``ApiKey``, ``ApiKey | None``, ``list[ApiKey] | None``)
-the type's rules, in its ``PermissionExtension``: the field prints the directives and
-refuses before its resolver runs, like any guarded field. After the build,
-``check_type_guards`` walks the built schema and refuses to start if any such field is
-unguarded or non-null (a refusal must null only the field). So a new path to a guarded
-type cannot forget the guard: it gets the guard, or the schema does not build.
-
-Fields whose type is an interface or a union (``node(id:)``) cannot be guarded
-statically; execution checks the type's rules on every object it completes
-(``FastExecutionContext.complete_object_value``), and ``node`` checks them before it
-looks anything up.
+``apply_type_guards`` gives every field returning a ``@guarded_type`` the type's rules
+before the build; ``check_type_guards`` refuses to start if one is unguarded or non-null
+(a refusal must null only the field). Interface and union fields (``node``) are checked
+at execution instead. See README, 'Architecture' (Access).
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """``SafeInt``: whole numbers past 2^31, exact in JavaScript (SPEC 6.1).
 
-GraphQL's ``Int`` is 32-bit: an account whose credits add up past 2,147,483,647 would
-get an error instead of its total. ``SafeInt`` is a whole number in ±(2^53 − 1)
-(``Number.MAX_SAFE_INTEGER``), serialised as a JSON number, so a browser reads it
-exactly. Every ``calls``, ``credits``, ``granted``, ``used``, ``remaining`` and
-``overage`` field is ``SafeInt!``.
-
-A value outside that range is never rounded or wrapped: serialising it raises
-``NumberOutOfRange`` (code ``NUMBER_OUT_OF_RANGE``, naming the value), which nulls the
-field's nearest nullable parent like any other field error. With ingestion's cap of
-10^12 credits per event, a total needs more than 9,007 maximal events in one answer to
-get there; calls (one per event) never do.
-
-Strawberry maps the Python type with ``StrawberryConfig(scalar_map=SCALAR_MAP)``.
+GraphQL's ``Int`` is 32-bit, too small for credit totals; ``SafeInt`` is a whole number in
+±(2^53 − 1), sent as a JSON number. A value outside is never rounded: serialising it raises
+``NumberOutOfRange``. Strawberry maps the type with ``StrawberryConfig(scalar_map=SCALAR_MAP)``.
+See README, 'Architecture' (Numbers).
 """
 
 from __future__ import annotations

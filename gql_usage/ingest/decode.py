@@ -100,13 +100,10 @@ def _check_array_length(text: str, max_events: int) -> None:
 def decode_batch(body: bytes, content_type: str, max_events: int) -> list[Any]:
     """A JSON array, or NDJSON (one event per line; a bad line rejects only that event).
 
-    ``BatchTooLarge`` when it holds more than ``max_events`` events: counted first,
-    cheaply (a body with fewer commas or lines cannot hold more items), before any
-    event is validated.
-    A JSON array whose events are all valid (and without any ``\\u0000``) comes back as
-    ``ValidEvents``, validated in one pass; otherwise items are the decoded values (a
-    single object: a batch of one), validated one by one later. Lines that fail to
-    decode are ``Undecodable`` markers, so that their position is kept and reported.
+    Counted first, cheaply: over ``max_events`` is ``BatchTooLarge`` before any event is
+    validated. An all-valid array comes back as ``ValidEvents`` (one pass); otherwise the
+    decoded items (a single object: a batch of one), with ``Undecodable`` markers keeping
+    a bad line's position. See README, 'Service API' (Bounded batches).
     """
     _check_value_count(body, max_events)
     ndjson = "ndjson" in content_type or "jsonl" in content_type
