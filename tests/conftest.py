@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from support.pg_server import create_database, start_postgres
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from pg_server import create_database, start_postgres  # noqa: E402
-
-from gql_usage.app import create_app  # noqa: E402
-from gql_usage.db import run_migrations, tortoise_config  # noqa: E402
-from gql_usage.settings import Settings  # noqa: E402
+from gql_usage.app import create_app
+from gql_usage.db import run_migrations, tortoise_config
+from gql_usage.settings import Settings
 
 JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 SERVICE_TOKEN = "test-service-token"
@@ -89,3 +85,14 @@ async def client(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
         yield c
+
+
+SYSTEM_TESTS = Path(__file__).parent / "system"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/system/ (subprocess servers, faults, load) is ``slow``:
+    ``pytest -m "not slow"`` is the quick inner loop."""
+    for item in items:
+        if item.path.is_relative_to(SYSTEM_TESTS):
+            item.add_marker(pytest.mark.slow)

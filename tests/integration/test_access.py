@@ -38,9 +38,9 @@ import jwt
 import pytest
 import strawberry
 from conftest import JWT_SECRET
-from helpers import event, gid, gql, ingest, make_account, put, token
 from strawberry.permission import PermissionExtension
 from strawberry.schema.config import StrawberryConfig
+from support.helpers import event, gid, gql, ingest, make_account, put, token
 
 from gql_usage import models
 from gql_usage.auth import issue_token

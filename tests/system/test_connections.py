@@ -24,8 +24,8 @@ import httpx
 import pytest
 import uvicorn
 from conftest import SERVICE_TOKEN, make_settings
-from helpers import SERVICE, make_account, token
-from live_server import LiveServer, free_port, live_server
+from support.helpers import SERVICE, make_account, token
+from support.live_server import LiveServer, free_port, live_server
 
 from gql_usage import logs
 from gql_usage import server as guarded

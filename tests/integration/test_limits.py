@@ -19,7 +19,7 @@ import httpx
 import pytest
 from conftest import make_settings
 from graphql import get_introspection_query, parse
-from helpers import event, gid, ingest, make_account, token
+from support.helpers import event, gid, ingest, make_account, token
 
 from gql_usage.app import create_app
 from gql_usage.db import StatementCounter

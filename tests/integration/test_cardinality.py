@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_settings
-from helpers import event, gid, ingest, make_account, put, token
+from support.helpers import event, gid, ingest, make_account, put, token
 
 from gql_usage import calendar
 from gql_usage.app import create_app

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_settings
-from helpers import SERVICE, event, make_account, token
 from starlette.applications import Starlette
 from starlette.routing import Route
+from support.helpers import SERVICE, event, make_account, token
 
 from gql_usage.app import create_app
 from gql_usage.db import connection

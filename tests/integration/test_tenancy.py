@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import event, gid, gql, ingest, make_account
+from support.helpers import event, gid, gql, ingest, make_account
 
 RANGE = 'from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"'
 

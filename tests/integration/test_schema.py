@@ -13,7 +13,7 @@ from graphql import language as ast
 
 from gql_usage.graphql.schema import schema
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: SPEC section 3, "Minimum schema", verbatim (comments kept).
 SPEC_SDL = """

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 from conftest import make_settings
-from helpers import SERVICE, event, make_account
-from test_faults import served
+from support.helpers import SERVICE, event, make_account
+from support.served import served
 
 from gql_usage.app import create_app
 from gql_usage.db import connection

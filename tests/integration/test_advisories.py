@@ -28,13 +28,13 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_settings
-from helpers import gid, gql, make_account, put, token
+from support.helpers import gid, gql, make_account, put, token
 
 from gql_usage.app import GraphQLEndpoint, create_app
 from gql_usage.db import StatementCounter
 from gql_usage.graphql.errors import TOO_MANY_ALIASES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 #: package -> (release that fixed the advisory, advisory)
 FIXED_RELEASES = {

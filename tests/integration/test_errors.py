@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import event, gid, ingest, make_account, token
+from support.helpers import event, gid, ingest, make_account, token
 
 import gql_usage.analytics
 

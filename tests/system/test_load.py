@@ -20,7 +20,7 @@ import pytest
 
 from bench import load
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 #: (--seconds, extra arguments) per backend: a few thousand events, a few hundred queries.
 SIZES: dict[str, tuple[str, list[str]]] = {"postgres": ("10", []), "sqlite": ("6", [])}
 

@@ -38,14 +38,14 @@ import graphql
 import httpx
 import hypothesis_graphql
 import pytest
-from helpers import SERVICE, event, gid, ingest, make_account, token
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import nodes
+from support.helpers import SERVICE, event, gid, ingest, make_account, token
 
 from gql_usage.db import connection
 
-SCHEMA_SDL = (Path(__file__).resolve().parent.parent / "schema.graphql").read_text()
+SCHEMA_SDL = (Path(__file__).resolve().parents[2] / "schema.graphql").read_text()
 #: Longest any single request may take (a hang fails the test, it does not stall it).
 REQUEST_SECONDS = 15.0
 #: Default GraphQL body limit (``Settings.max_graphql_body_bytes``).

@@ -10,9 +10,9 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import event, gid, gql, ingest, make_account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import event, gid, gql, ingest, make_account
 
 KEYS = ["k1", "k2", "k3"]
 USERS = [("admin", "ADMIN"), ("u2", "MEMBER")]

@@ -32,9 +32,9 @@ import httpx
 import jwt
 import pytest
 from conftest import JWT_SECRET, make_settings
-from helpers import SERVICE, event, gid, ingest, make_account, token
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.helpers import SERVICE, event, gid, ingest, make_account, token
 
 from gql_usage.app import create_app
 from gql_usage.db import connection

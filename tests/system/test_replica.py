@@ -19,15 +19,15 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_settings
-from helpers import event, gql, ingest, make_account, put
-from pg_replica import (
+from support.helpers import event, gql, ingest, make_account, put
+from support.pg_replica import (
     ReplicaPair,
     psql,
     start_primary_and_replica,
     wait_for_replay,
     with_database,
 )
-from pg_server import create_database
+from support.pg_server import create_database
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.transactions import in_transaction

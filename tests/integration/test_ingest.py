@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-from helpers import SERVICE, event, ingest, make_account
+from support.helpers import SERVICE, event, ingest, make_account
 
 from gql_usage.cube import compact_all
 from gql_usage.db import StatementCounter, connection, dialect

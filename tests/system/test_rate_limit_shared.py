@@ -26,10 +26,10 @@ import httpx
 import pytest
 import redis
 from conftest import JWT_SECRET, SERVICE_TOKEN, make_settings
-from helpers import free_port as _free_port
-from helpers import make_account, serve_process, token
 from pydantic import ValidationError
-from redis_server import RedisServer, find_redis_server, start_redis
+from support.helpers import free_port as _free_port
+from support.helpers import make_account, serve_process, token
+from support.redis_server import RedisServer, find_redis_server, start_redis
 
 import gql_usage.graphql.limits as limits_module
 from gql_usage.app import create_app

@@ -14,8 +14,8 @@ from typing import Any
 import graphql
 import pytest
 import strawberry
-from helpers import event, gid, gql, ingest, make_account
 from strawberry.schema.config import StrawberryConfig
+from support.helpers import event, gid, gql, ingest, make_account
 
 from gql_usage.graphql import scalars
 from gql_usage.graphql.execution import FastExecutionContext

@@ -1,6 +1,6 @@
 from datetime import UTC, datetime
 
-from helpers import event, gql, ingest, make_account
+from support.helpers import event, gql, ingest, make_account
 
 
 async def test_ingest_then_report(client):

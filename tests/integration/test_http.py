@@ -23,11 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from conftest import make_settings
-from helpers import SERVICE, event, make_account, token
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from support.helpers import SERVICE, event, make_account, token
 from tortoise import Tortoise
 
 from gql_usage import logs
@@ -36,7 +36,7 @@ from gql_usage.db import connection, tortoise_config
 from gql_usage.http import AccessLog, RequestId, RequestTimeout, harden, internal_error
 from gql_usage.settings import MissingSetting, load_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NO_DB = "sqlite://:memory:"  # for tests whose requests never reach the database
 ORIGIN = "https://dashboard.example.com"
 SECURITY_HEADERS = {

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from conftest import make_settings
-from helpers import SERVICE, event, gql, ingest, make_account
+from support.helpers import SERVICE, event, gql, ingest, make_account
 
 from gql_usage.app import create_app
 from gql_usage.db import StatementCounter

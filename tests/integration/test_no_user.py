@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from helpers import SERVICE, event, gid, gql, make_account
+from support.helpers import SERVICE, event, gid, gql, make_account
 
 from gql_usage.cube import compact_all
 from gql_usage.db import connection

@@ -8,7 +8,7 @@ import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 
-from helpers import event, ingest, make_account
+from support.helpers import event, ingest, make_account
 
 from gql_usage.cube import compact_all
 from gql_usage.db import connection

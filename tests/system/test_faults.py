@@ -13,26 +13,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import h11
 import httpx
 import pytest
-from conftest import JWT_SECRET, SERVICE_TOKEN, make_settings
-from helpers import SERVICE, event, gid, gql, make_account, token
-from pg_server import CrashablePostgres, crashable_postgres, create_database
+from conftest import make_settings
+from support.helpers import SERVICE, event, gid, gql, make_account, token
+from support.pg_server import CrashablePostgres, crashable_postgres, create_database
+from support.served import RETRY_AFTER, Server, served
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
@@ -41,7 +37,6 @@ from gql_usage.db import connection, run_migrations, tortoise_config
 from gql_usage.faults import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, is_unavailable
 from gql_usage.settings import MissingSetting, load_settings
 
-RETRY_AFTER = 1
 USERS = [("admin", "ADMIN"), ("u2", "MEMBER"), ("u3", "MEMBER")]
 KEYS = ["k1", "k2", "k3"]
 ENDPOINTS = ["/v2/person", "/v2/company", "prospecting/contact/enrich"]
@@ -197,81 +192,6 @@ async def assert_exact(client: httpx.AsyncClient, acked: dict[str, dict[str, Any
 
 
 # --- servers --------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Server:
-    """``gql-usage serve`` as a child process on 127.0.0.1 (killed on exit, whatever
-    happens)."""
-
-    def __init__(self, database_url: str, log_path: Path) -> None:
-        self.database_url = database_url
-        self.log_path = log_path
-        self.port = _free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GQL_USAGE_")}
-        env.update(GQL_USAGE_DATABASE_URL=self.database_url, GQL_USAGE_JWT_SECRET=JWT_SECRET,
-                   GQL_USAGE_SERVICE_TOKEN=SERVICE_TOKEN,
-                   GQL_USAGE_RETRY_AFTER_SECONDS=str(RETRY_AFTER), GQL_USAGE_LOG_FORMAT="text")
-        with self.log_path.open("ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "gql_usage.cli", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=Path(__file__).resolve().parents[1])  # the package, even uninstalled
-
-    async def start(self) -> None:
-        """Start (again, on the same port) and wait until it answers (uvicorn accepts
-        connections only once the lifespan start-up, which connects, is done)."""
-        self.process = self._spawn()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        async with httpx.AsyncClient(base_url=self.base_url) as probe:
-            while True:
-                assert self.process.poll() is None, f"server exited:\n{self.log()}"
-                assert loop.time() < deadline, f"server not ready after 30 s:\n{self.log()}"
-                with contextlib.suppress(httpx.TransportError):
-                    if (await probe.get("/healthz", timeout=2)).status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-
-    def signal(self, signum: int) -> None:
-        assert self.process is not None and self.process.poll() is None
-        self.process.send_signal(signum)
-
-    def wait(self, timeout: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def log(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=30)
-
-
-@contextlib.asynccontextmanager
-async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Server]:
-    server = Server(database_url, tmp_path / "server.log")
-    try:
-        await server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 class HeldPost:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pg_server import (
+from support.pg_server import (
     PG_OS_USER,
     PG_SUPERUSER,
     _as_pg_user,

@@ -17,10 +17,10 @@ import httpx
 import jwt
 import pytest
 from conftest import BACKENDS, JWT_SECRET, SERVICE_TOKEN
-from helpers import SERVICE, event, gql, make_account
-from helpers import free_port as _free_port
-from helpers import serve_process as _server
-from pg_server import create_database
+from support.helpers import SERVICE, event, gql, make_account
+from support.helpers import free_port as _free_port
+from support.helpers import serve_process as _server
+from support.pg_server import create_database
 
 from gql_usage.db import connection
 from gql_usage.demo import seed_demo

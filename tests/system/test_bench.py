@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIELDS = ("ingest_events_per_s", "copy_events_per_s", "graphql_p50_ms", "graphql_p99_ms",
           "raw_sql_ms", "floor_sql_ms", "speedup_vs_raw", "overhead_vs_floor",
           "statements_per_request", "requests_per_s", "server_peak_rss_mib",
