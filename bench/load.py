@@ -34,7 +34,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import importlib.util
+import importlib
 import json
 import os
 import random
@@ -86,13 +86,12 @@ ACCOUNT_RE = re.compile(r"acc(\d{3})")
 
 
 def load_pg_server() -> ModuleType:
-    """``tests/support/pg_server.py``, imported by path (the tests folder is not a package)."""
-    path = ROOT / "tests" / "support" / "pg_server.py"
-    spec = importlib.util.spec_from_file_location("gql_usage_pg_server", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``tests/support/pg_server.py`` (the tests folder is not a package: its root goes on
+    ``sys.path``, as pytest's ``pythonpath`` puts it)."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    return importlib.import_module("support.pg_server")
 
 
 def account_name(i: int) -> str:

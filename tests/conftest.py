@@ -10,17 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.config import BACKENDS, make_settings
 from support.pg_server import create_database, start_postgres
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gql_usage.app import create_app
 from gql_usage.db import run_migrations, tortoise_config
-from gql_usage.settings import Settings
 
-JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
-SERVICE_TOKEN = "test-service-token"
-BACKENDS = ["sqlite", "postgres"]
 _numbers = itertools.count()
 
 
@@ -72,11 +69,6 @@ async def db_url(request: pytest.FixtureRequest, templates: dict[str, str],
         yield url
     finally:
         await Tortoise.close_connections()
-
-
-def make_settings(url: str, **overrides: object) -> Settings:
-    return Settings(database_url=url, jwt_secret=JWT_SECRET, service_token=SERVICE_TOKEN,
-                    **overrides)  # type: ignore[arg-type]
 
 
 @pytest.fixture

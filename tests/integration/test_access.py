@@ -37,9 +37,9 @@ import httpx
 import jwt
 import pytest
 import strawberry
-from conftest import JWT_SECRET
 from strawberry.permission import PermissionExtension
 from strawberry.schema.config import StrawberryConfig
+from support.config import JWT_SECRET
 from support.helpers import event, gid, gql, ingest, make_account, put, token
 
 from gql_usage import models

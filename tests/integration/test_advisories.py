@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
+from support.config import make_settings
 from support.helpers import gid, gql, make_account, put, token
 
 from gql_usage.app import GraphQLEndpoint, create_app

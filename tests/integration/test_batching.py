@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from conftest import make_settings
+from support.config import make_settings
 from support.helpers import SERVICE, event, gql, ingest, make_account
 
 from gql_usage.app import create_app

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
+from support.config import make_settings
 from support.helpers import event, gid, ingest, make_account, put, token
 
 from gql_usage import calendar

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
 from starlette.applications import Starlette
 from starlette.routing import Route
+from support.config import make_settings
 from support.helpers import SERVICE, event, make_account, token
 
 from gql_usage.app import create_app

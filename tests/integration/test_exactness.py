@@ -6,30 +6,20 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
-from support.helpers import event, ingest, make_account
+import support.events
+from support.events import KEYS, USERS
+from support.helpers import ingest, make_account
 
 from gql_usage.cube import compact_all
 from gql_usage.db import connection
 from gql_usage.models import CUBE_SETS
 
-KEYS = ["k1", "k2", "k3"]
-USERS = [("admin", "ADMIN"), ("u2", "MEMBER"), ("u3", "MEMBER")]
-ENDPOINTS = ["/v2/person", "/v2/company", "prospecting/contact/enrich"]
-SOURCES = ["api", "chrome_extension", "salesforce"]
-
 
 def random_events(rng: random.Random, n: int) -> list[dict]:
-    start = datetime(2025, 1, 1, tzinfo=UTC)
-    out = []
-    for i in range(n):
-        occurred = start + timedelta(seconds=rng.randrange(0, 400 * 86400),
-                                     microseconds=rng.randrange(0, 1_000_000))
-        out.append(event(f"ev-{i}", "acme", rng.choice(KEYS), rng.choice(USERS)[0],
-                         rng.choice(ENDPOINTS), rng.choice(SOURCES), rng.randrange(0, 20),
-                         occurred))
-    return out
+    return support.events.random_events(rng, n, start=datetime(2025, 1, 1, tzinfo=UTC),
+                                        days=400, credits=20)
 
 
 def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:

@@ -31,9 +31,9 @@ from urllib.parse import quote_from_bytes
 import httpx
 import jwt
 import pytest
-from conftest import JWT_SECRET, make_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.config import JWT_SECRET, make_settings
 from support.helpers import SERVICE, event, gid, ingest, make_account, token
 
 from gql_usage.app import create_app

@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from support.config import make_settings
 from support.helpers import SERVICE, event, make_account, token
 from tortoise import Tortoise
 

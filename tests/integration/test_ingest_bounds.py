@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import make_settings
+from support.config import make_settings
 from support.helpers import SERVICE, event, make_account
-from support.served import served
+from support.serve import served
 
 from gql_usage.app import create_app
 from gql_usage.db import connection

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
 from graphql import get_introspection_query, parse
+from support.config import make_settings
 from support.helpers import event, gid, ingest, make_account, token
 
 from gql_usage.app import create_app

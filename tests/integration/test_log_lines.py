@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
-from conftest import make_settings
+from support.config import make_settings
 
 from gql_usage import logs
 from gql_usage.app import create_app

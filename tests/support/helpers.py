@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import itertools
-import os
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-from conftest import JWT_SECRET, SERVICE_TOKEN
 
 from gql_usage.auth import issue_token
 from gql_usage.cube import compact_all
+from support.config import JWT_SECRET, SERVICE_TOKEN
 
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 
@@ -87,30 +80,3 @@ async def gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any] |
     response = await client.post("/graphql", json={"query": query, "variables": variables or {}},
                                  headers=headers)
     return response.json()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve_process(*args: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """``gql-usage serve ...`` in its own process group, stopped (SIGTERM, then SIGKILL)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("GQL_USAGE_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gql_usage.cli", "serve", *args],
-                                env={**environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)

@@ -37,7 +37,6 @@ from support.pg_server import (
     PG_SUPERUSER,
     _as_pg_user,
     _clean_env,
-    _free_port,
     _is_root,
     _psql,
     _run,
@@ -45,6 +44,7 @@ from support.pg_server import (
     _tail,
     find_pg_bin,
 )
+from support.ports import free_port
 
 __all__ = ["ReplicaPair", "psql", "start_primary_and_replica", "wait_for_replay",
            "with_database"]
@@ -117,7 +117,7 @@ def _start(pg_ctl: Path, data_dir: Path, tmp_dir: Path, options: tuple[str, ...]
     log_file = tmp_dir / f"{data_dir.name}.log"
     last_error = ""
     for _attempt in range(_START_ATTEMPTS):
-        port = _free_port()
+        port = free_port()
         server_opts = " ".join([*_COMMON_OPTIONS, *options, f"-p {port}",
                                 f"-c unix_socket_directories={tmp_dir}"])
         start = _run(_as_pg_user([str(pg_ctl), "start", "-w", "-t", str(_START_TIMEOUT_S),

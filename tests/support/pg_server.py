@@ -39,12 +39,13 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from support.ports import free_port
 
 __all__ = ["create_database", "find_pg_bin", "start_postgres"]
 
@@ -157,14 +158,6 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    """Ask the kernel for a currently unused TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -249,7 +242,7 @@ def start_postgres() -> Iterator[str]:
         port = 0
         last_error = ""
         for _attempt in range(_START_ATTEMPTS):
-            port = _free_port()
+            port = free_port()
             server_opts = " ".join(
                 [
                     "-c listen_addresses=127.0.0.1",
@@ -445,7 +438,7 @@ class CrashablePostgres:
 
         if self.process is not None and self.process.poll() is None:
             raise RuntimeError("the server is already running")
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         argv = [str(self.postgres_bin), "-D", str(self.data_dir), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1",
                 "-c", f"unix_socket_directories={self.tmp_dir}",

@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from support.ports import free_port
+
 __all__ = ["RedisServer", "find_redis_server", "start_redis"]
 
 #: Environment variable naming the ``redis-server`` binary to use.
@@ -41,13 +43,6 @@ def find_redis_server() -> str | None:
         return override if os.access(override, os.X_OK) else None
     return shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _ping(port: int) -> bool:
@@ -77,7 +72,7 @@ class RedisServer:
         """Start on ``self.port`` (a free one when none was chosen yet)."""
         last = ""
         for _attempt in range(_START_ATTEMPTS):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             log = self.directory / "redis.log"
             process = subprocess.Popen(
                 [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
-from conftest import BACKENDS, JWT_SECRET, SERVICE_TOKEN
+from support.config import BACKENDS, JWT_SECRET, SERVICE_TOKEN
 from support.helpers import SERVICE, event, gql, make_account
-from support.helpers import free_port as _free_port
-from support.helpers import serve_process as _server
 from support.pg_server import create_database
+from support.ports import free_port as _free_port
+from support.serve import serve_process as _server
 
 from gql_usage.db import connection
 from gql_usage.demo import seed_demo

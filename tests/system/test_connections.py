@@ -23,9 +23,10 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from conftest import SERVICE_TOKEN, make_settings
+from support.config import SERVICE_TOKEN, make_settings
 from support.helpers import SERVICE, make_account, token
-from support.live_server import LiveServer, free_port, live_server
+from support.ports import free_port
+from support.serve import LiveServer, live_server
 
 from gql_usage import logs
 from gql_usage import server as guarded

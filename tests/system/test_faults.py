@@ -25,10 +25,11 @@ import asyncpg
 import h11
 import httpx
 import pytest
-from conftest import make_settings
+from support.config import make_settings
+from support.events import KEYS, USERS, random_events
 from support.helpers import SERVICE, event, gid, gql, make_account, token
 from support.pg_server import CrashablePostgres, crashable_postgres, create_database
-from support.served import RETRY_AFTER, Server, served
+from support.serve import RETRY_AFTER, Server, served
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
@@ -37,10 +38,6 @@ from gql_usage.db import connection, run_migrations, tortoise_config
 from gql_usage.faults import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, is_unavailable
 from gql_usage.settings import MissingSetting, load_settings
 
-USERS = [("admin", "ADMIN"), ("u2", "MEMBER"), ("u3", "MEMBER")]
-KEYS = ["k1", "k2", "k3"]
-ENDPOINTS = ["/v2/person", "/v2/company", "prospecting/contact/enrich"]
-SOURCES = ["api", "chrome_extension", "salesforce"]
 #: Every generated event lies in [WINDOW_START, WINDOW_START + 3 days); reports cover
 #: whole hours around it, so they read every event through the rollups.
 WINDOW_START = datetime(2025, 3, 10, tzinfo=UTC)
@@ -60,14 +57,7 @@ REPORT_QUERY = """query Report($f: UsageFilter!) { viewer { name } account { usa
 
 
 def make_events(rng: random.Random, n: int, prefix: str = "ev") -> list[dict[str, Any]]:
-    out = []
-    for i in range(n):
-        occurred = WINDOW_START + timedelta(seconds=rng.randrange(0, 3 * 86400),
-                                            microseconds=rng.randrange(0, 1_000_000))
-        out.append(event(f"{prefix}-{i}", "acme", rng.choice(KEYS), rng.choice(USERS)[0],
-                         rng.choice(ENDPOINTS), rng.choice(SOURCES), rng.randrange(0, 25),
-                         occurred))
-    return out
+    return random_events(rng, n, start=WINDOW_START, days=3, credits=25, prefix=prefix)
 
 
 def plan_batches(rng: random.Random, events: list[dict[str, Any]], clients: int,

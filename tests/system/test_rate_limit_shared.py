@@ -25,11 +25,12 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import JWT_SECRET, SERVICE_TOKEN, make_settings
 from pydantic import ValidationError
-from support.helpers import free_port as _free_port
-from support.helpers import make_account, serve_process, token
+from support.config import JWT_SECRET, SERVICE_TOKEN, make_settings
+from support.helpers import make_account, token
+from support.ports import free_port as _free_port
 from support.redis_server import RedisServer, find_redis_server, start_redis
+from support.serve import serve_process
 
 import gql_usage.graphql.limits as limits_module
 from gql_usage.app import create_app

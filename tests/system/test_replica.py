@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import make_settings
+from support.config import make_settings
 from support.helpers import event, gql, ingest, make_account, put
 from support.pg_replica import (
     ReplicaPair,
