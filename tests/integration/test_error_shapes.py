@@ -223,6 +223,7 @@ async def test_messages_name_what_was_wrong(db_url: str) -> None:
     assert "access-control-allow-origin" not in cors.headers
 
 
+@pytest.mark.own_database  # drops or alters what other tests need
 async def test_timeouts_and_an_unready_database_are_coded_json(db_url: str) -> None:
     async def slow() -> AsyncIterator[bytes]:
         await asyncio.sleep(1.5)

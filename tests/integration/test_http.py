@@ -509,6 +509,7 @@ async def test_healthz_and_readyz_on_a_migrated_database(client: httpx.AsyncClie
     assert ready.json() == {"status": "ok", "migrations": shipped_migrations()}
 
 
+@pytest.mark.own_database  # drops or alters what other tests need
 async def test_readyz_refuses_a_database_missing_a_migration(client: httpx.AsyncClient) -> None:
     last = shipped_migrations()[-1]
     await connection().execute_script(

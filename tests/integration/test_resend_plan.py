@@ -10,6 +10,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from gql_usage.db import Sql, connection, dialect
 from gql_usage.ingest import POSTGRES_LOOKUP_SETTINGS, _Row, _stored_contents, lookup_sql
 
@@ -57,6 +59,7 @@ async def _load_without_statistics() -> None:
         f" SELECT 1, 'evt-' || g, 1, 1, 1, NULL, 1, g, 0 FROM generate_series(1, {ROWS}) g")
 
 
+@pytest.mark.own_database  # drops or alters what other tests need
 async def test_duplicate_lookup_probes_the_unique_index_whatever_the_statistics(db_url):
     conn = connection()
     wanted = _rows(range(5_000, 6_000))
