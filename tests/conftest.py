@@ -19,12 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 from support.config import BACKENDS, make_settings
+from support.database import connect
 from support.pg_server import create_database, drop_database, start_postgres
 from tortoise import Tortoise
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gql_usage.app import create_app
-from gql_usage.db import connection, run_migrations, tortoise_config
+from gql_usage.db import connection, run_migrations
 
 _numbers = itertools.count()
 #: Empties every table but the migrations' own, and restarts the id sequences: one
@@ -87,19 +87,13 @@ async def _template(backend: str, dbs: Databases, tmp_root: Path,
     return dbs.templates[backend]
 
 
-async def _connect(url: str) -> None:
-    # Tortoise caches per-model SQL by connection name; tests switch dialects.
-    EXECUTOR_CACHE.clear()
-    await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
-
-
 async def _shared_postgres(dbs: Databases, base: str) -> str:
     """Connect to the worker's shared database, emptied of what earlier tests left. If
     it cannot be emptied (a test broke it), it is made again from the template."""
     if dbs.shared is None:
         dbs.shared = create_database(base, "gql_shared", template="gql_template")
     else:
-        await _connect(dbs.shared)
+        await connect(dbs.shared)
         try:
             await connection().execute_script(_EMPTY_TABLES)
             return dbs.shared
@@ -107,7 +101,7 @@ async def _shared_postgres(dbs: Databases, base: str) -> str:
             await Tortoise.close_connections()
             drop_database(base, "gql_shared")
             dbs.shared = create_database(base, "gql_shared", template="gql_template")
-    await _connect(dbs.shared)
+    await connect(dbs.shared)
     return dbs.shared
 
 
@@ -124,11 +118,11 @@ async def db_url(request: pytest.FixtureRequest, databases: Databases,
         path = root / f"test_{n}.sqlite3"
         shutil.copy(root / "template.sqlite3", path)
         url = f"sqlite://{path}"
-        await _connect(url)
+        await connect(url)
     elif request.node.get_closest_marker("own_database"):
         url = create_database(request.getfixturevalue("pg_base_url"), f"test_{n}",
                               template="gql_template")
-        await _connect(url)
+        await connect(url)
     else:
         url = await _shared_postgres(databases, request.getfixturevalue("pg_base_url"))
     try:
@@ -140,6 +134,24 @@ async def db_url(request: pytest.FixtureRequest, databases: Databases,
                              path.with_name(path.name + "-shm")):
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+async def module_database(request: pytest.FixtureRequest, databases: Databases,
+                          tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database of the module's own, for tests that only read data set up once
+    per module (Tortoise is not connected: ``support.database.connect`` it per test, since
+    ``db_url`` tests in between point it elsewhere). Its tests run on one xdist worker."""
+    backend = request.param
+    root = tmp_path_factory.getbasetemp()
+    await _template(backend, databases, root, request)
+    n = next(_numbers)
+    if backend == "sqlite":
+        path = root / f"module_{n}.sqlite3"
+        shutil.copy(root / "template.sqlite3", path)
+        return f"sqlite://{path}"
+    return create_database(request.getfixturevalue("pg_base_url"), f"module_{n}",
+                           template="gql_template")
 
 
 @pytest.fixture
@@ -160,6 +172,7 @@ LONGEST_FIRST = [
     "system/test_cli.py", "system/test_connections.py", "system/test_replica.py",
     "integration/test_ingest_bounds.py", "integration/test_batching.py",
     "integration/test_fuzz.py", "integration/test_exactness.py",
+    "integration/test_hostile_input.py",
 ]
 #: Modules whose module- or session-scoped servers should start once: all their tests run
 #: on one worker (``--dist loadgroup``).
@@ -181,6 +194,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = item.path.relative_to(TESTS).as_posix() if item.path.is_relative_to(TESTS) else ""
         if name in ONE_WORKER:
             item.add_marker(pytest.mark.xdist_group(name))
+        elif "module_database" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(f"{name}::module_database"))
     items.sort(key=lambda item: rank.get(
         item.path.relative_to(TESTS).as_posix() if item.path.is_relative_to(TESTS) else "",
         len(rank)))

@@ -158,7 +158,7 @@ async def test_invalid_request_is_bad_user_input(acme, query, variables):
 ], ids=["31 aliases", "2,100 tokens"])
 async def test_oversized_query_is_refused_with_a_code(acme, query, code):
     """The alias (30) and token (2,000) limits refuse a query with a coded error (more in
-    tests/test_limits.py)."""
+    tests/integration/test_limits.py)."""
     body = (await post(acme, query)).json()
     assert body.get("data") is None
     assert body["errors"]

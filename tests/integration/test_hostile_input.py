@@ -33,8 +33,11 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.types import ASGIApp
 from support.config import JWT_SECRET, make_settings
+from support.database import connect
 from support.helpers import SERVICE, event, gid, ingest, make_account, token
+from tortoise import Tortoise
 
 from gql_usage.app import create_app
 from gql_usage.db import connection
@@ -70,18 +73,54 @@ WRONG_TYPES: list[Any] = [None, 0, -1, 2**31, 2**63, 10**30, -(10**30), 1.5, 1e3
 HOSTILE_VALUES: list[Any] = [*HOSTILE_TEXTS, *WRONG_TYPES, *EXTREME_DATETIMES]
 
 
+def _world_app(url: str) -> ASGIApp:
+    """The query cost and rate limits are raised so that every hostile value reaches the
+    resolvers."""
+    return create_app(make_settings(url, max_query_cost=10**9, rate_limit_points=10**12),
+                      manage_db=False)
+
+
+async def _world_data(client: httpx.AsyncClient) -> None:
+    await make_account(client, "acme", users=[("admin", "ADMIN")], keys=["k1"])
+    await ingest(client, [event("e1", "acme", "k1", "admin", "/v2/person", "api", 3,
+                                "2026-01-05T10:00:00Z")])
+
+
 @pytest.fixture
 async def world(db_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """acme (PRO, an admin, a key, one event of 3 credits). The query cost and rate
-    limits are raised so that every hostile value reaches the resolvers."""
-    app = create_app(make_settings(db_url, max_query_cost=10**9, rate_limit_points=10**12),
-                     manage_db=False)
-    transport = httpx.ASGITransport(app=app)
+    """acme (PRO, an admin, a key, one event of 3 credits), for tests that write."""
+    transport = httpx.ASGITransport(app=_world_app(db_url))
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        await make_account(client, "acme", users=[("admin", "ADMIN")], keys=["k1"])
-        await ingest(client, [event("e1", "acme", "k1", "admin", "/v2/person", "api", 3,
-                                    "2026-01-05T10:00:00Z")])
+        await _world_data(client)
         yield client
+
+
+@pytest.fixture(scope="module")
+async def shared_world(module_database: str) -> AsyncIterator[ASGIApp]:
+    """``world``'s app and data, made once per module and backend, for the tests that only
+    read (GraphQL queries and tokens, never a write)."""
+    app = _world_app(module_database)
+    await connect(module_database)
+    try:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            await _world_data(c)
+    finally:
+        await Tortoise.close_connections()
+    yield app
+
+
+@pytest.fixture
+async def reader(module_database: str, shared_world: ASGIApp
+                 ) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``shared_world``: what ``world`` holds, never written to."""
+    await connect(module_database)
+    try:
+        transport = httpx.ASGITransport(app=shared_world)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield c
+    finally:
+        await Tortoise.close_connections()
 
 
 def dumps(value: Any) -> bytes:
@@ -165,32 +204,32 @@ def filter_values(field: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("field", FILTER_FIELDS)
-async def test_hostile_filter_values_get_coded_errors(world, field):
+async def test_hostile_filter_values_get_coded_errors(reader, field):
     """Each filter field, each hostile value, as a variable: never an internal error."""
     for value in filter_values(field):
-        response = await graphql(world, USAGE, {"f": {**FILTER, field: value}})
+        response = await graphql(reader, USAGE, {"f": {**FILTER, field: value}})
         check_graphql(response, is_huge(value))
 
 
 @pytest.mark.parametrize("field", ["from", "to"])
 @pytest.mark.parametrize("zone", ZONES)
-async def test_extreme_datetimes_in_every_zone(world, field, zone):
+async def test_extreme_datetimes_in_every_zone(reader, field, zone):
     """Datetimes at the limits, aware and naive, read in zones up to 14 hours from UTC
     (and LMT offsets such as Manila's -15:56), against the other end far away."""
     other = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z"}
     for value in EXTREME_DATETIMES:
         for rest in (FILTER, other):
             f = {**rest, field: value, "timeZone": zone}
-            check_graphql(await graphql(world, USAGE, {"f": f}))
+            check_graphql(await graphql(reader, USAGE, {"f": f}))
 
 
 @pytest.mark.parametrize("value", OVERFLOWING)
 @pytest.mark.parametrize("field", ["from", "to"])
-async def test_datetime_without_utc_equivalent_names_the_argument(world, field, value):
+async def test_datetime_without_utc_equivalent_names_the_argument(reader, field, value):
     """``0001-01-01T00:00:00+05:00`` is in year 0 in UTC (converting it overflowed:
     INTERNAL_SERVER_ERROR): BAD_USER_INPUT naming the argument, known before execution,
     so the whole operation is refused (SPEC 6.1)."""
-    body = check_graphql(await graphql(world, USAGE, {"f": {**FILTER, field: value}}))
+    body = check_graphql(await graphql(reader, USAGE, {"f": {**FILTER, field: value}}))
     assert body["data"] is None, body
     errors = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert errors, body
@@ -206,43 +245,43 @@ async def test_datetime_without_utc_equivalent_names_the_argument(world, field, 
     ("Etc/GMT-14", "to", "9999-12-31T23:59:59Z"),       # year 10000 in the zone
 ])
 async def test_instant_outside_the_calendar_of_the_zone_names_the_argument(
-        world, zone, field, value):
+        reader, zone, field, value):
     """The buckets need the instant in UTC and in the filter's zone: one that has no
     datetime in either is refused (a series of it was INTERNAL_SERVER_ERROR)."""
     f = {"from": "0001-06-01T00:00:00Z", "to": "9999-06-01T00:00:00Z", "timeZone": zone,
          field: value}
-    body = check_graphql(await graphql(world, USAGE, {"f": f}))
+    body = check_graphql(await graphql(reader, USAGE, {"f": f}))
     (error,) = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": f"filter.{field}"}
 
 
-async def test_series_at_the_ends_of_the_calendar_are_exact(world):
+async def test_series_at_the_ends_of_the_calendar_are_exact(reader):
     """Ranges touching years 1 and 9999 answer with every bucket (the month after
     December 9999 has no date: the last bucket ends at ``to``)."""
     query = """query($f: UsageFilter!) { account { usage(filter: $f) { calls
       series(granularity: MONTH) { start end calls } } } }"""
-    body = check_graphql(await graphql(world, query, {"f": {
+    body = check_graphql(await graphql(reader, query, {"f": {
         "from": "9999-11-01T00:00:00Z", "to": "9999-12-31T23:59:59.999999Z",
         "timeZone": "UTC"}}))
     assert body == {"data": {"account": {"usage": {"calls": 0, "series": [
         {"start": "9999-11-01T00:00:00+00:00", "end": "9999-12-01T00:00:00+00:00", "calls": 0},
         {"start": "9999-12-01T00:00:00+00:00", "end": "9999-12-31T23:59:59.999999+00:00",
          "calls": 0}]}}}}
-    body = check_graphql(await graphql(world, query, {"f": {
+    body = check_graphql(await graphql(reader, query, {"f": {
         "from": "0001-01-01T00:00:00", "to": "0001-03-01T00:00:00", "timeZone": "Etc/GMT+12"}}))
     assert body == {"data": {"account": {"usage": {"calls": 0, "series": [
         {"start": "0001-01-01T00:00:00-12:00", "end": "0001-02-01T00:00:00-12:00", "calls": 0},
         {"start": "0001-02-01T00:00:00-12:00", "end": "0001-03-01T00:00:00-12:00",
          "calls": 0}]}}}}
     query_week = query.replace("MONTH", "WEEK")
-    body = check_graphql(await graphql(world, query_week, {"f": {
+    body = check_graphql(await graphql(reader, query_week, {"f": {
         "from": "9999-12-20T00:00:00Z", "to": "9999-12-31T23:59:59Z", "timeZone": "UTC"}}))
     # 9999-12-20 is a Monday; the next Monday, 9999-12-27, starts the last week.
     assert [b["start"] for b in body["data"]["account"]["usage"]["series"]] == [
         "9999-12-20T00:00:00+00:00", "9999-12-27T00:00:00+00:00"]
 
 
-async def test_a_series_over_ten_thousand_years_is_refused_at_once(world):
+async def test_a_series_over_ten_thousand_years_is_refused_at_once(reader):
     """The old code scanned the zone's offsets every 6 hours before counting buckets:
     40 s of CPU for years 1 to 9999 (the event loop blocked, the request timeout
     powerless). Now BAD_USER_INPUT naming ``granularity``, well within the bound."""
@@ -251,7 +290,7 @@ async def test_a_series_over_ten_thousand_years_is_refused_at_once(world):
     f = {"from": "0001-01-02T00:00:00Z", "to": "9999-12-30T00:00:00Z",
          "timeZone": "Europe/Berlin"}
     started = time.perf_counter()
-    body = check_graphql(await graphql(world, query, {"f": f}))
+    body = check_graphql(await graphql(reader, query, {"f": f}))
     assert time.perf_counter() - started < 5  # the CPU-bound scan blocked the loop
     (error,) = body["errors"]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
@@ -260,7 +299,7 @@ async def test_a_series_over_ten_thousand_years_is_refused_at_once(world):
 
 @pytest.mark.parametrize("field", ["from", "to", "timeZone", "endpoints", "sources",
                                    "apiKeyIds", "userIds"])
-async def test_hostile_filter_literals_get_coded_bounded_errors(world, field):
+async def test_hostile_filter_literals_get_coded_bounded_errors(reader, field):
     """The same values written into the document (graphql-core quotes literals)."""
     for text in HOSTILE_TEXTS:
         literal = json.dumps(text)
@@ -268,11 +307,11 @@ async def test_hostile_filter_literals_get_coded_bounded_errors(world, field):
             literal = f"[{literal}]"
         rest = ", ".join(f"{k}: {json.dumps(v)}" for k, v in FILTER.items() if k != field)
         query = f"{{ account {{ usage(filter: {{{rest}, {field}: {literal}}}) {{ calls }} }} }}"
-        check_graphql(await graphql(world, query), text is HUGE)
+        check_graphql(await graphql(reader, query), text is HUGE)
 
 
-async def test_unknown_time_zone_of_240_kb_is_not_echoed(world):
-    body = check_graphql(await graphql(world, USAGE, {"f": {**FILTER, "timeZone": HUGE}}),
+async def test_unknown_time_zone_of_240_kb_is_not_echoed(reader):
+    body = check_graphql(await graphql(reader, USAGE, {"f": {**FILTER, "timeZone": HUGE}}),
                          sent_huge=True)
     (error,) = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "filter.timeZone"}
@@ -280,10 +319,10 @@ async def test_unknown_time_zone_of_240_kb_is_not_echoed(world):
 
 
 @pytest.mark.parametrize("field", ["apiKeyIds", "userIds"])
-async def test_malformed_id_of_240_kb_is_quoted_within_bounds(world, field):
+async def test_malformed_id_of_240_kb_is_quoted_within_bounds(reader, field):
     """An id that is not one of ours is named, quoted up to 200 characters and its
     length (the whole 240 KB came back)."""
-    body = check_graphql(await graphql(world, USAGE, {"f": {**FILTER, field: [HUGE]}}),
+    body = check_graphql(await graphql(reader, USAGE, {"f": {**FILTER, field: [HUGE]}}),
                          sent_huge=True)
     (error,) = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": f"filter.{field}[0]"}
@@ -295,14 +334,14 @@ async def test_malformed_id_of_240_kb_is_quoted_within_bounds(world, field):
                                    gid("ApiKey", "\ud800".encode("utf-8", "surrogatepass")
                                        .decode("latin-1"))],
                          ids=lambda value: ascii(value)[:30])  # PYTEST_CURRENT_TEST holds it
-async def test_hostile_node_ids(world, value):
-    check_graphql(await graphql(world, "query($id: ID!) { node(id: $id) { id } }",
+async def test_hostile_node_ids(reader, value):
+    check_graphql(await graphql(reader, "query($id: ID!) { node(id: $id) { id } }",
                                 {"id": value}), is_huge(value))
 
 
 @pytest.mark.parametrize("limit", [-1, -(2**31), 2**31 - 1, 2**31, 10**30, 1.5, "1", None])
-async def test_hostile_breakdown_limits(world, limit):
-    check_graphql(await graphql(world, """query($f: UsageFilter!, $l: Int) { account {
+async def test_hostile_breakdown_limits(reader, limit):
+    check_graphql(await graphql(reader, """query($f: UsageFilter!, $l: Int) { account {
         usage(filter: $f) { breakdown(by: SOURCE, limit: $l) { key } } } }""",
                                 {"f": FILTER, "l": limit}))
 
@@ -318,20 +357,20 @@ def signed(claims: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize("claim", ["sub", "acc"])
-async def test_hostile_claims_of_a_signed_token_are_unauthenticated(world, claim):
+async def test_hostile_claims_of_a_signed_token_are_unauthenticated(reader, claim):
     """A token signed with the right secret whose ``sub`` (or ``acc``) is no id: a lone
     surrogate (valid JSON, no UTF-8: the database driver failed, a 500), NUL, a control
     character, 240 KB, a number, a list: 401 UNAUTHENTICATED."""
     for value in CLAIM_VALUES:
         claims = {"sub": "admin", "acc": "acme", claim: value}
-        response = await graphql(world, "{ viewer { name } }", bearer=signed(claims))
+        response = await graphql(reader, "{ viewer { name } }", bearer=signed(claims))
         body = check_graphql(response, is_huge(value))
         assert response.status_code == 401, (value, body)
         assert [e["extensions"]["code"] for e in body["errors"]] == ["UNAUTHENTICATED"]
 
 
-async def test_lone_surrogate_sub_says_why(world):
-    response = await graphql(world, "{ viewer { name } }",
+async def test_lone_surrogate_sub_says_why(reader):
+    response = await graphql(reader, "{ viewer { name } }",
                              bearer=signed({"sub": "\ud800", "acc": "acme"}))
     assert response.status_code == 401
     (error,) = response.json()["errors"]

@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL primary with a streaming hot-standby replica, for the tests of
-read routing (``tests/test_replica.py``).
+read routing (``tests/system/test_replica.py``).
 
-Built like ``tests/pg_server.py`` (whose helpers it reuses): Debian binaries, fresh data
+Built like ``tests/support/pg_server.py`` (whose helpers it reuses): Debian binaries, fresh data
 directories in one :func:`tempfile.mkdtemp` directory, ``trust`` authentication,
 listening on ``127.0.0.1`` only, run as the ``postgres`` OS user when we are root. Then:
 

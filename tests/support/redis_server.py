@@ -1,6 +1,6 @@
 """Throwaway Redis servers for the tests of the shared rate limit.
 
-Like ``tests/pg_server.py`` for PostgreSQL: a private ``redis-server`` (Debian package
+Like ``tests/support/pg_server.py`` for PostgreSQL: a private ``redis-server`` (Debian package
 ``redis-server``; ``$GQL_USAGE_REDIS_SERVER`` names another binary) listening only on
 ``127.0.0.1`` on a free port, with its working directory in a fresh temporary directory,
 no persistence (``--save ''``, ``--appendonly no``) and no password. Never the system

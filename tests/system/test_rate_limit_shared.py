@@ -3,7 +3,7 @@
 With ``GQL_USAGE_RATE_LIMIT_STORAGE_URL`` pointing at Redis, every worker process charges
 one budget per viewer; with the in-memory default each process has its own, so N workers
 grant N budgets. Shown on ``gql-usage serve --workers 2`` with a real ``redis-server``
-(``tests/redis_server.py``), each request on a new connection, and the worker that served
+(``tests/support/redis_server.py``), each request on a new connection, and the worker that served
 it read from the kernel (which process holds the server end of the connection).
 
 Database-independent (the budgets never touch the database): the server runs on SQLite.

@@ -1,5 +1,5 @@
 """Read routing to a PostgreSQL streaming replica, against a real primary and replica that
-these tests start (``tests/pg_replica.py``).
+these tests start (``tests/support/pg_replica.py``).
 
 The proof that a read went to the replica: pause WAL replay on the replica
 (``pg_wal_replay_pause()``), change data on the primary, and see which version each read
