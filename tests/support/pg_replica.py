@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,13 +35,12 @@ from support.pg_server import (
     PG_OS_USER,
     PG_SUPERUSER,
     _as_pg_user,
-    _clean_env,
     _is_root,
-    _psql,
     _run,
     _stop,
     _tail,
     find_pg_bin,
+    psql,
 )
 from support.ports import free_port
 
@@ -80,21 +78,6 @@ def with_database(url: str, name: str) -> str:
     """``url`` pointing at database ``name`` instead."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def psql(url: str, sql: str) -> str:
-    """Run one statement with ``psql`` and return its unaligned, tuples-only output."""
-    parts = urlsplit(url)
-    libpq_url = urlunsplit(("postgresql", parts.netloc, parts.path or "/postgres", "", ""))
-    result = subprocess.run(
-        [_psql(), "--no-psqlrc", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", libpq_url,
-         "-c", sql],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
-        env={**_clean_env(), "PGCONNECT_TIMEOUT": "10"}, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"psql {sql!r} on {url} failed (exit {result.returncode}): "
-                           f"{result.stderr.strip()}")
-    return result.stdout.strip()
 
 
 def wait_for_replay(pair: ReplicaPair, timeout: float = REPLICATION_TIMEOUT_S) -> None:

@@ -47,7 +47,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from support.ports import free_port
 
-__all__ = ["create_database", "drop_database", "find_pg_bin", "start_postgres"]
+__all__ = ["create_database", "drop_database", "find_pg_bin", "psql", "start_postgres"]
 
 #: Environment variable naming a directory with ``initdb``/``pg_ctl``/``postgres``.
 PG_BIN_ENV = "GQL_USAGE_PG_BIN"
@@ -330,31 +330,26 @@ def create_database(base_url: str, name: str, template: str | None = None) -> st
     if not _DB_NAME_RE.fullmatch(name):
         raise ValueError(f"invalid database name {name!r}: use [A-Za-z_][A-Za-z0-9_]{{0,62}}")
     statement = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-    _psql_command(base_url, statement)
+    psql(base_url, statement)
     parts = urlsplit(base_url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-def _psql_command(base_url: str, statement: str) -> None:
-    """Run one statement with ``psql`` on the server of ``base_url``."""
-    parts = urlsplit(base_url)
+def psql(url: str, sql: str) -> str:
+    """Run one statement with ``psql`` on the database of ``url`` and return its unaligned,
+    tuples-only output."""
+    parts = urlsplit(url)
     # libpq does not understand Tortoise's query parameters (e.g. ?minsize=...).
     libpq_url = urlunsplit(("postgresql", parts.netloc, parts.path or "/postgres", "", ""))
     result = subprocess.run(
-        [_psql(), "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "-d", libpq_url,
-         "-c", statement],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=60,
-        env={**_clean_env(), "PGCONNECT_TIMEOUT": "10"},
-        check=False,
-    )
+        [_psql(), "--no-psqlrc", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-d", libpq_url,
+         "-c", sql],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        env={**_clean_env(), "PGCONNECT_TIMEOUT": "10"}, check=False)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"{statement} failed (exit {result.returncode}): {result.stdout.strip()}"
-        )
+        raise RuntimeError(f"psql {sql!r} on {url} failed (exit {result.returncode}): "
+                           f"{result.stderr.strip()}")
+    return result.stdout.strip()
 
 
 def drop_database(base_url: str, name: str) -> None:
@@ -362,7 +357,7 @@ def drop_database(base_url: str, name: str) -> None:
     connections first (``WITH (FORCE)``)."""
     if not _DB_NAME_RE.fullmatch(name):
         raise ValueError(f"invalid database name {name!r}")
-    _psql_command(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- A cluster that can be crashed and restarted (tests/system/test_faults.py) -------------------
