@@ -4,7 +4,7 @@ baselines, in one run.
     python -m bench [--events 10000000] [--db postgres|sqlite] [--runs 30]
 
 One run, one process tree: starts PostgreSQL in a temporary directory
-(``tests/pg_server.py``; or uses a SQLite file), runs ``gql-usage serve`` on 127.0.0.1,
+(``tests/support/pg_server.py``; or uses a SQLite file), runs ``gql-usage serve`` on 127.0.0.1,
 and then
 
 1. creates the accounts, keys and users through the service API and posts every event of
@@ -51,7 +51,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pg_server import create_database, start_postgres  # noqa: E402
+from support.pg_server import create_database, start_postgres  # noqa: E402
 
 from bench import dashboard  # noqa: E402
 from bench.data import END, Dataset  # noqa: E402

@@ -3,7 +3,7 @@
     python -m bench.load --seconds 60 --accounts 20 --ingesters 4 --viewers 20 [--db sqlite]
 
 Starts ``gql-usage serve`` as a uvicorn subprocess on 127.0.0.1 against a PostgreSQL
-server it starts itself in a temporary directory (``tests/pg_server.py``) or a SQLite
+server it starts itself in a temporary directory (``tests/support/pg_server.py``) or a SQLite
 file (``--db sqlite``); creates ``--accounts`` paid accounts with users and API keys
 through the service API; then, for ``--seconds``, runs ``--ingesters`` clients posting
 event batches (mixed accounts, with deliberate duplicate resends) and ``--viewers``
@@ -34,7 +34,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import importlib.util
+import importlib
 import json
 import os
 import random
@@ -86,13 +86,12 @@ ACCOUNT_RE = re.compile(r"acc(\d{3})")
 
 
 def load_pg_server() -> ModuleType:
-    """``tests/pg_server.py``, imported by path (the tests folder is not a package)."""
-    path = ROOT / "tests" / "pg_server.py"
-    spec = importlib.util.spec_from_file_location("gql_usage_pg_server", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """``tests/support/pg_server.py`` (the tests folder is not a package: its root goes on
+    ``sys.path``, as pytest's ``pythonpath`` puts it)."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    return importlib.import_module("support.pg_server")
 
 
 def account_name(i: int) -> str:

@@ -27,7 +27,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from pg_server import create_database, start_postgres  # noqa: E402
+from support.pg_server import create_database, start_postgres  # noqa: E402
 
 from gql_usage.db import run_migrations  # noqa: E402
 from gql_usage.ingest.store_postgres import POSTGRES_STORE, joined  # noqa: E402

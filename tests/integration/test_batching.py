@@ -1,0 +1,71 @@
+"""The dashboard page costs the same few SQL statements with 5 keys or 500: every
+per-item lookup and aggregate goes through a per-request loader."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from support.config import make_settings
+from support.helpers import SERVICE, event, gql, ingest, make_account
+
+from gql_usage.app import create_app
+from gql_usage.db import StatementCounter
+
+DASHBOARD = """query Dashboard($f: UsageFilter!) {
+  viewer { name }
+  account {
+    name plan
+    creditPool { granted used remaining }
+    usage(filter: $f) {
+      calls credits
+      series(granularity: DAY) { start calls credits }
+      byEndpoint: breakdown(by: ENDPOINT) {
+        key label endpoint { path } calls credits shareOfCredits }
+      byKey: breakdown(by: API_KEY) { key label apiKey { name createdBy { name } } credits }
+    }
+    apiKeys { id name createdBy { name } usage(filter: $f) { calls credits } }
+  }
+}"""
+FILTER = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-31T00:00:00Z"}
+
+
+async def dashboard_statements(client, account: str, n_keys: int) -> tuple[int, dict]:
+    keys = [f"{account}-k{i}" for i in range(n_keys)]
+    await make_account(client, account, users=[("admin", "ADMIN")], keys=[])
+    for key in keys:
+        response = await client.put(f"/v1/accounts/{account}/api-keys/{key}", headers=SERVICE,
+                                    json={"name": key, "prefix": "pk", "createdBy": "admin",
+                                          "createdAt": "2025-01-01T00:00:00Z"})
+        assert response.status_code == 201
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    events = [event(f"{account}-e{i}", account, keys[i % n_keys], "admin", f"/v2/e{i % 9}",
+                    "api", 1 + i % 3, start + timedelta(minutes=37 * i)) for i in range(1000)]
+    assert (await ingest(client, events))["accepted"] == 1000
+    with StatementCounter() as counter:
+        body = await gql(client, DASHBOARD, {"f": FILTER}, user="admin", account=account)
+    assert "errors" not in body, body
+    return counter.count, body["data"]
+
+
+async def test_dashboard_statement_count_does_not_grow_with_keys(db_url):
+    # 500 keys' lists cost what they hold (gql_usage.catalogue.ListSizes): above the
+    # default maximum cost, so this account's limit is raised.
+    app = create_app(make_settings(db_url, max_query_cost=20_000), manage_db=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as client:
+        await _dashboard_statement_count_does_not_grow_with_keys(client)
+
+
+async def _dashboard_statement_count_does_not_grow_with_keys(client):
+    small, small_data = await dashboard_statements(client, "small", 5)
+    large, large_data = await dashboard_statements(client, "large", 500)
+    assert len(small_data["account"]["apiKeys"]) == 5
+    assert len(large_data["account"]["apiKeys"]) == 500
+    assert sum(k["usage"]["calls"] for k in large_data["account"]["apiKeys"]) == \
+        large_data["account"]["usage"]["calls"]
+    assert small == large
+    print(f"dashboard statements: {small}")
+    # authentication, the list sizes the query cost counts (gql_usage.catalogue), the
+    # keys, the aggregates of two filters, users and endpoints
+    assert small <= 7

@@ -1,0 +1,1 @@
+"""Shared test code: throwaway servers, the API helpers and event generators."""

@@ -1,0 +1,49 @@
+"""The benchmark runs end to end at its smallest size (a smoke test: no timing asserted).
+
+``python -m bench`` checks itself that the GraphQL answers equal the raw-SQL answers
+and exits non-zero on a mismatch; here it must finish and report every figure.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIELDS = ("ingest_events_per_s", "copy_events_per_s", "graphql_p50_ms", "graphql_p99_ms",
+          "raw_sql_ms", "floor_sql_ms", "speedup_vs_raw", "overhead_vs_floor",
+          "statements_per_request", "requests_per_s", "server_peak_rss_mib",
+          "ingest_batch_p50_ms", "ingest_batch_p99_ms", "resend_p50_ms", "resend_p99_ms")
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_the_benchmark_runs_at_its_smallest_size(db: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--db", db, "--events", "3000", "--runs", "3",
+         "--load-clients", "4", "--load-requests", "8", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["db"] == db
+    assert result["events"] == 3000 + 150  # the large account plus 5% in small accounts
+    for name in FIELDS:
+        assert name in result, name
+    if db == "postgres":
+        assert result["copy_events_per_s"] > 0 and result["raw_sql_ms"] > 0
+    assert result["statements_per_request"] <= 6
+    assert set(result["ranges"]) == {"30", "90", "365"}
+
+
+def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
+    """``python -m bench.store_cost`` stores real batches (the ingest statement must
+    accept them, or the run fails) and reports both costs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.store_cost", "--batches", "3", "--preload", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    line = done.stdout.strip().splitlines()[-1]
+    assert line.startswith("ingest statement ") and "ms per 1,000 events; COPY " in line
