@@ -57,7 +57,7 @@ from bench import dashboard  # noqa: E402
 from bench.data import END, Dataset  # noqa: E402
 from bench.server import SECRET, SERVICE_TOKEN, Server  # noqa: E402
 from gql_usage.auth import issue_token  # noqa: E402
-from gql_usage.db import run_migrations  # noqa: E402
+from gql_usage.storage.db import run_migrations  # noqa: E402
 
 RANGES = (30, 90, 365)
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
@@ -339,8 +339,8 @@ async def statements_per_request(url: str, token: str, days: int) -> tuple[int, 
     """Statements of one dashboard request, counted in-process from Tortoise's log, and
     whether the analytics statement among them is exactly ``floor_sql``'s."""
     from gql_usage.app import create_app
-    from gql_usage.db import StatementCounter, close_db, connection, init_db
     from gql_usage.settings import Settings
+    from gql_usage.storage.db import StatementCounter, close_db, connection, init_db
 
     await init_db(url)
     try:

@@ -23,13 +23,13 @@ from typing import Any
 from strawberry.types.arguments import convert_argument
 
 from gql_usage.auth import Viewer
-from gql_usage.db import close_db, init_db
 from gql_usage.demo import ACME, seed_demo
 from gql_usage.graphql.context import Context, Loaders
 from gql_usage.graphql.filters import UsageFilter
 from gql_usage.graphql.schema import build_schema
-from gql_usage.models import Account, ApiKey, User
 from gql_usage.settings import Settings
+from gql_usage.storage.db import close_db, init_db
+from gql_usage.storage.models import Account, ApiKey, User
 
 DASHBOARD = """query Dashboard($f: UsageFilter!) {
   viewer { name }

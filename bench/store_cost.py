@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.pg_server import create_database, start_postgres  # noqa: E402
 
-from gql_usage.db import run_migrations  # noqa: E402
 from gql_usage.ingest.store_postgres import POSTGRES_STORE, joined  # noqa: E402
+from gql_usage.storage.db import run_migrations  # noqa: E402
 
 BATCH = 1_000
 T0_US = 1_760_000_000_000_000

@@ -22,8 +22,6 @@ from strawberry.asgi import GraphQL
 from strawberry.types.unset import UNSET
 
 from gql_usage.auth import AuthError, Viewer, load_viewer
-from gql_usage.cube import compactor
-from gql_usage.db import close_db, init_db, replica_reads
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context, Loaders
 from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
@@ -38,6 +36,8 @@ from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.http.stack import harden
 from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.settings import Settings
+from gql_usage.storage.cube import compactor
+from gql_usage.storage.db import close_db, init_db, replica_reads
 
 log = logging.getLogger("gql_usage")
 
@@ -182,7 +182,7 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
                           migrate=migrate)
         await limiter.check()  # an unreachable Redis is logged now, and served fail-open
         try:
-            if manage_db:  # folds pending events into the cube (gql_usage.cube)
+            if manage_db:  # folds pending events into the cube (gql_usage.storage.cube)
                 async with compactor(settings.compact_interval_seconds):
                     yield
             else:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import jwt
 
 from gql_usage.calendar import HOUR_S
-from gql_usage.db import Sql, Value, connection, dialect, fetch
-from gql_usage.models import Account, User
+from gql_usage.storage.db import Sql, Value, connection, dialect, fetch
+from gql_usage.storage.models import Account, User
 from gql_usage.untrusted import id_problem
 
 ALGORITHM = "HS256"

@@ -27,8 +27,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from gql_usage import logs
     from gql_usage.app import create_app
-    from gql_usage.db import run_migrations
     from gql_usage.http import server
+    from gql_usage.storage.db import run_migrations
 
     logs.configure(settings.log_format, settings.log_level)
     if args.demo:
@@ -85,8 +85,8 @@ def _positive_int(text: str) -> int:
 
 def _prepare_demo(settings: Settings) -> Settings:
     """Fill an empty database with the demo organisation and print ready-to-use tokens."""
-    from gql_usage.db import close_db, init_db
     from gql_usage.demo import seed_demo
+    from gql_usage.storage.db import close_db, init_db
 
     updates: dict[str, object] = {}
     if not settings.jwt_secret:
@@ -129,7 +129,7 @@ def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from gql_usage.db import run_migrations
+    from gql_usage.storage.db import run_migrations
 
     asyncio.run(run_migrations(settings.database_url))
     print("migrations applied")

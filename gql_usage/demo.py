@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 from gql_usage.auth import issue_token
 from gql_usage.calendar import DAY_S, HOUR_S, US, from_us, to_us
-from gql_usage.cube import compact_all
 from gql_usage.ingest.ingestor import Ingestor
-from gql_usage.models import Account, ApiKey, Endpoint, Plan, Role, Source, User
+from gql_usage.storage.cube import compact_all
+from gql_usage.storage.models import Account, ApiKey, Endpoint, Plan, Role, Source, User
 
 ACME = "acme"
 FREEBIRD = "freebird"

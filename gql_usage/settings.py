@@ -126,11 +126,11 @@ class Settings(BaseSettings):
             return None
         return value
 
-    # --- Cube compaction (gql_usage/cube.py) -----------------------------------------------
+    # --- Cube compaction (gql_usage/storage/cube.py) --------------------------------------------
     #: Seconds between compaction rounds when nothing is pending.
     compact_interval_seconds: float = Field(default=0.5, gt=0)
 
-    # --- Read replica (gql_usage/db.py) ------------------------------------------------
+    # --- Read replica (gql_usage/storage/db.py) ------------------------------------------------
     #: Optional PostgreSQL streaming replica that analytics reads are routed to.
     replica_database_url: str | None = None
 

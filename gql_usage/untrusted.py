@@ -3,7 +3,7 @@
 ``echo`` cuts a quoted value to ``ECHO_LIMIT`` characters and ``bounded`` any message to
 ``MESSAGE_LIMIT`` (the last defence for library messages that quote input in full);
 ``text_problem``, ``id_problem`` and ``utc_problem`` say why a value cannot be stored.
-See README, 'Hostile input (`tests/test_hostile_input.py`)'.
+See README, 'Hostile input'.
 """
 
 from __future__ import annotations

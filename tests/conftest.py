@@ -24,7 +24,7 @@ from support.pg_server import create_database, drop_database, start_postgres
 from tortoise import Tortoise
 
 from gql_usage.app import create_app
-from gql_usage.db import connection, run_migrations
+from gql_usage.storage.db import connection, run_migrations
 
 _numbers = itertools.count()
 #: Empties every table but the migrations' own, and restarts the id sequences: one

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from gql_usage.models import NO_USER
+from gql_usage.storage.models import NO_USER
 
 
 class Dimension(StrEnum):
@@ -28,7 +28,7 @@ _COLUMNS = {Dimension.ENDPOINT: "endpoint_id", Dimension.API_KEY: "api_key_id",
 #: by (``{e}``: that table's alias): the endpoint path, the source key, and for API keys
 #: and users their global id (``gql_usage.graphql.ids``: base64 of "<Type>:<external
 #: id>"; PostgreSQL's base64 breaks lines every 76 characters, hence the ``translate``;
-#: SQLite calls the registered ``gql_global_id``, see ``gql_usage.sqlite_backend``).
+#: SQLite calls the registered ``gql_global_id``, see ``gql_usage.storage.sqlite_backend``).
 ORDER_KEYS: dict[Dimension, tuple[str, dict[str, str]]] = {
     Dimension.ENDPOINT: ("endpoint", {"postgres": "{e}.path", "sqlite": "{e}.path"}),
     Dimension.SOURCE: ("source", {"postgres": '{e}."key"', "sqlite": '{e}."key"'}),

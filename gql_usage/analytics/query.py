@@ -28,8 +28,8 @@ from gql_usage.analytics.specs import (
 )
 from gql_usage.caches import MIB, byte_lru_cache
 from gql_usage.calendar import US
-from gql_usage.db import Sql, dialect, fetch_rows, read_connection
-from gql_usage.models import DIM_BITS, NO_USER
+from gql_usage.storage.db import Sql, dialect, fetch_rows, read_connection
+from gql_usage.storage.models import DIM_BITS, NO_USER
 
 #: Raw events store a call without a user as NULL; the cube and pending events as NO_USER.
 _EVENT_DIMS = ", ".join(f"coalesce({c}, {NO_USER}) AS {c}" if c == "user_id" else c

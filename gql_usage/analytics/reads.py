@@ -3,7 +3,7 @@
 A spec reads whole cube units (UTC days, hours, 15-minute slots) that no bucket or
 offset boundary cuts, from the smallest grouping set holding its filters and dimension,
 and the raw events for the rest; the parts never overlap and together cover exactly
-``[from, to)``. See README, 'Architecture' (Exactness), and ``gql_usage.models``.
+``[from, to)``. See README, 'Architecture' (Exactness), and ``gql_usage.storage.models``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from gql_usage.analytics.layout import SeriesLayout
 from gql_usage.analytics.specs import GroupSpec, Spec, TopSpec, UsageQuery
 from gql_usage.calendar import US
-from gql_usage.models import CUBE_SETS, DIM_BITS
+from gql_usage.storage.models import CUBE_SETS, DIM_BITS
 
 #: Past this many separate raw pieces a spec reads its whole range from the raw events.
 MAX_RAW_PIECES = 64

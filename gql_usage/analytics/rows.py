@@ -9,7 +9,7 @@ from typing import Generic, TypeVar
 
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.specs import Totals
-from gql_usage.models import NO_USER
+from gql_usage.storage.models import NO_USER
 
 T = TypeVar("T")
 

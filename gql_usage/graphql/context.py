@@ -14,7 +14,7 @@ from gql_usage.auth import Viewer
 from gql_usage.graphql.limits.rate_limit import Charge
 from gql_usage.loaders.aggregates import AggregatesLoader
 from gql_usage.loaders.by_column import ByColumnLoader
-from gql_usage.models import ApiKey, Endpoint, Source, User
+from gql_usage.storage.models import ApiKey, Endpoint, Source, User
 
 
 @dataclass(frozen=True)

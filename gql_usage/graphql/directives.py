@@ -16,7 +16,7 @@ from strawberry.permission import BasePermission, PermissionExtension
 from strawberry.schema_directive import Location
 
 from gql_usage.graphql.errors import FORBIDDEN, PLAN_UPGRADE_REQUIRED
-from gql_usage.models import Plan, Role
+from gql_usage.storage.models import Plan, Role
 
 
 @strawberry.schema_directive(locations=[Location.FIELD_DEFINITION], name="adminOnly",

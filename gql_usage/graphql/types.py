@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import strawberry
 
-from gql_usage import calendar, catalogue, models
+from gql_usage import calendar
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.layout import series_layout
 from gql_usage.analytics.rows import BreakdownRow, breakdown_rows
@@ -33,6 +33,7 @@ from gql_usage.graphql.errors import BadUserInput
 from gql_usage.graphql.filters import UsageFilter, resolve_filter
 from gql_usage.graphql.limits.rate_limit import Charge
 from gql_usage.graphql.scalars import SafeInt
+from gql_usage.storage import catalogue, models
 
 Info = strawberry.Info[Context, None]
 

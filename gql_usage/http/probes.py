@@ -12,8 +12,8 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.migrations.loader import MigrationLoader
 from tortoise.migrations.recorder import MigrationRecorder
 
-from gql_usage.db import connection, tortoise_config
 from gql_usage.http.errors import SERVICE_UNAVAILABLE
+from gql_usage.storage.db import connection, tortoise_config
 
 log = logging.getLogger("gql_usage.http")
 
@@ -25,7 +25,7 @@ async def healthz(request: Request) -> Response:
 
 class Readiness:
     """``GET /readyz`` (``Readiness().endpoint``): 200 when the database answers and
-    every migration shipped in ``gql_usage/migrations`` is recorded as applied; 503 with
+    every migration shipped in ``gql_usage/storage/migrations`` is recorded as applied; 503 with
     the reason otherwise. Tortoise's own migration loader and recorder tell which."""
 
     def __init__(self, app_label: str = "models") -> None:

@@ -26,8 +26,8 @@ from gql_usage.http.errors import (
 from gql_usage.ingest.decode import BatchTooLarge, BodyError, decode_batch
 from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.ingest.validate import describe_validation_error
-from gql_usage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.settings import Settings
+from gql_usage.storage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.untrusted import MAX_ID_LENGTH, bounded, echo, id_problem, text_problem, utc_problem
 
 #: Largest credit count (``SafeInt``: exact in JavaScript, fits every database column).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
 
-from gql_usage.db import Sql, Value, connection, dialect, fetch_rows
 from gql_usage.ingest.rows import Row
+from gql_usage.storage.db import Sql, Value, connection, dialect, fetch_rows
 
 
 def source_display_name(key: str) -> str:

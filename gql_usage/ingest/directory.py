@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gql_usage.db import Sql, fetch_rows
+from gql_usage.storage.db import Sql, fetch_rows
 
 
 class Directory:

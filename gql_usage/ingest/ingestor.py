@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from gql_usage.calendar import US, to_us
-from gql_usage.db import connection, dialect
 from gql_usage.ingest import storage
 from gql_usage.ingest.catalog import Catalog
 from gql_usage.ingest.decode import Undecodable
@@ -19,6 +18,7 @@ from gql_usage.ingest.directory import Directory
 from gql_usage.ingest.results import IngestResult, Rejection
 from gql_usage.ingest.rows import Row, now_us
 from gql_usage.ingest.validate import EventIn, ValidEvents, parse_event
+from gql_usage.storage.db import connection, dialect
 
 
 class Ingestor:

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from tortoise.exceptions import OperationalError, TransactionManagementError
 
-from gql_usage.db import Sql, connection, dialect
 from gql_usage.ingest import store_postgres, store_sqlite
 from gql_usage.ingest.rows import Row
+from gql_usage.storage.db import Sql, connection, dialect
 
 _RETRIES = 5
 

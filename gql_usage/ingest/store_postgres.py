@@ -10,10 +10,10 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from gql_usage import cube
-from gql_usage.db import Sql, connection
 from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
-from gql_usage.models import NO_USER
+from gql_usage.storage import cube
+from gql_usage.storage.db import Sql, connection
+from gql_usage.storage.models import NO_USER
 
 #: Ids as comma-separated text; an empty item (a call without a user) is NULL.
 _UNNEST = ", ".join(

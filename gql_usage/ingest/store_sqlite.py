@@ -8,10 +8,10 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
-from gql_usage import cube
-from gql_usage.db import Sql, Value, fetch_rows
 from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
-from gql_usage.models import NO_USER
+from gql_usage.storage import cube
+from gql_usage.storage.db import Sql, Value, fetch_rows
+from gql_usage.storage.models import NO_USER
 
 SQLITE_ROWS_PER_STATEMENT = 1000
 
@@ -49,7 +49,7 @@ async def _insert_events(conn: BaseDBAsyncClient, rows: list[Row]) -> set[tuple[
 
 
 async def _insert_pending(conn: BaseDBAsyncClient, rows: list[Row]) -> None:
-    """The pending copies compaction folds into the cube (``gql_usage.cube``)."""
+    """The pending copies compaction folds into the cube (``gql_usage.storage.cube``)."""
     for start in range(0, len(rows), SQLITE_ROWS_PER_STATEMENT):
         q = Sql("sqlite").add(
             f"INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)}) VALUES ")

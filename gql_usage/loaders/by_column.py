@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Sequence
 from typing import TypeVar
 
-from gql_usage.db import M, Sql, dialect, fetch_models, read_connection
 from gql_usage.loaders.base import DataLoader
+from gql_usage.storage.db import M, Sql, dialect, fetch_models, read_connection
 
 K = TypeVar("K", bound=Hashable)
 

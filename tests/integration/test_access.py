@@ -42,7 +42,6 @@ from strawberry.schema.config import StrawberryConfig
 from support.config import JWT_SECRET
 from support.helpers import event, gid, gql, ingest, make_account, put, token
 
-from gql_usage import models
 from gql_usage.auth import issue_token
 from gql_usage.graphql.directives import RULES, AdminOnly, PaidPlan, guarded_type, type_rules
 from gql_usage.graphql.execution import FastExecutionContext
@@ -50,6 +49,7 @@ from gql_usage.graphql.guards import field_rules, unguarded_paths
 from gql_usage.graphql.scalars import SCALAR_MAP
 from gql_usage.graphql.schema import Schema, schema
 from gql_usage.graphql.types import ApiKey, Node, Source
+from gql_usage.storage import models
 
 FILTER = '{from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"}'
 

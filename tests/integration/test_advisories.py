@@ -31,8 +31,8 @@ from support.config import make_settings
 from support.helpers import gid, gql, make_account, put, token
 
 from gql_usage.app import GraphQLEndpoint, create_app
-from gql_usage.db import StatementCounter
 from gql_usage.graphql.errors import TOO_MANY_ALIASES
+from gql_usage.storage.db import StatementCounter
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from support.config import make_settings
 from support.helpers import SERVICE, event, gql, ingest, make_account
 
 from gql_usage.app import create_app
-from gql_usage.db import StatementCounter
+from gql_usage.storage.db import StatementCounter
 
 DASHBOARD = """query Dashboard($f: UsageFilter!) {
   viewer { name }
@@ -49,7 +49,7 @@ async def dashboard_statements(client, account: str, n_keys: int) -> tuple[int, 
 
 
 async def test_dashboard_statement_count_does_not_grow_with_keys(db_url):
-    # 500 keys' lists cost what they hold (gql_usage.catalogue.ListSizes): above the
+    # 500 keys' lists cost what they hold (gql_usage.storage.catalogue.ListSizes): above the
     # default maximum cost, so this account's limit is raised.
     app = create_app(make_settings(db_url, max_query_cost=20_000), manage_db=False)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -66,6 +66,6 @@ async def _dashboard_statement_count_does_not_grow_with_keys(client):
         large_data["account"]["usage"]["calls"]
     assert small == large
     print(f"dashboard statements: {small}")
-    # authentication, the list sizes the query cost counts (gql_usage.catalogue), the
+    # authentication, the list sizes the query cost counts (gql_usage.storage.catalogue), the
     # keys, the aggregates of two filters, users and endpoints
     assert small <= 7

@@ -24,8 +24,8 @@ from support.helpers import event, gid, ingest, make_account, put, token
 
 from gql_usage import calendar
 from gql_usage.app import create_app
-from gql_usage.db import StatementCounter, connection, dialect
-from gql_usage.models import Endpoint
+from gql_usage.storage.db import StatementCounter, connection, dialect
+from gql_usage.storage.models import Endpoint
 
 N_ENDPOINTS = 50_000
 START = datetime(2026, 1, 10, tzinfo=UTC)

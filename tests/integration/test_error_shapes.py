@@ -21,7 +21,7 @@ from support.config import make_settings
 from support.helpers import SERVICE, event, make_account, token
 
 from gql_usage.app import create_app
-from gql_usage.db import connection
+from gql_usage.storage.db import connection
 
 ORIGIN = "https://dashboard.example.com"
 LIMIT = 300

@@ -12,9 +12,9 @@ import support.events
 from support.events import KEYS, USERS
 from support.helpers import ingest, make_account
 
-from gql_usage.cube import compact_all
-from gql_usage.db import connection
-from gql_usage.models import CUBE_SETS
+from gql_usage.storage.cube import compact_all
+from gql_usage.storage.db import connection
+from gql_usage.storage.models import CUBE_SETS
 
 
 def random_events(rng: random.Random, n: int) -> list[dict]:

@@ -43,7 +43,7 @@ from hypothesis import strategies as st
 from hypothesis_graphql import nodes
 from support.helpers import SERVICE, event, gid, ingest, make_account, token
 
-from gql_usage.db import connection
+from gql_usage.storage.db import connection
 
 SCHEMA_SDL = (Path(__file__).resolve().parents[2] / "schema.graphql").read_text()
 #: Longest any single request may take (a hang fails the test, it does not stall it).

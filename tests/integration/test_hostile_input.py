@@ -40,8 +40,8 @@ from support.helpers import SERVICE, event, gid, ingest, make_account, token
 from tortoise import Tortoise
 
 from gql_usage.app import create_app
-from gql_usage.db import connection
 from gql_usage.loaders.base import DataLoader
+from gql_usage.storage.db import connection
 
 #: Longest error message (or ingestion rejection reason) any answer may carry.
 MESSAGE_BOUND = 1_000

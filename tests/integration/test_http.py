@@ -32,13 +32,13 @@ from tortoise import Tortoise
 
 from gql_usage import logs
 from gql_usage.app import create_app
-from gql_usage.db import connection, tortoise_config
 from gql_usage.http.access_log import AccessLog
 from gql_usage.http.errors import internal_error
 from gql_usage.http.request_id import RequestId
 from gql_usage.http.stack import harden
 from gql_usage.http.timeout import RequestTimeout
 from gql_usage.settings import MissingSetting, load_settings
+from gql_usage.storage.db import connection, tortoise_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_DB = "sqlite://:memory:"  # for tests whose requests never reach the database

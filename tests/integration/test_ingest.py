@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from support.helpers import SERVICE, event, ingest, make_account
 
-from gql_usage.cube import compact_all
-from gql_usage.db import StatementCounter, connection, dialect
+from gql_usage.storage.cube import compact_all
+from gql_usage.storage.db import StatementCounter, connection, dialect
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 

@@ -19,8 +19,8 @@ from support.helpers import SERVICE, event, make_account
 from support.serve import served
 
 from gql_usage.app import create_app
-from gql_usage.db import connection
 from gql_usage.ingest.results import MAX_LISTED_REJECTIONS
+from gql_usage.storage.db import connection
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 MIB = 1024 * 1024

@@ -22,7 +22,6 @@ from support.config import make_settings
 from support.helpers import event, gid, ingest, make_account, token
 
 from gql_usage.app import create_app
-from gql_usage.db import StatementCounter
 from gql_usage.graphql.limits.cost import (
     AGGREGATE_POINTS,
     ASSUMED_LIST_SIZE,
@@ -32,6 +31,7 @@ from gql_usage.graphql.limits.cost import (
 from gql_usage.graphql.limits.rate_limit import REFUSAL_POINTS, RateLimiter
 from gql_usage.graphql.schema import schema
 from gql_usage.settings import Settings
+from gql_usage.storage.db import StatementCounter
 
 DEFAULTS = Settings.model_construct()
 A = AGGREGATE_POINTS

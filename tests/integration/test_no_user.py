@@ -10,8 +10,8 @@ from typing import Any
 
 from support.helpers import SERVICE, event, gid, gql, make_account
 
-from gql_usage.cube import compact_all
-from gql_usage.db import connection
+from gql_usage.storage.cube import compact_all
+from gql_usage.storage.db import connection
 
 T0 = datetime(2026, 1, 10, 0, 0, tzinfo=UTC)
 # Not slot-aligned: the edges are read from the raw events (the call at -67 h 07 min,

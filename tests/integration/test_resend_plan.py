@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gql_usage.db import Sql, connection, dialect
 from gql_usage.ingest.rows import Row
 from gql_usage.ingest.storage import lookup_sql, stored_contents
 from gql_usage.ingest.store_postgres import POSTGRES_LOOKUP_SETTINGS
+from gql_usage.storage.db import Sql, connection, dialect
 
 ROWS = 200_000
 UNIQUE = "usage_event_event_account"

@@ -9,7 +9,7 @@ import asyncio
 import httpx
 from helpers import SERVICE
 
-from gql_usage.db import connection
+from gql_usage.storage.db import connection
 
 RACERS = 12
 PERIOD = {"periodStart": "2026-01-01T00:00:00Z", "periodEnd": "2026-02-01T00:00:00Z"}

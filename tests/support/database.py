@@ -5,7 +5,7 @@ from __future__ import annotations
 from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
-from gql_usage.db import tortoise_config
+from gql_usage.storage.db import tortoise_config
 
 
 async def connect(url: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from gql_usage.auth import issue_token
-from gql_usage.cube import compact_all
+from gql_usage.storage.cube import compact_all
 from support.config import JWT_SECRET, SERVICE_TOKEN
 
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}

@@ -22,8 +22,8 @@ from support.pg_server import create_database
 from support.ports import free_port as _free_port
 from support.serve import serve_process as _server
 
-from gql_usage.db import connection
 from gql_usage.demo import seed_demo
+from gql_usage.storage.db import connection
 
 
 def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -34,9 +34,9 @@ from tortoise import Tortoise
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from gql_usage.app import create_app
-from gql_usage.db import connection, run_migrations, tortoise_config
 from gql_usage.faults import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, is_unavailable
 from gql_usage.settings import MissingSetting, load_settings
+from gql_usage.storage.db import connection, run_migrations, tortoise_config
 
 #: Every generated event lies in [WINDOW_START, WINDOW_START + 3 days); reports cover
 #: whole hours around it, so they read every event through the rollups.

@@ -33,15 +33,15 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.transactions import in_transaction
 
 from gql_usage.app import create_app
-from gql_usage.db import (
+from gql_usage.settings import MissingSetting, load_settings
+from gql_usage.storage.db import (
     connection,
     read_connection,
     replica_reads,
     run_migrations,
     tortoise_config,
 )
-from gql_usage.models import Account, Plan
-from gql_usage.settings import MissingSetting, load_settings
+from gql_usage.storage.models import Account, Plan
 
 _names = itertools.count()
 PAUSE_TIMEOUT_S = 10.0

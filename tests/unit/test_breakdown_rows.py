@@ -10,7 +10,7 @@ import pytest
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.rows import BreakdownRow, breakdown_rows
 from gql_usage.analytics.specs import Totals
-from gql_usage.models import NO_USER
+from gql_usage.storage.models import NO_USER
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from graphql import DocumentNode, get_operation_ast, parse, validate
 
-from gql_usage.catalogue import ListSizes
 from gql_usage.graphql.errors import BAD_USER_INPUT
 from gql_usage.graphql.limits.assessments import _ASSESSMENTS, assess_operation
 from gql_usage.graphql.limits.cost import (
@@ -22,6 +21,7 @@ from gql_usage.graphql.limits.cost import (
 )
 from gql_usage.graphql.limits.expansion import expanded_fields, uses_sized_lists
 from gql_usage.graphql.schema import build_schema
+from gql_usage.storage.catalogue import ListSizes
 
 SCHEMA = build_schema()._schema
 

@@ -10,8 +10,8 @@ import orjson
 from graphql import DocumentNode, GraphQLSchema, OperationDefinitionNode
 
 from gql_usage.caches import MIB, ByteLRU, digest, text_digest
-from gql_usage.catalogue import ListSizes
 from gql_usage.graphql.limits.cost import Assessment, CostCalculator
+from gql_usage.storage.catalogue import ListSizes
 
 
 def _assessment_bytes(assessment: Assessment | None) -> int:

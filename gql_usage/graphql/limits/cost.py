@@ -39,9 +39,9 @@ from graphql.language import get_location
 
 from gql_usage import calendar
 from gql_usage.analytics.layout import bucket_layout
-from gql_usage.catalogue import ListSizes
 from gql_usage.graphql.errors import BAD_USER_INPUT, BadUserInput
 from gql_usage.graphql.filters import check_filter
+from gql_usage.storage.catalogue import ListSizes
 
 Field = tuple[str, str]
 """A field of the schema: (type name, field name)."""
@@ -65,7 +65,7 @@ SOURCES: Field = ("Account", "sources")
 #: Assumed size of a list whose size is not known before execution, and the least an
 #: account's list (``SIZED_LISTS``) is priced at.
 ASSUMED_LIST_SIZE = 100
-#: Lists priced by the account's real number of rows (``gql_usage.catalogue.ListSizes``).
+#: Lists priced by the account's real number of rows (``gql_usage.storage.catalogue.ListSizes``).
 SIZED_LISTS: frozenset[Field] = frozenset({API_KEYS, ENDPOINTS, SOURCES, BREAKDOWN})
 #: The most rows a breakdown can have, by its ``by`` value.
 BREAKDOWN_ROWS: Mapping[str, Callable[[ListSizes], int]] = {

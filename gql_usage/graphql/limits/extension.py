@@ -12,7 +12,6 @@ from graphql import GraphQLError, get_operation_ast
 from graphql.error import GraphQLSyntaxError
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
-from gql_usage.catalogue import list_sizes
 from gql_usage.graphql.errors import QUERY_TOO_COSTLY, RATE_LIMITED, TOO_MANY_TOKENS
 from gql_usage.graphql.limits.assessments import assess_operation
 from gql_usage.graphql.limits.expansion import (
@@ -29,6 +28,7 @@ from gql_usage.graphql.limits.rate_limit import (
 )
 from gql_usage.graphql.limits.rules import validation_rules
 from gql_usage.settings import Settings
+from gql_usage.storage.catalogue import list_sizes
 
 
 class QueryCost(SchemaExtension):

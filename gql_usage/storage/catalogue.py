@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gql_usage.db import Sql, dialect, fetch_models, fetch_rows, read_connection
-from gql_usage.models import ApiKey, Endpoint, Source
+from gql_usage.storage.db import Sql, dialect, fetch_models, fetch_rows, read_connection
+from gql_usage.storage.models import ApiKey, Endpoint, Source
 
 _ENDPOINTS = ("FROM endpoint WHERE listed OR id IN "
               "(SELECT endpoint_id FROM account_endpoint WHERE account_id = {a})")

@@ -5,7 +5,7 @@ from tortoise.migrations import operations as ops
 # keyed by its natural composite primary key (Tortoise has no composite keys, and a
 # surrogate id would cost an index on every write), and the pending table has no index
 # at all (it is only ever appended to and drained whole). Both are read and written with
-# SQL by gql_usage.cube, gql_usage.ingest and gql_usage.analytics.
+# SQL by gql_usage.storage.cube, gql_usage.ingest and gql_usage.analytics.
 
 CREATE_CUBE = (
     "CREATE TABLE usage_cube ("
@@ -20,7 +20,7 @@ CREATE_PENDING = (
     "source_id INT NOT NULL, user_id INT NOT NULL, credits BIGINT NOT NULL, "
     "occurred_at_us BIGINT NOT NULL)"
 )
-# Existing events are folded into the cube by compaction (gql_usage.cube.compact), which
+# Existing events are folded into the cube by compaction (gql_usage.storage.cube.compact), which
 # the server runs in the background from its first start.
 BACKFILL = (
     "INSERT INTO usage_pending (account_id, api_key_id, endpoint_id, source_id, user_id, "

@@ -1,6 +1,6 @@
 from tortoise import migrations
 from tortoise.migrations import operations as ops
-from gql_usage.models import Plan, Role
+from gql_usage.storage.models import Plan, Role
 from tortoise.fields.base import OnDelete
 from tortoise import fields
 from tortoise.indexes import Index

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from tortoise.transactions import in_transaction
 
 from gql_usage.calendar import US
-from gql_usage.db import connection, dialect
-from gql_usage.models import CUBE_SETS, DIM_BITS
+from gql_usage.storage.db import connection, dialect
+from gql_usage.storage.models import CUBE_SETS, DIM_BITS
 
 log = logging.getLogger("gql_usage.cube")
 

@@ -20,12 +20,12 @@ from tortoise.backends.base.client import BaseDBAsyncClient, TransactionalDBClie
 from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.models import Model
 
-MODELS_MODULE = "gql_usage.models"
-MIGRATIONS_MODULE = "gql_usage.migrations"
+MODELS_MODULE = "gql_usage.storage.models"
+MIGRATIONS_MODULE = "gql_usage.storage.migrations"
 #: Connection names: the primary (all writes) and the optional streaming replica.
 PRIMARY = "default"
-#: Tortoise's SQLite backend with gql_usage's SQL functions (``gql_usage.sqlite_backend``).
-SQLITE_ENGINE = "gql_usage.sqlite_backend"
+#: Tortoise's SQLite backend with gql_usage's SQL functions (``gql_usage.storage.sqlite_backend``).
+SQLITE_ENGINE = "gql_usage.storage.sqlite_backend"
 REPLICA = "replica"
 
 
@@ -115,7 +115,7 @@ class ReplicaRouter:
 
 
 async def run_migrations(database_url: str) -> None:
-    """Apply pending migrations (``gql_usage/migrations``) to the database."""
+    """Apply pending migrations (``gql_usage/storage/migrations``) to the database."""
     from tortoise.migrations.api import migrate
 
     await migrate(config=tortoise_config(database_url))
@@ -246,7 +246,7 @@ async def fetch_rows(sql: Sql, conn: BaseDBAsyncClient | None = None) -> list[Se
     return [tuple(r) for r in rows]
 
 
-#: For Tortoise's own CLI: ``tortoise -c gql_usage.db.TORTOISE_ORM makemigrations``.
+#: For Tortoise's own CLI: ``tortoise -c gql_usage.storage.db.TORTOISE_ORM makemigrations``.
 TORTOISE_ORM = tortoise_config("sqlite://:memory:")
 
 

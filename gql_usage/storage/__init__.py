@@ -1,0 +1,1 @@
+"""Storage: Tortoise models and migrations, database set-up, the usage cube, catalogue queries."""
