@@ -19,7 +19,14 @@ import asyncpg
 from bench.data import BERLIN, END, LARGE
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.query import prepare
-from gql_usage.analytics.specs import GroupSpec, SeriesSpec, Spec, TotalsSpec, UsageQuery
+from gql_usage.analytics.specs import (
+    GroupSpec,
+    SeriesSpec,
+    Spec,
+    TotalsSpec,
+    UsageQuery,
+    spec_order,
+)
 from gql_usage.calendar import Granularity, to_us
 from gql_usage.graphql import ids
 
@@ -151,6 +158,6 @@ def floor_sql(account_id: int, days: int, dialect: str) -> tuple[str, list[Any]]
     """The analytics statement gql_usage sends for the dashboard (all its aggregates)."""
     start, end = window(days)
     query = UsageQuery(account_id, to_us(start), to_us(end), ZONE)
-    prepared = prepare(query, dashboard_specs(), dialect)
+    prepared = prepare(query, sorted(dashboard_specs(), key=spec_order), dialect)
     assert prepared.sql is not None
     return prepared.sql.text, list(prepared.sql.params)

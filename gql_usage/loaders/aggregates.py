@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from gql_usage.analytics import query as analytics
-from gql_usage.analytics.specs import Spec, UsageQuery
+from gql_usage.analytics.specs import Spec, UsageQuery, spec_order
 from gql_usage.loaders.base import DataLoader
 
 AggregateKey = tuple[UsageQuery, Spec]
@@ -24,7 +24,8 @@ class AggregatesLoader(DataLoader[AggregateKey, object]):
             if spec not in by_query[query]:
                 by_query[query].append(spec)
         answers: dict[AggregateKey, object] = {}
-        for query, specs in by_query.items():
+        for query, asked in by_query.items():
+            specs = sorted(asked, key=spec_order)
             results = await analytics.aggregate(query, specs)
             answers.update({(query, spec): r for spec, r in zip(specs, results, strict=True)})
         return [answers[k] for k in keys]
