@@ -502,7 +502,7 @@ async def test_body_limits_on_both_routes(db_url: str) -> None:
 # --- probes --------------------------------------------------------------------------------
 
 def shipped_migrations() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "gql_usage" / "migrations").glob("[0-9]*.py"))
+    return sorted(p.stem for p in (ROOT / "gql_usage" / "storage" / "migrations").glob("[0-9]*.py"))
 
 
 async def test_healthz_and_readyz_on_a_migrated_database(client: httpx.AsyncClient) -> None:

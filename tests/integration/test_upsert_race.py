@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from helpers import SERVICE
+from support.helpers import SERVICE
 
 from gql_usage.storage.db import connection
 
