@@ -81,8 +81,12 @@ def with_database(url: str, name: str) -> str:
 
 
 def wait_for_replay(pair: ReplicaPair, timeout: float = REPLICATION_TIMEOUT_S) -> None:
-    """Block until the replica has replayed everything the primary has written so far."""
-    target = psql(pair.primary_url, "SELECT pg_current_wal_lsn()")
+    """Block until the replica has replayed everything the primary has written so far.
+
+    The target is the WAL *insert* position: the primary runs with
+    ``synchronous_commit=off``, so a commit that has returned may still sit in the WAL
+    buffers, past ``pg_current_wal_lsn()`` (the position written out so far)."""
+    target = psql(pair.primary_url, "SELECT pg_current_wal_insert_lsn()")
     deadline = time.monotonic() + timeout
     while True:
         if psql(pair.replica_url,
