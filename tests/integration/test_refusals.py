@@ -376,12 +376,12 @@ def _flatten(key: object) -> Iterator[object]:
 
 
 def test_statement_and_layout_caches_are_bounded_by_bytes():
-    """600 distinct 2,000-hour series (each layout ~400 KB; the old 512-entry layout cache
-    and 256-entry statement cache could hold ~200 MB and ~100 MB): both analytics caches
-    stay within their byte budgets."""
+    """150 distinct 2,000-hour series (each layout ~400 KB, ~60 MB in all, several times
+    the caches' budgets; the old 512-entry layout cache and 256-entry statement cache
+    kept every one): both analytics caches stay within their byte budgets."""
     start = calendar.to_us(datetime(2026, 1, 1, tzinfo=UTC))
     hour = 3600 * calendar.US
-    for i in range(600):
+    for i in range(150):
         query = UsageQuery(account_id=1, start_us=start + i * hour,
                            end_us=start + (i + 2000) * hour, time_zone="Europe/Berlin")
         prepared = analytics_query.prepare(query, [SeriesSpec(Granularity.HOUR)], "sqlite")
@@ -389,7 +389,7 @@ def test_statement_and_layout_caches_are_bounded_by_bytes():
     for cache in (bucket_layout.cache,  # type: ignore[attr-defined]
                   analytics_query._prepare.cache):  # type: ignore[attr-defined]
         assert cache.bytes <= cache.budget, cache.name
-        assert 0 < len(cache) < 600, cache.name
+        assert 0 < len(cache) < 150, cache.name
 
 
 @pytest.fixture(autouse=True)
