@@ -72,7 +72,8 @@ def _external_ids(values: list[strawberry.ID], type_name: str, argument: str) ->
         try:
             kind, external = ids.decode(str(value))
         except ValueError as exc:
-            raise BadUserInput(f"{argument}[{i}]", str(exc)) from None
+            raise BadUserInput(f"{argument}[{i}]", f"{exc}; {ids.hint(str(value), type_name)}"
+                               ) from None
         if kind != type_name:
             raise BadUserInput(f"{argument}[{i}]", f"{echo(value)} is a {kind} id, not an "
                                f"{type_name} id")

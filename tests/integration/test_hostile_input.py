@@ -40,6 +40,7 @@ from support.helpers import SERVICE, event, gid, ingest, make_account, token
 from tortoise import Tortoise
 
 from gql_usage.app import create_app
+from gql_usage.graphql import ids
 from gql_usage.loaders.base import DataLoader
 from gql_usage.storage.db import connection
 
@@ -326,8 +327,11 @@ async def test_malformed_id_of_240_kb_is_quoted_within_bounds(reader, field):
                          sent_huge=True)
     (error,) = [e for e in body["errors"] if e["path"][:2] == ["account", "usage"]]
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": f"filter.{field}[0]"}
+    kind = {"apiKeyIds": "ApiKey", "userIds": "User"}[field]
     assert error["message"] == (f"account.usage(filter.{field}[0]): '{'x' * 200}'… "
-                                "(240,000 characters) is not a valid id")
+                                "(240,000 characters) is not a valid id; "
+                                + ids.hint(HUGE, kind))
+    assert len(error["message"]) < 600
 
 
 @pytest.mark.parametrize("value", [*HOSTILE_TEXTS, gid("ApiKey", HUGE), gid("User", "\x00"),
