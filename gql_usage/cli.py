@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import sys
 from typing import TYPE_CHECKING, Any
 
+from gql_usage import demo_secrets
 from gql_usage.calendar import HOUR_S
 from gql_usage.settings import MissingSetting, Settings, load_settings
 
@@ -89,10 +89,10 @@ def _prepare_demo(settings: Settings) -> Settings:
     from gql_usage.storage.db import close_db, init_db
 
     updates: dict[str, object] = {}
-    if not settings.jwt_secret:
-        updates["jwt_secret"] = "demo-secret-" + secrets.token_hex(16)
-    if not settings.service_token:
-        updates["service_token"] = "demo-service-" + secrets.token_hex(16)
+    if not settings.jwt_secret or not settings.service_token:
+        kept = demo_secrets.load_or_create(settings.database_url)
+        updates["jwt_secret"] = settings.jwt_secret or kept.jwt_secret
+        updates["service_token"] = settings.service_token or kept.service_token
     settings = settings.model_copy(update=updates)
 
     async def seed() -> dict[str, str]:
@@ -109,15 +109,25 @@ def _prepare_demo(settings: Settings) -> Settings:
           '{"Authorization": "Bearer <token>"}):')
     for label, token in tokens.items():
         print(f"  {label}:\n    {token}")
-    print(f"\nService token: {settings.service_token}\n", flush=True)
+    print(f"\nService token: {settings.service_token}")
+    print(f"JWT secret:    {settings.jwt_secret}")
+    if updates:
+        print(f"(both kept in {demo_secrets.secrets_path(settings.database_url)} for the "
+              "next start; `gql-usage token --user U --account A` signs with it)")
+    print(flush=True)
     return settings
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from gql_usage.auth import issue_token
 
-    settings.require("jwt_secret")
-    print(issue_token(str(settings.jwt_secret), args.user, args.account, args.ttl))
+    secret = settings.jwt_secret
+    if not secret:  # the demo's, when `serve --demo` ran against this database
+        kept = demo_secrets.load(settings.database_url)
+        secret = kept.jwt_secret if kept else None
+    if not secret:
+        settings.require("jwt_secret")
+    print(issue_token(str(secret), args.user, args.account, args.ttl))
     return 0
 
 
