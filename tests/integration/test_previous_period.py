@@ -274,3 +274,18 @@ async def test_previous_adds_no_statement_with_5_or_500_keys(db_url):
     assert counts[("small", True)] == counts[("small", False)]
     assert counts[("large", True)] == counts[("large", False)]
     assert counts[("small", True)] <= 7
+
+
+@pytest.mark.parametrize(("user", "plan", "code"), [
+    ("u2", "PRO", "FORBIDDEN"), ("admin", "FREE", "PLAN_UPGRADE_REQUIRED")])
+async def test_previous_is_guarded_with_its_report(client, user, plan, code):
+    """``previous`` is reached only through ``Account.usage`` (@adminOnly @paidPlan): a
+    member or a Free-plan admin gets ``usage: null`` with the refusal, nothing of it."""
+    await make_account(client, "acme", plan=plan, users=USERS, keys=KEYS)
+    assert (await ingest(client, EVENTS[:50]))["accepted"] == 50
+    query = """query($f: UsageFilter!) { account { name usage(filter: $f) {
+      calls previous { calls previous { credits } } } } }"""
+    body = await gql(client, query, {"f": {"from": "2026-01-01T00:00:00Z",
+                                           "to": "2026-02-01T00:00:00Z"}}, user=user)
+    assert body["data"] == {"account": {"name": "Account acme", "usage": None}}
+    assert [e["extensions"]["code"] for e in body["errors"]] == [code]
