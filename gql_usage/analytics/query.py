@@ -1,5 +1,6 @@
 """Analytics SQL: one statement answers every spec of a ``UsageQuery`` (totals, a
-calendar series, a group-by on one dimension), exactly, in the database.
+calendar series, a group-by on one dimension), exactly, in the database; several
+queries' specs can share one statement (``aggregate_many``).
 
 ``prepare`` builds it from each spec's reads (``gql_usage.analytics.reads``), cached per
 question; ``aggregate`` runs it and shapes the answers. See README, 'Architecture'
@@ -53,7 +54,15 @@ class Prepared:
 def prepare(query: UsageQuery, specs: Sequence[Spec], dialect_name: str) -> Prepared:
     """The statement answering ``specs`` (cached: it depends on its arguments alone, and a
     dashboard asks the same question again and again)."""
-    return _prepare(query, tuple(specs), dialect_name)
+    return _prepare(((query, tuple(specs)),), dialect_name)
+
+
+def prepare_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]],
+                 dialect_name: str) -> Prepared:
+    """One statement answering the specs of several queries (e.g. a report and its
+    ``previous`` period): the specs are numbered one after the other, query by query, and
+    one query alone makes exactly ``prepare``'s statement."""
+    return _prepare(tuple((query, tuple(specs)) for query, specs in asked), dialect_name)
 
 
 def _prepared_bytes(prepared: Prepared) -> int:
@@ -64,20 +73,27 @@ def _prepared_bytes(prepared: Prepared) -> int:
 
 
 @byte_lru_cache("analytics statements", 16 * MIB, _prepared_bytes)
-def _prepare(query: UsageQuery, specs: tuple[Spec, ...], dialect_name: str) -> Prepared:
-    if query.start_us >= query.end_us:
-        raise ValueError("empty range")
-    layouts = {i: series_layout(query, spec.granularity)
-               for i, spec in enumerate(specs) if isinstance(spec, SeriesSpec)}
-    if any(ids == () for _, ids in query.filters()):
-        return Prepared(None, layouts)
+def _prepare(asked: tuple[tuple[UsageQuery, tuple[Spec, ...]], ...],
+             dialect_name: str) -> Prepared:
+    layouts: dict[int, SeriesLayout] = {}
     q = Sql(dialect_name, inline_ints=True)
-    for i, spec in enumerate(specs):
-        if i:
-            q.add(" UNION ALL ")
-        reads, sets = spec_reads(query, spec, layouts.get(i))
-        _spec_sql(q, i, query, spec, reads, sets, layouts.get(i))
-    return Prepared(q, layouts)
+    index = parts = 0
+    for query, specs in asked:
+        if query.start_us >= query.end_us:
+            raise ValueError("empty range")
+        matches_nothing = any(ids == () for _, ids in query.filters())
+        for spec in specs:
+            layout = None
+            if isinstance(spec, SeriesSpec):
+                layout = layouts[index] = series_layout(query, spec.granularity)
+            if not matches_nothing:
+                if parts:
+                    q.add(" UNION ALL ")
+                reads, sets = spec_reads(query, spec, layout)
+                _spec_sql(q, index, query, spec, reads, sets, layout)
+                parts += 1
+            index += 1
+    return Prepared(q if parts else None, layouts)
 
 
 async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
@@ -87,40 +103,57 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
     ``SeriesSpec`` (every bucket, zero-filled); ``dict[int, Totals]`` (id -> totals, only
     ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``.
     """
+    return (await aggregate_many([(query, specs)]))[0]
+
+
+async def aggregate_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]]
+                         ) -> list[list[object]]:
+    """Answer the specs of several queries with one SQL statement: per query, its
+    answers as ``aggregate`` gives them."""
     conn = read_connection()
-    prepared = prepare(query, specs, dialect(conn))
+    prepared = prepare_many(asked, dialect(conn))
     rows: list[Sequence[int]] = []
     if prepared.sql is not None:
         rows = [tuple(int(v) for v in row) for row in await fetch_rows(prepared.sql, conn)]
-    grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(len(specs))}
+    count = sum(len(specs) for _, specs in asked)
+    grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(count)}
     # Per TopSpec: (groups, total calls, total credits), the same on each of its rows.
     overall: dict[int, tuple[int, int, int]] = {}
     for spec_no, key, calls, credits, groups, total_calls, total_credits in rows:
         grouped[spec_no][key] = (calls, credits)
         overall[spec_no] = (groups, total_calls, total_credits)
-    out: list[object] = []
-    for i, spec in enumerate(specs):
-        got = grouped[i]
-        if isinstance(spec, TotalsSpec):
-            calls, credits = got.get(0, (0, 0))
-            out.append(Totals(calls, credits))
-        elif isinstance(spec, GroupSpec):
-            out.append({k: Totals(c, cr) for k, (c, cr) in got.items()})
-        elif isinstance(spec, TopSpec):
-            groups, total_calls, total_credits = overall.get(i, (0, 0, 0))
-            top = list(got.items())[:spec.limit]  # LIMIT 0 is sent as 1 (for the totals)
-            out.append(Top({k: Totals(c, cr) for k, (c, cr) in top}, groups,
-                           Totals(total_calls, total_credits)))
-        else:
-            layout = prepared.layouts[i]
-            per_bucket: dict[int, list[int]] = {}
-            for key, (calls, credits) in got.items():
-                acc = per_bucket.setdefault(layout.bucket_key(key), [0, 0])
-                acc[0] += calls
-                acc[1] += credits
-            out.append([SeriesPoint(b.start_us, b.end_us, *per_bucket.get(b.key, (0, 0)))
-                        for b in layout.buckets])
-    return out
+    answers: list[list[object]] = []
+    i = 0
+    for _, specs in asked:
+        out: list[object] = []
+        for spec in specs:
+            out.append(_answer(spec, grouped[i], overall.get(i), prepared.layouts.get(i)))
+            i += 1
+        answers.append(out)
+    return answers
+
+
+def _answer(spec: Spec, got: dict[int, tuple[int, int]], overall: tuple[int, int, int] | None,
+            layout: SeriesLayout | None) -> object:
+    """One spec's answer from its rows (``aggregate``)."""
+    if isinstance(spec, TotalsSpec):
+        calls, credits = got.get(0, (0, 0))
+        return Totals(calls, credits)
+    if isinstance(spec, GroupSpec):
+        return {k: Totals(c, cr) for k, (c, cr) in got.items()}
+    if isinstance(spec, TopSpec):
+        groups, total_calls, total_credits = overall or (0, 0, 0)
+        top = list(got.items())[:spec.limit]  # LIMIT 0 is sent as 1 (for the totals)
+        return Top({k: Totals(c, cr) for k, (c, cr) in top}, groups,
+                   Totals(total_calls, total_credits))
+    assert layout is not None
+    per_bucket: dict[int, list[int]] = {}
+    for key, (calls, credits) in got.items():
+        acc = per_bucket.setdefault(layout.bucket_key(key), [0, 0])
+        acc[0] += calls
+        acc[1] += credits
+    return [SeriesPoint(b.start_us, b.end_us, *per_bucket.get(b.key, (0, 0)))
+            for b in layout.buckets]
 
 
 def _ranges_sql(q: Sql, column: str, ranges: Sequence[tuple[int, int]]) -> None:

@@ -24,6 +24,13 @@ class BreakdownRow(Generic[T]):
     #: Percent of the report's credits, 0..100; 0 when the report has none.
     share_of_credits: float
     item: T | None
+    #: The "Other" row (``other_row``), standing for ``group_count`` groups.
+    is_other: bool = False
+    group_count: int = 1
+
+#: Key and label of the "Other" row (SPEC 6.2).
+OTHER_KEY = "*"
+OTHER_LABEL = "Other"
 
 
 def breakdown_rows(dimension: Dimension, groups: Mapping[int, Totals],
@@ -51,3 +58,27 @@ def breakdown_rows(dimension: Dimension, groups: Mapping[int, Totals],
         rows.append(BreakdownRow(key, label, t, share, item))
     rows.sort(key=lambda r: (-r.totals.credits, -r.totals.calls, r.key))
     return rows if limit is None else rows[:limit]
+
+
+def other_row(rows: Sequence[BreakdownRow[T]], groups: int,
+              totals: Totals) -> BreakdownRow[T] | None:
+    """The "Other" row after ``rows`` (the first rows of a breakdown, from ``Top``): the
+    ``groups`` groups with calls less the rows shown, and ``totals`` (over every group)
+    less theirs, so that the rows and it add up to the report; None when nothing is cut.
+
+    Its share is its credits' share of ``totals``, i.e. the cut rows' shares summed."""
+    cut = groups - len(rows)
+    if cut <= 0:
+        return None
+    calls = totals.calls - sum(r.totals.calls for r in rows)
+    credits = totals.credits - sum(r.totals.credits for r in rows)
+    share = 100.0 * credits / totals.credits if totals.credits else 0.0
+    return BreakdownRow(OTHER_KEY, OTHER_LABEL, Totals(calls, credits), share, None,
+                        is_other=True, group_count=cut)
+
+
+def with_other_row(rows: list[BreakdownRow[T]], groups: int,
+                   totals: Totals) -> list[BreakdownRow[T]]:
+    """``rows`` and, when groups were cut, their "Other" row last (``other_row``)."""
+    extra = other_row(rows, groups, totals)
+    return rows if extra is None else [*rows, extra]

@@ -79,6 +79,11 @@ def spec_order(spec: Spec) -> tuple[int, str]:
     return _KINDS.index(type(spec)), repr(spec)
 
 
+def query_order(query: UsageQuery) -> tuple[int, int, str]:
+    """A fixed order of the queries answered in one statement (earliest range first)."""
+    return query.start_us, query.end_us, repr(query)
+
+
 @dataclass(frozen=True)
 class Top:
     """Answer to a ``TopSpec``: its rows (id -> totals) and, over every group with calls

@@ -5,7 +5,8 @@ read only under some rules wherever it is reached (``ApiKey``) says so once, wit
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,7 +15,8 @@ import strawberry
 from gql_usage import calendar
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.layout import series_layout
-from gql_usage.analytics.rows import BreakdownRow, breakdown_rows
+from gql_usage.analytics.periods import NoPreviousPeriod, previous_period
+from gql_usage.analytics.rows import BreakdownRow, breakdown_rows, with_other_row
 from gql_usage.analytics.specs import (
     GroupSpec,
     SeriesSpec,
@@ -171,6 +173,12 @@ class UsageRow:
     credits: SafeInt
     share_of_credits: float = strawberry.field(
         description="Percent of the report's credits, 0..100; 0 when the report has none.")
+    is_other: bool = strawberry.field(
+        default=False, description='The "Other" row of `breakdown(other: true)`: the rows '
+        'cut by `limit`, summed (key "*", label "Other", no endpoint, key, source or user).')
+    group_count: int = strawberry.field(
+        default=1, description='How many groups the row stands for: 1, or the number of '
+        'rows cut for the "Other" row.')
 
 
 @strawberry.type(description="Usage of the account for one filter.")
@@ -214,8 +222,11 @@ class UsageReport:
 
     @strawberry.field(description="Rows by credits, then calls (descending), then key; rows "
                       "without calls are left out; `limit` keeps the top rows.")
-    async def breakdown(self, info: Info, by: Dimension,
-                        limit: int | None = None) -> list[UsageRow]:
+    async def breakdown(self, info: Info, by: Dimension, limit: int | None = None,
+                        other: Annotated[bool, strawberry.argument(
+                            description='With rows cut by `limit`, one last "Other" row '
+                            "sums them (`isOther`, `groupCount`); none when nothing is "
+                            "cut.")] = False) -> list[UsageRow]:
         if limit is not None and limit < 0:
             raise BadUserInput("limit", "must be 0 or more")
         if limit is None:
@@ -224,34 +235,54 @@ class UsageReport:
             return await _usage_rows(info, by, groups, limit)
         top = await _load(info, self._query, TopSpec(by, limit))  # cut in SQL
         assert isinstance(top, Top)
-        return await _usage_rows(info, by, top.rows, limit, top.totals.credits)
+        # The Other row comes from the same answer: every group's count and totals.
+        return await _usage_rows(info, by, top.rows, limit, top.totals.credits,
+                                 top if other else None)
+
+    @strawberry.field(description="The same filter over the period just before: as long, "
+                      "ending at `from`; when `from` and `to` both begin a month in the "
+                      "filter's time zone, as many calendar months ending at `from`.")
+    def previous(self) -> UsageReport:
+        q = self._query
+        try:
+            start, end = previous_period(q.start_us, q.end_us, q.tz)
+        except NoPreviousPeriod as exc:
+            raise BadUserInput("filter.from", str(exc)) from None
+        return UsageReport(_query=replace(q, start_us=start, end_us=end))
 
 
 async def _usage_rows(info: Info, by: Dimension, groups: dict[int, Totals],
-                      limit: int | None, total_credits: int | None = None) -> list[UsageRow]:
+                      limit: int | None, total_credits: int | None = None,
+                      other: Top | None = None) -> list[UsageRow]:
     """The breakdown rows of ``groups`` (``gql_usage.analytics.rows``), with the objects
-    their ids name, loaded in one batch."""
+    their ids name, loaded in one batch; with ``other`` (the ``Top`` answer the rows come
+    from), the "Other" row of the groups cut, last."""
     loaders = info.context.loaders
     ids_ = list(groups)
+
+    def build(items: list[Any], describe: Callable[[Any], tuple[str, str]]
+              ) -> list[BreakdownRow[Any]]:
+        rows = breakdown_rows(by, groups, items, describe, limit, total_credits)
+        return rows if other is None else with_other_row(rows, other.groups, other.totals)
+
     if by is Dimension.ENDPOINT:
         endpoints = [None if e is None else Endpoint.from_model(e)
                      for e in await loaders.endpoints.load_many(ids_)]
-        return [_usage_row(r, endpoint=r.item) for r in breakdown_rows(
-            by, groups, endpoints, lambda e: (e.path, e.path), limit, total_credits)]
+        return [_usage_row(r, endpoint=r.item)
+                for r in build(endpoints, lambda e: (e.path, e.path))]
     if by is Dimension.SOURCE:
         sources = [None if s is None else Source.from_model(s)
                    for s in await loaders.sources.load_many(ids_)]
-        return [_usage_row(r, source=r.item) for r in breakdown_rows(
-            by, groups, sources, lambda s: (s.key, s.name), limit, total_credits)]
+        return [_usage_row(r, source=r.item)
+                for r in build(sources, lambda s: (s.key, s.name))]
     if by is Dimension.API_KEY:
         keys = [None if k is None else ApiKey.from_model(k)
                 for k in await loaders.api_keys.load_many(ids_)]
-        return [_usage_row(r, api_key=r.item) for r in breakdown_rows(
-            by, groups, keys, lambda k: (str(k.id), k.name), limit, total_credits)]
+        return [_usage_row(r, api_key=r.item)
+                for r in build(keys, lambda k: (str(k.id), k.name))]
     users = [None if u is None else User.from_model(u)
              for u in await loaders.users.load_many(ids_)]
-    return [_usage_row(r, user=r.item) for r in breakdown_rows(
-        by, groups, users, lambda u: (str(u.id), u.name), limit, total_credits)]
+    return [_usage_row(r, user=r.item) for r in build(users, lambda u: (str(u.id), u.name))]
 
 
 def _usage_row(r: BreakdownRow[Any], *, endpoint: Endpoint | None = None,
@@ -259,7 +290,8 @@ def _usage_row(r: BreakdownRow[Any], *, endpoint: Endpoint | None = None,
                user: User | None = None) -> UsageRow:
     return UsageRow(key=r.key, label=r.label, endpoint=endpoint, api_key=api_key,
                     source=source, user=user, calls=SafeInt(r.totals.calls),
-                    credits=SafeInt(r.totals.credits), share_of_credits=r.share_of_credits)
+                    credits=SafeInt(r.totals.credits), share_of_credits=r.share_of_credits,
+                    is_other=r.is_other, group_count=r.group_count)
 
 
 @strawberry.type(description="The account's credit pool in the current billing period.")

@@ -1,19 +1,21 @@
-"""The analytics loader: every aggregate a request asks for, one statement per filter."""
+"""The analytics loader: every aggregate a request asks for at once, in one statement."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 
 from gql_usage.analytics import query as analytics
-from gql_usage.analytics.specs import Spec, UsageQuery, spec_order
+from gql_usage.analytics.specs import Spec, UsageQuery, query_order, spec_order
 from gql_usage.loaders.base import DataLoader
 
 AggregateKey = tuple[UsageQuery, Spec]
 
 
 class AggregatesLoader(DataLoader[AggregateKey, object]):
-    """Answers ``(query, spec)`` keys: the specs of one query are answered together by
-    ``gql_usage.analytics.query.aggregate`` (one SQL statement per distinct query)."""
+    """Answers ``(query, spec)`` keys: the specs of every query of a batch (a report, its
+    ``previous`` period, the credit pool, ...) are answered together by
+    ``gql_usage.analytics.query.aggregate_many``, in one SQL statement. Queries and specs
+    are sent in a fixed order, so one dashboard always makes one statement text."""
 
     def __init__(self) -> None:
         super().__init__(self._load)
@@ -23,9 +25,10 @@ class AggregatesLoader(DataLoader[AggregateKey, object]):
         for query, spec in keys:
             if spec not in by_query[query]:
                 by_query[query].append(spec)
+        asked = [(query, sorted(by_query[query], key=spec_order))
+                 for query in sorted(by_query, key=query_order)]
+        results = await analytics.aggregate_many(asked)
         answers: dict[AggregateKey, object] = {}
-        for query, asked in by_query.items():
-            specs = sorted(asked, key=spec_order)
-            results = await analytics.aggregate(query, specs)
-            answers.update({(query, spec): r for spec, r in zip(specs, results, strict=True)})
+        for (query, specs), answered in zip(asked, results, strict=True):
+            answers.update({(query, spec): r for spec, r in zip(specs, answered, strict=True)})
         return [answers[k] for k in keys]

@@ -201,7 +201,7 @@ async def test_unexpected_exception_is_masked_with_request_id(acme, monkeypatch)
     """A crash inside a resolver becomes INTERNAL_SERVER_ERROR: the message names the
     request id (also sent as ``X-Request-ID``) so support can find the log line, and
     says nothing about the cause. The rest of the answer still renders."""
-    monkeypatch.setattr(gql_usage.analytics.query, "aggregate", _explode)
+    monkeypatch.setattr(gql_usage.analytics.query, "aggregate_many", _explode)
     response = await post(acme, usage_query(RANGE, "calls credits"))
     request_id = response.headers["x-request-id"]
     assert request_id
@@ -222,7 +222,7 @@ async def test_unexpected_exception_is_masked_with_request_id(acme, monkeypatch)
 
 async def test_masked_error_uses_the_callers_request_id(acme, monkeypatch):
     """A caller-supplied ``X-Request-ID`` is kept, echoed and quoted in the message."""
-    monkeypatch.setattr(gql_usage.analytics.query, "aggregate", _explode)
+    monkeypatch.setattr(gql_usage.analytics.query, "aggregate_many", _explode)
     response = await post(acme, usage_query(RANGE), headers={"X-Request-ID": "trace-abc-123"})
     assert response.headers["x-request-id"] == "trace-abc-123"
     (error,) = response.json()["errors"]

@@ -1,5 +1,5 @@
 """Breakdown rows (``gql_usage.analytics.rows``): joining groups with their items,
-sorting (credits, calls, key), ties, shares, the no-user row, empty totals."""
+sorting (credits, calls, key), ties, shares, the no-user row, empty totals, the Other row."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from gql_usage.analytics.dimensions import Dimension
-from gql_usage.analytics.rows import BreakdownRow, breakdown_rows
+from gql_usage.analytics.rows import BreakdownRow, breakdown_rows, other_row, with_other_row
 from gql_usage.analytics.specs import Totals
 from gql_usage.storage.models import NO_USER
 
@@ -81,3 +81,42 @@ def test_limit_keeps_the_first_rows_and_shares_use_the_given_total():
 def test_items_must_match_the_groups_one_to_one():
     with pytest.raises(ValueError):
         breakdown_rows(Dimension.ENDPOINT, {1: Totals(1, 1)}, [], describe)
+
+
+def test_the_other_row_sums_what_the_rows_leave_of_every_group():
+    """A top-2 answer of 5 groups (40 calls, 200 credits in all): Other holds the other 3."""
+    groups = {1: Totals(10, 90), 2: Totals(5, 50)}
+    items = [Item("a", "A"), Item("b", "B")]
+    rows = breakdown_rows(Dimension.ENDPOINT, groups, items, describe, 2, total_credits=200)
+    got = with_other_row(rows, 5, Totals(40, 200))
+    assert got[:2] == rows
+    assert [(r.is_other, r.group_count) for r in rows] == [(False, 1), (False, 1)]
+    assert got[2] == BreakdownRow("*", "Other", Totals(25, 60), 30.0, None, is_other=True,
+                                  group_count=3)
+    assert sum(r.share_of_credits for r in got) == pytest.approx(100.0)
+
+
+def test_no_cut_no_other_row():
+    groups = {1: Totals(1, 3), 2: Totals(2, 1)}
+    rows = breakdown_rows(Dimension.SOURCE, groups, [Item("a", "a"), Item("b", "b")], describe)
+    assert other_row(rows, 2, Totals(3, 4)) is None
+    assert with_other_row(rows, 2, Totals(3, 4)) == rows
+    assert with_other_row([], 0, Totals()) == []
+
+
+def test_the_other_row_of_limit_zero_is_the_whole_report_and_zero_credits_share_zero():
+    assert other_row([], 4, Totals(9, 0)) == BreakdownRow(
+        "*", "Other", Totals(9, 0), 0.0, None, is_other=True, group_count=4)
+    assert other_row([], 4, Totals(9, 12)) == BreakdownRow(
+        "*", "Other", Totals(9, 12), 100.0, None, is_other=True, group_count=4)
+
+
+def test_a_group_with_no_item_is_counted_in_the_other_row():
+    """A group whose id names nothing is no row, so it is part of what Other sums."""
+    groups = {1: Totals(4, 40), 2: Totals(3, 30)}
+    rows = breakdown_rows(Dimension.API_KEY, groups, [Item("a", "a"), None], describe, 2,
+                          total_credits=100)
+    assert [r.key for r in rows] == ["a"]
+    other = other_row(rows, 3, Totals(10, 100))
+    assert other is not None
+    assert (other.totals, other.group_count, other.share_of_credits) == (Totals(6, 60), 2, 60.0)

@@ -39,6 +39,7 @@ from graphql.language import get_location
 
 from gql_usage import calendar
 from gql_usage.analytics.layout import bucket_layout
+from gql_usage.analytics.periods import NoPreviousPeriod, previous_period
 from gql_usage.graphql.errors import BAD_USER_INPUT, BadUserInput
 from gql_usage.graphql.filters import check_filter
 from gql_usage.storage.catalogue import ListSizes
@@ -51,6 +52,7 @@ FILTER = "filter"
 GRANULARITY = "granularity"
 BY = "by"
 LIMIT = "limit"
+OTHER = "other"
 INCLUDE_REVOKED = "includeRevoked"
 
 #: Fields the calculator treats specially. ``Account.usage``'s range is the one its
@@ -58,6 +60,8 @@ INCLUDE_REVOKED = "includeRevoked"
 ACCOUNT_USAGE: Field = ("Account", "usage")
 SERIES: Field = ("UsageReport", "series")
 BREAKDOWN: Field = ("UsageReport", "breakdown")
+#: The same report over the period before: priced as ``Account.usage``, over that period.
+PREVIOUS: Field = ("UsageReport", "previous")
 API_KEYS: Field = ("Account", "apiKeys")
 ENDPOINTS: Field = ("Account", "endpoints")
 SOURCES: Field = ("Account", "sources")
@@ -77,7 +81,7 @@ AGGREGATE_POINTS = 5
 INTROSPECTION_POINTS = 1
 
 #: The usage aggregates: each adds ``AGGREGATE_POINTS``.
-AGGREGATES: frozenset[Field] = frozenset({ACCOUNT_USAGE, SERIES, BREAKDOWN,
+AGGREGATES: frozenset[Field] = frozenset({ACCOUNT_USAGE, SERIES, BREAKDOWN, PREVIOUS,
                                           ("ApiKey", "usage"), ("Endpoint", "usage")})
 #: Fields that cost nothing.
 FREE: frozenset[Field] = frozenset({("Query", "rateLimit")})
@@ -107,6 +111,12 @@ def _range_of(usage_filter: object, default_tz: str) -> _Range | None:
     if not isinstance(usage_filter, dict):
         return None
     return _Range(*check_filter(usage_filter, default_tz))
+
+
+def _previous(rng: _Range) -> _Range:
+    """The range ``UsageReport.previous`` reports on (``gql_usage.analytics.periods``)."""
+    start, end = previous_period(rng.start_us, rng.end_us, calendar.zone(rng.tz_name))
+    return _Range(rng.tz_name, start, end)
 
 
 def _granularity(granularity: object) -> calendar.Granularity | None:
@@ -331,6 +341,11 @@ class CostCalculator:
                                    str(exc).removeprefix(f"{argument}: ")) from None
             if where == ACCOUNT_USAGE:
                 scope = rng
+        if where == PREVIOUS and scope is not None:
+            try:
+                scope = _previous(scope)
+            except NoPreviousPeriod as exc:
+                raise self._refuse(nodes[0], path, f"{FILTER}.from", str(exc)) from None
         size = 1
         if where == SERIES:
             granularity = _granularity(args.get(GRANULARITY))
@@ -348,7 +363,9 @@ class CostCalculator:
             if limit_arg is not None and limit_arg < 0:
                 raise self._refuse(nodes[0], path, LIMIT, "must be 0 or more")
             rows = self._list_size(where, args)
-            size = rows if limit_arg is None else min(limit_arg, rows)
+            # With ``other``, a cut adds its "Other" row.
+            shown = None if limit_arg is None else limit_arg + (1 if args.get(OTHER) else 0)
+            size = rows if shown is None else min(shown, rows)
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
             size = self._list_size(where, args)
         if own + size > limit:

@@ -21,6 +21,7 @@ from gql_usage.graphql.limits.cost import (
     GRANULARITY,
     INCLUDE_REVOKED,
     LIMIT,
+    OTHER,
     SERIES,
     SIZED_LISTS,
     Field,
@@ -46,7 +47,7 @@ def _fields() -> dict[Field, frozenset[str]]:
     for f in FILTERED:
         read.setdefault(f, set()).add(FILTER)
     read.setdefault(SERIES, set()).add(GRANULARITY)
-    read.setdefault(BREAKDOWN, set()).update({BY, LIMIT})
+    read.setdefault(BREAKDOWN, set()).update({BY, LIMIT, OTHER})
     read.setdefault(API_KEYS, set()).add(INCLUDE_REVOKED)
     return {f: frozenset(args) for f, args in read.items()}
 
