@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gql_usage.analytics.dimensions import ACCOUNT_IDS, ORDER_KEYS
-from gql_usage.analytics.layout import SeriesLayout, layout_bytes, series_layout
-from gql_usage.analytics.reads import Reads, merge, spec_reads
+from gql_usage.analytics.layout import SeriesLayout, bucket_layout, layout_bytes, series_layout
+from gql_usage.analytics.reads import Reads, buckets_reads, merge, spec_reads
 from gql_usage.analytics.specs import (
+    DriverValues,
     GroupSpec,
+    RangeSeriesSpec,
     SeriesPoint,
     SeriesSpec,
     Spec,
+    SpikeDriversSpec,
     Top,
     TopSpec,
     Totals,
@@ -69,14 +72,25 @@ def _prepare(query: UsageQuery, specs: tuple[Spec, ...], dialect_name: str) -> P
         raise ValueError("empty range")
     layouts = {i: series_layout(query, spec.granularity)
                for i, spec in enumerate(specs) if isinstance(spec, SeriesSpec)}
+    layouts.update({i: bucket_layout(query.time_zone, spec.start_us, spec.end_us,
+                                     spec.granularity)
+                    for i, spec in enumerate(specs) if isinstance(spec, RangeSeriesSpec)})
     if any(ids == () for _, ids in query.filters()):
         return Prepared(None, layouts)
     q = Sql(dialect_name, inline_ints=True)
     for i, spec in enumerate(specs):
         if i:
             q.add(" UNION ALL ")
-        reads, sets = spec_reads(query, spec, layouts.get(i))
-        _spec_sql(q, i, query, spec, reads, sets, layouts.get(i))
+        if isinstance(spec, SpikeDriversSpec):
+            reads, sets = buckets_reads(query, spec, spec.buckets)
+            _drivers_sql(q, i, query, spec, reads, sets)
+            continue
+        if isinstance(spec, RangeSeriesSpec):  # the same filter over the spec's own range
+            spec_query = replace(query, start_us=spec.start_us, end_us=spec.end_us)
+        else:
+            spec_query = query
+        reads, sets = spec_reads(spec_query, spec, layouts.get(i))
+        _spec_sql(q, i, spec_query, spec, reads, sets, layouts.get(i))
     return Prepared(q, layouts)
 
 
@@ -85,7 +99,8 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
 
     Results, in spec order: ``Totals`` for ``TotalsSpec``; ``list[SeriesPoint]`` for
     ``SeriesSpec`` (every bucket, zero-filled); ``dict[int, Totals]`` (id -> totals, only
-    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``.
+    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``; ``list[SeriesPoint]`` over
+    its own range for ``RangeSeriesSpec``; ``DriverValues`` for ``SpikeDriversSpec``.
     """
     conn = read_connection()
     prepared = prepare(query, specs, dialect(conn))
@@ -95,7 +110,13 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
     grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(len(specs))}
     # Per TopSpec: (groups, total calls, total credits), the same on each of its rows.
     overall: dict[int, tuple[int, int, int]] = {}
+    # Per SpikeDriversSpec: its rows are (bucket, calls, credits, group, spike).
+    drivers: dict[int, DriverValues] = {i: [{} for _ in spec.spikes] for i, spec in
+                                        enumerate(specs) if isinstance(spec, SpikeDriversSpec)}
     for spec_no, key, calls, credits, groups, total_calls, total_credits in rows:
+        if spec_no in drivers:
+            drivers[spec_no][total_calls].setdefault(groups, {})[key] = (calls, credits)
+            continue
         grouped[spec_no][key] = (calls, credits)
         overall[spec_no] = (groups, total_calls, total_credits)
     out: list[object] = []
@@ -111,6 +132,8 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
             top = list(got.items())[:spec.limit]  # LIMIT 0 is sent as 1 (for the totals)
             out.append(Top({k: Totals(c, cr) for k, (c, cr) in top}, groups,
                            Totals(total_calls, total_credits)))
+        elif isinstance(spec, SpikeDriversSpec):
+            out.append(drivers[i])
         else:
             layout = prepared.layouts[i]
             per_bucket: dict[int, list[int]] = {}
@@ -147,7 +170,6 @@ def _units_sql(q: Sql, grain: int, ranges: Sequence[tuple[int, int]]) -> None:
 def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
               sets: dict[int, int], layout: SeriesLayout | None) -> None:
     """One spec: cube units (plus the pending events in their time) and raw pieces."""
-    dims = ", ".join(DIM_BITS)
     if isinstance(spec, TotalsSpec):
         key = "0"
     elif isinstance(spec, GroupSpec | TopSpec):
@@ -155,8 +177,6 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
     else:
         assert layout is not None
         key = layout.key_sql("t")
-    filters = dict(query.filters())
-    parts = 0
     if isinstance(spec, TopSpec):
         # Every group is counted and summed (window functions, before the cut), then the
         # first ``limit`` rows in the API's order are kept: only those leave the database.
@@ -169,6 +189,20 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
               f"FROM (SELECT {key} AS k, SUM(c) AS c, SUM(cr) AS cr FROM (")
     else:
         q.add(f"SELECT {index} AS spec, {key} AS k, SUM(c), SUM(cr), 0, 0, 0 FROM (")
+    _reads_sql(q, query, reads, sets)
+    q.add(") b")
+    q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
+    if isinstance(spec, TopSpec):
+        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k ORDER BY g.cr DESC, g.c DESC, {order}, "
+              f"g.k LIMIT {max(spec.limit, 1)}) top")
+
+
+def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) -> None:
+    """The rows ``(t, <dimension columns>, c, cr)`` of ``reads``: cube units (plus the
+    pending events in their time) and raw pieces, joined by UNION ALL."""
+    dims = ", ".join(DIM_BITS)
+    filters = dict(query.filters())
+    parts = 0
     for grain, ranges in reads.units.items():
         cube_set = sets[grain]
         q.add(" UNION ALL " if parts else "",
@@ -196,8 +230,31 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
         _ranges_sql(q, "occurred_at_us", pieces)
         _filters_sql(q, query)
         parts += 1
-    q.add(") b")
-    q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
-    if isinstance(spec, TopSpec):
-        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k ORDER BY g.cr DESC, g.c DESC, {order}, "
-              f"g.k LIMIT {max(spec.limit, 1)}) top")
+
+
+def _drivers_sql(q: Sql, index: int, query: UsageQuery, spec: SpikeDriversSpec, reads: Reads,
+                 sets: dict[int, int]) -> None:
+    """A ``SpikeDriversSpec``: per (bucket, group) sums over the spikes' buckets (``d``),
+    each spike's buckets (``w``: its own with ``sp = 1``, its window's), the groups ranked
+    by credits in each spike's bucket (``r``); the rows of each spike's first
+    ``candidates`` groups in that spike's buckets leave the database, nothing else."""
+    # Only the spikes' buckets are read, so a time's bucket is the first whose end is
+    # after it (ends in whole seconds, rounded up: a range may end within a second).
+    ends = [-(-hi // US) for _, hi in spec.buckets]
+    if len(ends) == 1:
+        bucket = "0"
+    else:
+        bucket = "CASE " + " ".join(f"WHEN t < {end} THEN {n}" for n, end in
+                                    enumerate(ends[:-1])) + f" ELSE {len(ends) - 1} END"
+    members = ", ".join(f"({s}, {k}, {int(k == own)})" for s, (own, window) in
+                        enumerate(spec.spikes) for k in (own, *window))
+    column = spec.dimension.column
+    q.add(f"SELECT {index} AS spec, x.k, x.c, x.cr, x.g, x.s, 0 FROM (WITH d AS (SELECT "
+          f"{bucket} AS k, {column} AS g, SUM(c) AS c, SUM(cr) AS cr FROM (")
+    _reads_sql(q, query, reads, sets)
+    q.add(f") b GROUP BY 1, 2), w(s, k, sp) AS (VALUES {members}), "
+          "r AS (SELECT w.s, d.g, ROW_NUMBER() OVER (PARTITION BY w.s ORDER BY d.cr DESC, "
+          "d.c DESC, d.g) AS rn FROM d JOIN w ON w.k = d.k AND w.sp = 1) "
+          "SELECT w.s AS s, d.k AS k, d.g AS g, d.c AS c, d.cr AS cr FROM d "
+          "JOIN w ON w.k = d.k JOIN r ON r.s = w.s AND r.g = d.g AND r.rn <= ",
+          spec.candidates, ") x")

@@ -23,6 +23,8 @@ from gql_usage.graphql.limits.cost import (
     LIMIT,
     SERIES,
     SIZED_LISTS,
+    SPIKE_DRIVERS,
+    SPIKES,
     Field,
     enum_key,
 )
@@ -47,6 +49,8 @@ def _fields() -> dict[Field, frozenset[str]]:
         read.setdefault(f, set()).add(FILTER)
     read.setdefault(SERIES, set()).add(GRANULARITY)
     read.setdefault(BREAKDOWN, set()).update({BY, LIMIT})
+    read.setdefault(SPIKES, set()).update({GRANULARITY, LIMIT})
+    read.setdefault(SPIKE_DRIVERS, set())
     read.setdefault(API_KEYS, set()).add(INCLUDE_REVOKED)
     return {f: frozenset(args) for f, args in read.items()}
 
@@ -54,6 +58,7 @@ def _fields() -> dict[Field, frozenset[str]]:
 #: The cost model's names (``gql_usage.graphql.limits.cost``).
 COST_MAP = CostMap(_fields(), {
     (SERIES, GRANULARITY): frozenset(g.value for g in calendar.Granularity),
+    (SPIKES, GRANULARITY): frozenset(g.value for g in calendar.Granularity),
     (BREAKDOWN, BY): frozenset(BREAKDOWN_ROWS),
 })
 
