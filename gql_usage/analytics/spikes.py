@@ -106,14 +106,17 @@ def look_back(time_zone: str, start_us: int, end_us: int, granularity: Granulari
         months = day.year * 12 + day.month - 1 - WINDOWS[granularity].count
         end = min(_midnight_us(tz, day.replace(day=1)), start_us)
         start = _midnight_us(tz, date(months // 12, months % 12 + 1, 1))
-    calendar.check_bucket_limit(start, end_us, granularity)  # sure to be too long
-    held = len(bucket_layout(time_zone, start, end, granularity).buckets)
-    in_range = len(bucket_layout(time_zone, start_us, end_us, granularity).buckets)
+    too_many = (f"the range and the look-back read before it for the baseline hold more "
+                f"than {MAX_BUCKETS:,} {granularity.value} buckets")
+    advice = "; choose a coarser granularity or a shorter range"
+    try:
+        calendar.check_bucket_limit(start, end_us, granularity)  # sure to be too long
+        held = len(bucket_layout(time_zone, start, end, granularity).buckets)
+        in_range = len(bucket_layout(time_zone, start_us, end_us, granularity).buckets)
+    except calendar.TooManyBuckets:
+        raise calendar.TooManyBuckets(too_many + advice) from None
     if held + in_range > MAX_BUCKETS:
-        raise calendar.TooManyBuckets(
-            f"the range holds {in_range:,} {granularity.value} buckets and spikes read "
-            f"{held:,} more before it for their baseline: more than {MAX_BUCKETS:,}; "
-            "choose a coarser granularity or a shorter range")
+        raise calendar.TooManyBuckets(f"{too_many} ({in_range:,} + {held:,}){advice}")
     return LookBack(start, end, held)
 
 

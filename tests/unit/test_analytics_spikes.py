@@ -210,7 +210,7 @@ def test_the_bucket_limit_counts_the_look_back() -> None:
     start = us(2020, 1, 1)
     ok_end = start + (2000 - 56) * 86_400 * 1_000_000
     assert spikes.look_back("UTC", start, ok_end, Granularity.DAY).buckets == 56
-    with pytest.raises(calendar.TooManyBuckets, match="1,945 DAY buckets .* 56 more"):
+    with pytest.raises(calendar.TooManyBuckets, match=r"look-back .* \(1,945 \+ 56\)"):
         spikes.look_back("UTC", start, ok_end + 86_400 * 1_000_000, Granularity.DAY)
 
 
