@@ -17,8 +17,12 @@ import pytest
 from support.config import make_settings
 from support.helpers import SERVICE, event, gid, gql, ingest, make_account
 
+from gql_usage.analytics.dimensions import Dimension
+from gql_usage.analytics.query import aggregate
+from gql_usage.analytics.specs import SpikeDriversSpec, UsageQuery
 from gql_usage.app import create_app
 from gql_usage.storage.db import StatementCounter
+from gql_usage.storage.models import Account, Endpoint
 
 KEYS = ["k1", "k2", "k3"]
 USERS = [("admin", "ADMIN"), ("u2", "MEMBER"), ("u3", "MEMBER")]
@@ -427,3 +431,33 @@ async def test_spikes_add_a_constant_number_of_statements(db_url):
     # breakdown, both spikes' series and look-back), the drivers of both spikes fields,
     # then the keys, their creators and the endpoints.
     assert small <= 8
+
+
+async def test_the_drivers_statement_returns_at_most_the_candidates_per_spike(client):
+    """Only the ``candidates`` groups with the most credits in a spike's bucket leave the
+    database, each with its values in that bucket and its window's."""
+    await setup(client, EVENTS)
+    account = await Account.get(external_id="acme")
+    paths = {e.id: e.path for e in await Endpoint.all()}
+    day_us = 86_400 * 1_000_000
+    spike = date(2026, 4, 15)
+    days = [spike - timedelta(days=7 * k) for k in range(8, -1, -1)]  # window, then spike
+    starts = [int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp()) * 1_000_000
+              for d in days]
+    query = UsageQuery(account.id, starts[-1], starts[-1] + day_us)
+    _, groups = buckets_of(EVENTS, UTC_ZONE)
+    in_spike = sorted(((v[1], v[0], key) for (dim, b, key), v in groups.items()
+                       if dim == "ENDPOINT" and b == spike), reverse=True)
+    assert len(in_spike) == 4
+    for candidates in (1, 2, 4):
+        spec = SpikeDriversSpec(Dimension.ENDPOINT, tuple((s, s + day_us) for s in starts),
+                                ((8, tuple(range(8))),), candidates)
+        (values,) = await aggregate(query, [spec])
+        assert len(values) == 1
+        got = {paths[g]: {days[k]: v for k, v in by_bucket.items()}
+               for g, by_bucket in values[0].items()}
+        assert sorted(got) == sorted(key for _, _, key in in_spike[:candidates])
+        for key, by_day in got.items():
+            assert by_day == {d: tuple(groups[("ENDPOINT", d, key)]) for d in days
+                              if ("ENDPOINT", d, key) in groups}
+
