@@ -85,27 +85,15 @@ def _midnight_us(tz: ZoneInfo, day: date) -> int:
 
 
 def look_back(time_zone: str, start_us: int, end_us: int, granularity: Granularity) -> LookBack:
-    """The look-back of a report over ``[start_us, end_us)``. Raises
-    ``calendar.TooManyBuckets`` when the range's buckets and the look-back's together are
-    more than ``MAX_BUCKETS`` (the limit of a series applies to what is read)."""
+    """The look-back of a report over ``[start_us, end_us)`` (none when it would start
+    before year 1). Raises ``calendar.TooManyBuckets`` when the range's buckets and the
+    look-back's together are more than ``MAX_BUCKETS`` (the limit of a series applies to
+    what is read)."""
     tz = calendar.zone(time_zone)
-    local = calendar.from_us(start_us, tz)
-    day = local.date()
-    if granularity is Granularity.HOUR:
-        floor = local.replace(minute=0, second=0, microsecond=0)
-        end = min(calendar.to_us(floor), start_us)
-        start = _midnight_us(tz, day - timedelta(days=WINDOWS[granularity].count))
-    elif granularity is Granularity.DAY:
-        end = min(_midnight_us(tz, day), start_us)
-        start = _midnight_us(tz, day - timedelta(days=7 * WINDOWS[granularity].count))
-    elif granularity is Granularity.WEEK:
-        monday = day - timedelta(days=day.weekday())
-        end = min(_midnight_us(tz, monday), start_us)
-        start = _midnight_us(tz, monday - timedelta(days=7 * WINDOWS[granularity].count))
-    else:
-        months = day.year * 12 + day.month - 1 - WINDOWS[granularity].count
-        end = min(_midnight_us(tz, day.replace(day=1)), start_us)
-        start = _midnight_us(tz, date(months // 12, months % 12 + 1, 1))
+    try:
+        start, end = _look_back(tz, start_us, granularity)
+    except (OverflowError, ValueError):
+        start = end = start_us
     too_many = (f"the range and the look-back read before it for the baseline hold more "
                 f"than {MAX_BUCKETS:,} {granularity.value} buckets")
     advice = "; choose a coarser granularity or a shorter range"
@@ -118,6 +106,26 @@ def look_back(time_zone: str, start_us: int, end_us: int, granularity: Granulari
     if held + in_range > MAX_BUCKETS:
         raise calendar.TooManyBuckets(f"{too_many} ({in_range:,} + {held:,}){advice}")
     return LookBack(start, end, held)
+
+
+def _look_back(tz: ZoneInfo, start_us: int, granularity: Granularity) -> tuple[int, int]:
+    local = calendar.from_us(start_us, tz)
+    day = local.date()
+    count = WINDOWS[granularity].count
+    if granularity is Granularity.HOUR:
+        floor = local.replace(minute=0, second=0, microsecond=0)
+        return (_midnight_us(tz, day - timedelta(days=count)),
+                min(calendar.to_us(floor), start_us))
+    if granularity is Granularity.DAY:
+        return (_midnight_us(tz, day - timedelta(days=7 * count)),
+                min(_midnight_us(tz, day), start_us))
+    if granularity is Granularity.WEEK:
+        monday = day - timedelta(days=day.weekday())
+        return (_midnight_us(tz, monday - timedelta(days=7 * count)),
+                min(_midnight_us(tz, monday), start_us))
+    months = day.year * 12 + day.month - 1 - count
+    return (_midnight_us(tz, date(months // 12, months % 12 + 1, 1)),
+            min(_midnight_us(tz, day.replace(day=1)), start_us))
 
 
 # --- points ---------------------------------------------------------------------------

@@ -286,9 +286,11 @@ class UsageReport:
         except calendar.TooManyBuckets as exc:
             raise BadUserInput("granularity", str(exc)) from None
         # One batch: the series and its look-back join the report's statement.
-        series, before = await info.context.loaders.aggregates.load_many([
-            (q, SeriesSpec(granularity)),
-            (q, RangeSeriesSpec(granularity, look.start_us, look.end_us))])
+        keys: list[tuple[UsageQuery, Spec]] = [(q, SeriesSpec(granularity))]
+        if look.start_us < look.end_us:
+            keys.append((q, RangeSeriesSpec(granularity, look.start_us, look.end_us)))
+        series, *earlier = await info.context.loaders.aggregates.load_many(keys)
+        before = earlier[0] if earlier else []
         assert isinstance(series, list) and isinstance(before, list)
         tz = q.tz
         pts = spike_method.points(before, series, tz, granularity, look.end_us != q.start_us)

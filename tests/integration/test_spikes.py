@@ -461,3 +461,15 @@ async def test_the_drivers_statement_returns_at_most_the_candidates_per_spike(cl
             assert by_day == {d: tuple(groups[("ENDPOINT", d, key)]) for d in days
                               if ("ENDPOINT", d, key) in groups}
 
+
+
+async def test_ranges_at_the_ends_of_the_calendar(client):
+    """A look-back that would start before year 1 is left out; no error either end."""
+    await setup(client, EVENTS[:10])
+    for f in ({"from": "0001-01-02T00:00:00Z", "to": "0001-02-01T00:00:00Z"},
+              {"from": "9999-11-01T00:00:00Z", "to": "9999-12-31T00:00:00Z"}):
+        for granularity in ("HOUR", "DAY", "WEEK", "MONTH"):
+            short = {"from": f["from"], "to": f["from"][:8] + "05T00:00:00Z"}
+            got, _ = await spikes_of(client, short if granularity == "HOUR" else f, "USER",
+                                     granularity)
+            assert got == []
