@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gql_usage.analytics.dimensions import ACCOUNT_IDS, ORDER_KEYS
-from gql_usage.analytics.layout import SeriesLayout, layout_bytes, series_layout
-from gql_usage.analytics.reads import Reads, merge, spec_reads
+from gql_usage.analytics.layout import SeriesLayout, bucket_layout, layout_bytes, series_layout
+from gql_usage.analytics.reads import Reads, buckets_reads, merge, spec_reads
 from gql_usage.analytics.specs import (
+    DriverValues,
     GroupSpec,
+    RangeSeriesSpec,
     SeriesPoint,
     SeriesSpec,
     Spec,
+    SpikeDriversSpec,
     Top,
     TopSpec,
     Totals,
@@ -86,11 +89,21 @@ def _prepare(asked: tuple[tuple[UsageQuery, tuple[Spec, ...]], ...],
             layout = None
             if isinstance(spec, SeriesSpec):
                 layout = layouts[index] = series_layout(query, spec.granularity)
+            elif isinstance(spec, RangeSeriesSpec):
+                layout = layouts[index] = bucket_layout(query.time_zone, spec.start_us,
+                                                        spec.end_us, spec.granularity)
             if not matches_nothing:
                 if parts:
                     q.add(" UNION ALL ")
-                reads, sets = spec_reads(query, spec, layout)
-                _spec_sql(q, index, query, spec, reads, sets, layout)
+                if isinstance(spec, SpikeDriversSpec):
+                    reads, sets = buckets_reads(query, spec, spec.buckets)
+                    _drivers_sql(q, index, query, spec, reads, sets)
+                else:
+                    # A RangeSeriesSpec reads the same filter over its own range.
+                    spec_query = (replace(query, start_us=spec.start_us, end_us=spec.end_us)
+                                  if isinstance(spec, RangeSeriesSpec) else query)
+                    reads, sets = spec_reads(spec_query, spec, layout)
+                    _spec_sql(q, index, spec_query, spec, reads, sets, layout)
                 parts += 1
             index += 1
     return Prepared(q if parts else None, layouts)
@@ -101,7 +114,8 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
 
     Results, in spec order: ``Totals`` for ``TotalsSpec``; ``list[SeriesPoint]`` for
     ``SeriesSpec`` (every bucket, zero-filled); ``dict[int, Totals]`` (id -> totals, only
-    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``.
+    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``; ``list[SeriesPoint]`` over
+    its own range for ``RangeSeriesSpec``; ``DriverValues`` for ``SpikeDriversSpec``.
     """
     return (await aggregate_many([(query, specs)]))[0]
 
@@ -119,7 +133,14 @@ async def aggregate_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]]
     grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(count)}
     # Per TopSpec: (groups, total calls, total credits), the same on each of its rows.
     overall: dict[int, tuple[int, int, int]] = {}
+    # Per SpikeDriversSpec: its rows are (bucket, calls, credits, group, spike).
+    every = [spec for _, specs in asked for spec in specs]
+    drivers: dict[int, DriverValues] = {i: [{} for _ in spec.spikes] for i, spec in
+                                        enumerate(every) if isinstance(spec, SpikeDriversSpec)}
     for spec_no, key, calls, credits, groups, total_calls, total_credits in rows:
+        if spec_no in drivers:
+            drivers[spec_no][total_calls].setdefault(groups, {})[key] = (calls, credits)
+            continue
         grouped[spec_no][key] = (calls, credits)
         overall[spec_no] = (groups, total_calls, total_credits)
     answers: list[list[object]] = []
@@ -127,7 +148,10 @@ async def aggregate_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]]
     for _, specs in asked:
         out: list[object] = []
         for spec in specs:
-            out.append(_answer(spec, grouped[i], overall.get(i), prepared.layouts.get(i)))
+            if isinstance(spec, SpikeDriversSpec):
+                out.append(drivers[i])
+            else:
+                out.append(_answer(spec, grouped[i], overall.get(i), prepared.layouts.get(i)))
             i += 1
         answers.append(out)
     return answers
@@ -180,7 +204,6 @@ def _units_sql(q: Sql, grain: int, ranges: Sequence[tuple[int, int]]) -> None:
 def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
               sets: dict[int, int], layout: SeriesLayout | None) -> None:
     """One spec: cube units (plus the pending events in their time) and raw pieces."""
-    dims = ", ".join(DIM_BITS)
     if isinstance(spec, TotalsSpec):
         key = "0"
     elif isinstance(spec, GroupSpec | TopSpec):
@@ -188,8 +211,6 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
     else:
         assert layout is not None
         key = layout.key_sql("t")
-    filters = dict(query.filters())
-    parts = 0
     if isinstance(spec, TopSpec):
         # Every group is counted and summed (window functions, before the cut), then the
         # first ``limit`` rows in the API's order are kept: only those leave the database.
@@ -202,6 +223,20 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
               f"FROM (SELECT {key} AS k, SUM(c) AS c, SUM(cr) AS cr FROM (")
     else:
         q.add(f"SELECT {index} AS spec, {key} AS k, SUM(c), SUM(cr), 0, 0, 0 FROM (")
+    _reads_sql(q, query, reads, sets)
+    q.add(") b")
+    q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
+    if isinstance(spec, TopSpec):
+        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k ORDER BY g.cr DESC, g.c DESC, {order}, "
+              f"g.k LIMIT {max(spec.limit, 1)}) top")
+
+
+def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) -> None:
+    """The rows ``(t, <dimension columns>, c, cr)`` of ``reads``: cube units (plus the
+    pending events in their time) and raw pieces, joined by UNION ALL."""
+    dims = ", ".join(DIM_BITS)
+    filters = dict(query.filters())
+    parts = 0
     for grain, ranges in reads.units.items():
         cube_set = sets[grain]
         q.add(" UNION ALL " if parts else "",
@@ -229,8 +264,31 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
         _ranges_sql(q, "occurred_at_us", pieces)
         _filters_sql(q, query)
         parts += 1
-    q.add(") b")
-    q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
-    if isinstance(spec, TopSpec):
-        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k ORDER BY g.cr DESC, g.c DESC, {order}, "
-              f"g.k LIMIT {max(spec.limit, 1)}) top")
+
+
+def _drivers_sql(q: Sql, index: int, query: UsageQuery, spec: SpikeDriversSpec, reads: Reads,
+                 sets: dict[int, int]) -> None:
+    """A ``SpikeDriversSpec``: per (bucket, group) sums over the spikes' buckets (``d``),
+    each spike's buckets (``w``: its own with ``sp = 1``, its window's), the groups ranked
+    by credits in each spike's bucket (``r``); the rows of each spike's first
+    ``candidates`` groups in that spike's buckets leave the database, nothing else."""
+    # Only the spikes' buckets are read, so a time's bucket is the first whose end is
+    # after it (ends in whole seconds, rounded up: a range may end within a second).
+    ends = [-(-hi // US) for _, hi in spec.buckets]
+    if len(ends) == 1:
+        bucket = "0"
+    else:
+        bucket = "CASE " + " ".join(f"WHEN t < {end} THEN {n}" for n, end in
+                                    enumerate(ends[:-1])) + f" ELSE {len(ends) - 1} END"
+    members = ", ".join(f"({s}, {k}, {int(k == own)})" for s, (own, window) in
+                        enumerate(spec.spikes) for k in (own, *window))
+    column = spec.dimension.column
+    q.add(f"SELECT {index} AS spec, x.k, x.c, x.cr, x.g, x.s, 0 FROM (WITH d AS (SELECT "
+          f"{bucket} AS k, {column} AS g, SUM(c) AS c, SUM(cr) AS cr FROM (")
+    _reads_sql(q, query, reads, sets)
+    q.add(f") b GROUP BY 1, 2), w(s, k, sp) AS (VALUES {members}), "
+          "r AS (SELECT w.s, d.g, ROW_NUMBER() OVER (PARTITION BY w.s ORDER BY d.cr DESC, "
+          "d.c DESC, d.g) AS rn FROM d JOIN w ON w.k = d.k AND w.sp = 1) "
+          "SELECT w.s AS s, d.k AS k, d.g AS g, d.c AS c, d.cr AS cr FROM d "
+          "JOIN w ON w.k = d.k JOIN r ON r.s = w.s AND r.g = d.g AND r.rn <= ",
+          spec.candidates, ") x")

@@ -9,10 +9,10 @@ and the raw events for the rest; the parts never overlap and together cover exac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gql_usage.analytics.layout import SeriesLayout
-from gql_usage.analytics.specs import GroupSpec, Spec, TopSpec, UsageQuery
+from gql_usage.analytics.specs import GroupSpec, Spec, SpikeDriversSpec, TopSpec, UsageQuery
 from gql_usage.calendar import US
 from gql_usage.storage.models import CUBE_SETS, DIM_BITS
 
@@ -81,7 +81,7 @@ def split(query: UsageQuery, cut_points_us: Sequence[int] = (),
 
 def _needed_dims(query: UsageQuery, spec: Spec) -> int:
     needed = sum(DIM_BITS[column] for column, _ in query.filters())
-    if isinstance(spec, GroupSpec | TopSpec):
+    if isinstance(spec, GroupSpec | TopSpec | SpikeDriversSpec):
         needed |= DIM_BITS[spec.dimension.column]
     return needed
 
@@ -105,3 +105,19 @@ def spec_reads(query: UsageQuery, spec: Spec,
     sets = choose_sets(query, spec)
     cuts = layout.cut_points() if layout is not None else []
     return split(query, cuts, tuple(sets)), sets
+
+
+def buckets_reads(query: UsageQuery, spec: Spec,
+                  buckets: Sequence[tuple[int, int]]) -> tuple[Reads, dict[int, int]]:
+    """What ``spec`` reads to cover exactly the disjoint ``[start_us, end_us)``
+    ``buckets`` of ``query``'s filter (each bucket split on its own, so no unit straddles
+    a bucket's edge), and the grouping set per grain."""
+    sets = choose_sets(query, spec)
+    units: dict[int, list[tuple[int, int]]] = {}
+    raw: list[tuple[int, int]] = []
+    for lo, hi in buckets:
+        part = split(replace(query, start_us=lo, end_us=hi), (), tuple(sets))
+        for grain, ranges in part.units.items():
+            units.setdefault(grain, []).extend(ranges)
+        raw.extend(part.raw_pieces)
+    return Reads({g: merge(r) for g, r in units.items()}, merge(raw)), sets

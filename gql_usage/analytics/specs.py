@@ -68,9 +68,37 @@ class TopSpec:
     limit: int
 
 
-Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec
+@dataclass(frozen=True)
+class RangeSeriesSpec:
+    """A series of the same filter over another range, ``[start_us, end_us)``: the
+    look-back of ``spikes`` (``gql_usage.analytics.spikes``), read in the statement of
+    the report's other fields. Its buckets are laid out over its own range."""
 
-_KINDS = (TotalsSpec, SeriesSpec, GroupSpec, TopSpec)
+    granularity: Granularity
+    start_us: int
+    end_us: int
+
+
+@dataclass(frozen=True)
+class SpikeDriversSpec:
+    """Per spike, the groups of ``dimension`` that drive it: of the groups with calls in
+    the spike's bucket, the ``candidates`` with the most credits there, with their calls
+    and credits in that bucket and in each bucket of its baseline window.
+
+    ``buckets`` are ``[start_us, end_us)`` ranges, sorted and disjoint; ``spikes`` holds,
+    per spike, the index of its bucket and the indexes of its window's buckets. Answered
+    with ``DriverValues``; at most ``candidates x (1 + window)`` rows per spike leave the
+    database."""
+
+    dimension: Dimension
+    buckets: tuple[tuple[int, int], ...]
+    spikes: tuple[tuple[int, tuple[int, ...]], ...]
+    candidates: int
+
+
+Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec | RangeSeriesSpec | SpikeDriversSpec
+
+_KINDS = (TotalsSpec, SeriesSpec, GroupSpec, TopSpec, RangeSeriesSpec, SpikeDriversSpec)
 
 
 def spec_order(spec: Spec) -> tuple[int, str]:
@@ -100,3 +128,8 @@ class SeriesPoint:
     end_us: int
     calls: int
     credits: int
+
+
+#: Answer to a ``SpikeDriversSpec``: per spike (in its order), per group id, per bucket
+#: index, (calls, credits); buckets where the group had no calls are absent.
+DriverValues = list[dict[int, dict[int, tuple[int, int]]]]

@@ -5,22 +5,28 @@ read only under some rules wherever it is reached (``ApiKey``) says so once, wit
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import strawberry
 
 from gql_usage import calendar
+from gql_usage.analytics import spikes as spike_method
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.layout import series_layout
 from gql_usage.analytics.periods import NoPreviousPeriod, previous_period
 from gql_usage.analytics.rows import BreakdownRow, breakdown_rows, with_other_row
 from gql_usage.analytics.specs import (
     GroupSpec,
+    RangeSeriesSpec,
+    SeriesPoint,
     SeriesSpec,
     Spec,
+    SpikeDriversSpec,
     Top,
     TopSpec,
     Totals,
@@ -181,6 +187,47 @@ class UsageRow:
         'rows cut for the "Other" row.')
 
 
+@strawberry.type(description="A group of the spike's dimension that carried part of its "
+                 "excess.")
+class SpikeDriver:
+    row: UsageRow = strawberry.field(description="The group's calls and credits in the "
+                                     "spike's bucket; `shareOfCredits` is its percent of "
+                                     "the bucket's credits.")
+    baseline_credits: float = strawberry.field(description="The median of the group's "
+                                               "credits over the spike's window.")
+    excess_credits: float = strawberry.field(description="The group's credits in the "
+                                             "bucket minus its baseline.")
+
+
+@strawberry.type(description="A bucket far above the baseline of the buckets before it "
+                 "(README, 'Spikes').")
+class UsageSpike:
+    bucket: UsageBucket = strawberry.field(description="The unusual bucket.")
+    baseline_credits: float = strawberry.field(description="What the bucket would hold at "
+                                               "its baseline: the median of its window.")
+    excess_credits: float = strawberry.field(description="Bucket credits - baseline.")
+    score: float = strawberry.field(description="How unusual; higher is more unusual: "
+                                    "the excess in robust standard deviations.")
+    _query: strawberry.Private[UsageQuery]
+    _spec: strawberry.Private[SpikeDriversSpec]
+    _index: strawberry.Private[int]
+
+    @strawberry.field(description="The rows of `by` with the largest excess in this "
+                      "bucket, largest first, at most 3.")
+    async def drivers(self, info: Info) -> list[SpikeDriver]:
+        # Every spike of the field loads the same spec: one statement for all of them.
+        values = await _load(info, self._query, self._spec)
+        assert isinstance(values, list)
+        own, window = self._spec.spikes[self._index]
+        found = spike_method.drivers(values[self._index], own, window)
+        total = self.bucket.credits
+        rows = await asyncio.gather(*(_usage_rows(
+            info, self._spec.dimension, {d.group: Totals(d.calls, d.credits)}, None, total)
+            for d in found))
+        return [SpikeDriver(row=r[0], baseline_credits=d.baseline, excess_credits=d.excess)
+                for d, r in zip(found, rows, strict=True) if r]
+
+
 @strawberry.type(description="Usage of the account for one filter.")
 class UsageReport:
     _query: strawberry.Private[UsageQuery]
@@ -249,6 +296,40 @@ class UsageReport:
         except NoPreviousPeriod as exc:
             raise BadUserInput("filter.from", str(exc)) from None
         return UsageReport(_query=replace(q, start_us=start, end_us=end))
+
+    @strawberry.field(description="Buckets far above the baseline of the buckets before "
+                      "them (read before `from` too), most unusual first, at most `limit`; "
+                      "`drivers` by `by`. Method, window and threshold: README, 'Spikes'.")
+    async def spikes(self, info: Info, granularity: Granularity,
+                     by: Dimension = Dimension.ENDPOINT, limit: int = 5) -> list[UsageSpike]:
+        if limit < 0:
+            raise BadUserInput("limit", "must be 0 or more")
+        q = self._query
+        try:
+            look = spike_method.look_back(q.time_zone, q.start_us, q.end_us, granularity)
+        except calendar.TooManyBuckets as exc:
+            raise BadUserInput("granularity", str(exc)) from None
+        # One batch: the series and its look-back join the report's statement.
+        keys: list[tuple[UsageQuery, Spec]] = [(q, SeriesSpec(granularity))]
+        if look.start_us < look.end_us:
+            keys.append((q, RangeSeriesSpec(granularity, look.start_us, look.end_us)))
+        series, *earlier = await info.context.loaders.aggregates.load_many(keys)
+        before = earlier[0] if earlier else []
+        assert isinstance(series, list) and isinstance(before, list)
+        tz = q.tz
+        pts = spike_method.points(before, series, tz, granularity, look.end_us != q.start_us)
+        found = spike_method.detect(pts, granularity)[:limit]
+        if not found:
+            return []
+        spec = spike_method.drivers_spec(pts, found, by)
+        return [UsageSpike(bucket=_bucket(pts[s.point], tz), baseline_credits=s.baseline.median,
+                           excess_credits=s.excess, score=s.score, _query=q, _spec=spec,
+                           _index=n) for n, s in enumerate(found)]
+
+
+def _bucket(p: SeriesPoint | spike_method.Point, tz: ZoneInfo) -> UsageBucket:
+    return UsageBucket(start=calendar.from_us(p.start_us, tz), end=calendar.from_us(p.end_us, tz),
+                       calls=SafeInt(p.calls), credits=SafeInt(p.credits))
 
 
 async def _usage_rows(info: Info, by: Dimension, groups: dict[int, Totals],

@@ -174,6 +174,35 @@ def test_breakdown_costs_its_limit_or_its_rows() -> None:
     assert cost(breakdown("by: SOURCE"), sizes=many) == base + 100  # 7 counts as 100
 
 
+def spikes(args: str, selection: str = "score") -> str:
+    return f"{{ account {{ usage(filter: {WEEK}) {{ spikes({args}) {{ {selection} }} }} }} }}"
+
+
+def test_spikes_cost_two_aggregates_and_at_most_limit_spikes_of_three_drivers() -> None:
+    base = 1 + 6 + 10  # account 1 + usage (5 + 1) + spikes' own: the series, the drivers
+    assert cost(spikes("granularity: DAY")) == base + 5  # limit 5 of 7 DAY buckets
+    assert cost(spikes("granularity: DAY, limit: 50")) == base + 7  # at most the buckets
+    assert cost(spikes("granularity: HOUR, limit: 50")) == base + 50
+    assert cost(spikes("granularity: DAY, limit: 0")) == base
+    # Each spike: 1 + bucket 1 + drivers 3 x (1 + row 1)
+    assert cost(spikes("granularity: DAY, by: USER, limit: 2",
+                       "bucket { start } drivers { row { key } }")) == base + 2 * (1 + 1 + 6)
+
+
+def test_spikes_refuse_a_negative_limit_and_a_range_too_long_with_its_look_back() -> None:
+    found = assess(spikes("granularity: DAY, limit: -1"))
+    assert found.refusal is not None
+    assert (found.refusal.argument, found.refusal.path) == ("limit", ("account", "usage",
+                                                                      "spikes"))
+    # 1,990 days: a series may have them, spikes' 56 days of look-back pass 2,000.
+    long = flt("2020-01-01T00:00:00Z", "2025-06-13T00:00:00Z")
+    assert cost(series("DAY", long)) == 1 + 6 + 5 + 1990
+    found = assess(f"{{ account {{ usage(filter: {long}) {{ spikes(granularity: DAY) "
+                   "{ score } } } }")
+    assert found.refusal is not None and found.refusal.argument == "granularity"
+    assert "look-back" in found.refusal.detail
+
+
 def test_the_accounts_lists_cost_their_real_size_at_least_100() -> None:
     many = sizes(endpoints=300, sources=40, api_keys=150, api_keys_all=400)
     assert cost("{ account { apiKeys { id } } }") == 1 + 100

@@ -31,6 +31,8 @@ def test_the_real_schema_has_every_name_the_cost_model_reads() -> None:
         ("UsageReport", "series"): {"granularity"},
         ("UsageReport", "breakdown"): {"by", "limit", "other"},
         ("UsageReport", "previous"): NOTHING,
+        ("UsageReport", "spikes"): {"granularity", "limit"},
+        ("UsageSpike", "drivers"): NOTHING,
         ("Account", "apiKeys"): {"includeRevoked"},
         ("Account", "endpoints"): NOTHING,
         ("Account", "sources"): NOTHING,
@@ -39,6 +41,7 @@ def test_the_real_schema_has_every_name_the_cost_model_reads() -> None:
     assert dict(COST_MAP.enums) == {
         (("UsageReport", "series"), "granularity"): {"HOUR", "DAY", "WEEK", "MONTH"},
         (("UsageReport", "breakdown"), "by"): {"ENDPOINT", "API_KEY", "SOURCE", "USER"},
+        (("UsageReport", "spikes"), "granularity"): {"HOUR", "DAY", "WEEK", "MONTH"},
     }
 
 

@@ -38,6 +38,7 @@ from graphql import (
 from graphql.language import get_location
 
 from gql_usage import calendar
+from gql_usage.analytics import spikes
 from gql_usage.analytics.layout import bucket_layout
 from gql_usage.analytics.periods import NoPreviousPeriod, previous_period
 from gql_usage.graphql.errors import BAD_USER_INPUT, BadUserInput
@@ -62,6 +63,8 @@ SERIES: Field = ("UsageReport", "series")
 BREAKDOWN: Field = ("UsageReport", "breakdown")
 #: The same report over the period before: priced as ``Account.usage``, over that period.
 PREVIOUS: Field = ("UsageReport", "previous")
+SPIKES: Field = ("UsageReport", "spikes")
+SPIKE_DRIVERS: Field = ("UsageSpike", "drivers")
 API_KEYS: Field = ("Account", "apiKeys")
 ENDPOINTS: Field = ("Account", "endpoints")
 SOURCES: Field = ("Account", "sources")
@@ -82,7 +85,11 @@ INTROSPECTION_POINTS = 1
 
 #: The usage aggregates: each adds ``AGGREGATE_POINTS``.
 AGGREGATES: frozenset[Field] = frozenset({ACCOUNT_USAGE, SERIES, BREAKDOWN, PREVIOUS,
-                                          ("ApiKey", "usage"), ("Endpoint", "usage")})
+                                          SPIKES, ("ApiKey", "usage"),
+                                          ("Endpoint", "usage")})
+#: Aggregates that run a second one: ``spikes`` reads its series with the look-back,
+#: then its drivers (one more statement); each adds ``AGGREGATE_POINTS`` once more.
+TWICE_AGGREGATED: frozenset[Field] = frozenset({SPIKES})
 #: Fields that cost nothing.
 FREE: frozenset[Field] = frozenset({("Query", "rateLimit")})
 #: Fields with a ``filter: UsageFilter!`` argument.
@@ -332,6 +339,8 @@ class CostCalculator:
         except GraphQLError:
             args = {}
         own = AGGREGATE_POINTS if where in AGGREGATES else 0
+        if where in TWICE_AGGREGATED:
+            own += AGGREGATE_POINTS
         if where in FILTERED:
             try:
                 rng = _range_of(args.get(FILTER), self.default_time_zone)
@@ -366,6 +375,10 @@ class CostCalculator:
             # With ``other``, a cut adds its "Other" row.
             shown = None if limit_arg is None else limit_arg + (1 if args.get(OTHER) else 0)
             size = rows if shown is None else min(shown, rows)
+        elif where == SPIKES:
+            size = self._spikes_size(nodes[0], path, scope, args)
+        elif where == SPIKE_DRIVERS:
+            size = spikes.MAX_DRIVERS
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
             size = self._list_size(where, args)
         if own + size > limit:
@@ -380,6 +393,24 @@ class CostCalculator:
             raise
         return own + size * (1 + child)
 
+
+    def _spikes_size(self, node: FieldNode, path: tuple[str, ...], scope: _Range | None,
+                     args: dict[str, Any]) -> int:
+        """At most ``limit`` spikes, and no more than the range's buckets; refuses a
+        negative ``limit`` and a range whose buckets, with the look-back, pass 2,000."""
+        limit_arg = args.get(LIMIT)
+        if not isinstance(limit_arg, int):
+            return ASSUMED_LIST_SIZE
+        if limit_arg < 0:
+            raise self._refuse(node, path, LIMIT, "must be 0 or more")
+        granularity = _granularity(args.get(GRANULARITY))
+        if scope is None or granularity is None:
+            return limit_arg
+        try:
+            spikes.look_back(scope.tz_name, scope.start_us, scope.end_us, granularity)
+        except calendar.TooManyBuckets as exc:
+            raise self._refuse(node, path, GRANULARITY, str(exc)) from None
+        return min(limit_arg, bucket_count(scope, granularity))
 
     def _list_size(self, where: Field, args: dict[str, Any]) -> int:
         """Rows a list can hold: the account's real number for its lists (at least

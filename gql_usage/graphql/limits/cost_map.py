@@ -24,6 +24,8 @@ from gql_usage.graphql.limits.cost import (
     OTHER,
     SERIES,
     SIZED_LISTS,
+    SPIKE_DRIVERS,
+    SPIKES,
     Field,
     enum_key,
 )
@@ -48,6 +50,8 @@ def _fields() -> dict[Field, frozenset[str]]:
         read.setdefault(f, set()).add(FILTER)
     read.setdefault(SERIES, set()).add(GRANULARITY)
     read.setdefault(BREAKDOWN, set()).update({BY, LIMIT, OTHER})
+    read.setdefault(SPIKES, set()).update({GRANULARITY, LIMIT})
+    read.setdefault(SPIKE_DRIVERS, set())
     read.setdefault(API_KEYS, set()).add(INCLUDE_REVOKED)
     return {f: frozenset(args) for f, args in read.items()}
 
@@ -55,6 +59,7 @@ def _fields() -> dict[Field, frozenset[str]]:
 #: The cost model's names (``gql_usage.graphql.limits.cost``).
 COST_MAP = CostMap(_fields(), {
     (SERIES, GRANULARITY): frozenset(g.value for g in calendar.Granularity),
+    (SPIKES, GRANULARITY): frozenset(g.value for g in calendar.Granularity),
     (BREAKDOWN, BY): frozenset(BREAKDOWN_ROWS),
 })
 
