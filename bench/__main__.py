@@ -255,11 +255,31 @@ class RangeFigures:
         return self.graphql_p50_ms / self.floor_sql_ms if self.floor_sql_ms else None
 
 
-async def post_dashboard(client: httpx.AsyncClient, token: str, days: int) -> dict[str, Any]:
-    r = await client.post("/graphql", json={"query": dashboard.DASHBOARD,
+async def post_dashboard(client: httpx.AsyncClient, token: str, days: int,
+                         query: str = dashboard.DASHBOARD) -> dict[str, Any]:
+    r = await client.post("/graphql", json={"query": query,
                                             "variables": dashboard.variables(days)},
                           headers={"Authorization": f"Bearer {token}"})
     return dict(r.json())
+
+
+async def measure_v2(client: httpx.AsyncClient, token: str, days: int, runs: int
+                     ) -> tuple[float, float]:
+    """(p50 ms of ``DASHBOARD``, p50 ms of ``DASHBOARD_V2``), alternating request by
+    request so both see the same machine; the v2 answer's shared part is checked equal."""
+    v1 = await post_dashboard(client, token, days)
+    v2 = await post_dashboard(client, token, days, dashboard.DASHBOARD_V2)
+    if v2.get("errors"):
+        raise SystemExit(f"the v2 dashboard failed: {v2['errors']}")
+    if dashboard.graphql_answer(v2).differences(dashboard.graphql_answer(v1)):
+        raise SystemExit("the v2 dashboard's shared fields differ from the v1 dashboard's")
+    plain: list[float] = []
+    full: list[float] = []
+    for _ in range(runs):
+        plain += await timed_ms(lambda: post_dashboard(client, token, days), 1)
+        full += await timed_ms(
+            lambda: post_dashboard(client, token, days, dashboard.DASHBOARD_V2), 1)
+    return statistics.median(plain), statistics.median(full)
 
 
 async def timed_ms(coro_factory: Any, runs: int) -> list[float]:
@@ -335,9 +355,11 @@ def _sqlite_fetch(path: str, text: str, params: list[Any]) -> list[Any]:
         return conn.execute(text, params).fetchall()
 
 
-async def statements_per_request(url: str, token: str, days: int) -> tuple[int, bool]:
-    """Statements of one dashboard request, counted in-process from Tortoise's log, and
-    whether the analytics statement among them is exactly ``floor_sql``'s."""
+async def statements_per_request(url: str, token: str, days: int
+                                 ) -> tuple[int, bool, int]:
+    """Statements of one dashboard request, counted in-process from Tortoise's log,
+    whether the analytics statement among them is exactly ``floor_sql``'s, and the
+    statements of one ``DASHBOARD_V2`` request."""
     from gql_usage.app import create_app
     from gql_usage.settings import Settings
     from gql_usage.storage.db import StatementCounter, close_db, connection, init_db
@@ -357,8 +379,13 @@ async def statements_per_request(url: str, token: str, days: int) -> tuple[int, 
             await post_dashboard(client, token, days)
             with StatementCounter() as counter:
                 body = await post_dashboard(client, token, days)
+            await post_dashboard(client, token, days, dashboard.DASHBOARD_V2)
+            with StatementCounter() as counter_v2:
+                body_v2 = await post_dashboard(client, token, days, dashboard.DASHBOARD_V2)
         dashboard.graphql_answer(body)
-        return counter.count, any(text in s for s in counter.statements)
+        dashboard.graphql_answer(body_v2)
+        return (counter.count, any(text in s for s in counter.statements),
+                counter_v2.count)
     finally:
         await close_db()
 
@@ -424,9 +451,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                         account_id)
                 log(f"{days}-day dashboard: verified; p50 {r.graphql_p50_ms:.1f} ms")
                 ranges.append(r)
+            v1_p50, v2_p50 = await measure_v2(client, token, RANGES[-1], args.runs)
+            log(f"{RANGES[-1]}-day dashboard, v1 and v2 alternating: p50 {v1_p50:.1f} ms "
+                f"and {v2_p50:.1f} ms")
             rps, load_p50, load_p99 = await load(client, token, args.load_clients,
                                                  args.load_requests)
-        statements, floor_matches = await statements_per_request(url, token, 365)
+        statements, floor_matches, statements_v2 = await statements_per_request(
+            url, token, 365)
         if not floor_matches:
             raise SystemExit("the measured floor SQL is not the statement the server sends")
     main_range = ranges[-1]
@@ -453,6 +484,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "speedup_vs_raw": _round(main_range.speedup_vs_raw, 1),
         "overhead_vs_floor": _round(main_range.overhead_vs_floor, 2),
         "statements_per_request": statements,
+        "dashboard_v1_p50_ms": round(v1_p50, 2),
+        "dashboard_v2_p50_ms": round(v2_p50, 2),
+        "statements_per_request_v2": statements_v2,
         "requests_per_s": round(rps, 1),
         "load_clients": args.load_clients,
         "load_p50_ms": round(load_p50, 1),
@@ -493,6 +527,10 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"  {days + 'd':>6} {r['graphql_p50_ms']:>9} {r['graphql_p99_ms']:>9} "
               f"{r['raw_sql_ms']!s:>10} {r['floor_sql_ms']!s:>9} {r['speedup_vs_raw']!s:>8} "
               f"{r['overhead_vs_floor']!s:>9}")
+    print(f"  {list(result['ranges'])[-1]}d dashboard alternating with version 2's "
+          f"(+ previous, spikes): p50 {result['dashboard_v1_p50_ms']} ms vs "
+          f"{result['dashboard_v2_p50_ms']} ms; statements "
+          f"{result['statements_per_request']} vs {result['statements_per_request_v2']}")
     print(f"  statements/request {result['statements_per_request']}; "
           f"{result['load_clients']} clients: {result['requests_per_s']} req/s, "
           f"p99 {result['load_p99_ms']} ms; server peak RSS {result['server_peak_rss_mib']} MiB")

@@ -1,7 +1,8 @@
 """The dashboard page query, its naive raw-SQL baseline, and the rollup SQL alone.
 
 * ``DASHBOARD``: totals, a DAY series, breakdowns by endpoint and by API key, and every
-  key with its usage, as the dashboard app sends it.
+  key with its usage, as the dashboard app sends it; ``DASHBOARD_V2`` adds the previous
+  period and the spikes (version 2's fields).
 * ``raw_answer``: the same numbers from hand-written ``GROUP BY``s over ``usage_event``
   (time zone handling by the database itself on PostgreSQL), with no use of gql_usage.
 * ``floor_sql``: the one statement gql_usage's analytics layer sends for that query.
@@ -38,6 +39,31 @@ DASHBOARD = """query Dashboard($f: UsageFilter!) {
       series(granularity: DAY) { start calls credits }
       byEndpoint: breakdown(by: ENDPOINT) { key label calls credits shareOfCredits }
       byKey: breakdown(by: API_KEY) { key label calls credits shareOfCredits }
+    }
+    apiKeys { id name usage(filter: $f) { calls credits } }
+  }
+}"""
+
+#: Version 2's investigating page: ``DASHBOARD`` plus the previous period (totals, DAY
+#: series, top endpoints with an Other row) and the DAY spikes with their endpoint drivers.
+DASHBOARD_V2 = """query DashboardV2($f: UsageFilter!) {
+  account {
+    name
+    usage(filter: $f) {
+      calls credits
+      series(granularity: DAY) { start calls credits }
+      byEndpoint: breakdown(by: ENDPOINT) { key label calls credits shareOfCredits }
+      byKey: breakdown(by: API_KEY) { key label calls credits shareOfCredits }
+      previous {
+        calls credits
+        series(granularity: DAY) { start calls credits }
+        byEndpoint: breakdown(by: ENDPOINT, limit: 10, other: true) {
+          key label calls credits shareOfCredits isOther groupCount }
+      }
+      spikes(granularity: DAY, by: ENDPOINT) {
+        bucket { start calls credits } baselineCredits excessCredits score
+        drivers { row { key label calls credits } baselineCredits excessCredits }
+      }
     }
     apiKeys { id name usage(filter: $f) { calls credits } }
   }
