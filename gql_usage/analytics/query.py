@@ -9,8 +9,8 @@ question; ``aggregate`` runs it and shapes the answers. See README, 'Architectur
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 from gql_usage.analytics.dimensions import ACCOUNT_IDS, ORDER_KEYS
 from gql_usage.analytics.layout import SeriesLayout, layout_bytes, series_layout
@@ -25,6 +25,7 @@ from gql_usage.analytics.specs import (
     Totals,
     TotalsSpec,
     UsageQuery,
+    WindowSpec,
 )
 from gql_usage.caches import MIB, byte_lru_cache
 from gql_usage.calendar import US
@@ -75,9 +76,23 @@ def _prepare(query: UsageQuery, specs: tuple[Spec, ...], dialect_name: str) -> P
     for i, spec in enumerate(specs):
         if i:
             q.add(" UNION ALL ")
-        reads, sets = spec_reads(query, spec, layouts.get(i))
-        _spec_sql(q, i, query, spec, reads, sets, layouts.get(i))
+        part_query, part_spec = _part(query, spec)
+        reads, sets = spec_reads(part_query, part_spec, layouts.get(i))
+        _spec_sql(q, i, part_query, part_spec, reads, sets, layouts.get(i))
     return Prepared(q, layouts)
+
+
+_prepare_uncached: Callable[[UsageQuery, tuple[Spec, ...], str], Prepared] = (
+    _prepare.__wrapped__)  # type: ignore[attr-defined]
+
+
+def _part(query: UsageQuery, spec: Spec) -> tuple[UsageQuery, Spec]:
+    """What one spec reads: a ``WindowSpec`` is the totals of its window."""
+    if isinstance(spec, WindowSpec):
+        if not query.start_us <= spec.start_us < spec.end_us <= query.end_us:
+            raise ValueError("a window must be a non-empty part of its query's range")
+        return replace(query, start_us=spec.start_us, end_us=spec.end_us), TotalsSpec()
+    return query, spec
 
 
 async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
@@ -85,7 +100,8 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
 
     Results, in spec order: ``Totals`` for ``TotalsSpec``; ``list[SeriesPoint]`` for
     ``SeriesSpec`` (every bucket, zero-filled); ``dict[int, Totals]`` (id -> totals, only
-    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``.
+    ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``; ``Totals`` of its window
+    for ``WindowSpec``.
     """
     conn = read_connection()
     prepared = prepare(query, specs, dialect(conn))
@@ -101,7 +117,7 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
     out: list[object] = []
     for i, spec in enumerate(specs):
         got = grouped[i]
-        if isinstance(spec, TotalsSpec):
+        if isinstance(spec, TotalsSpec | WindowSpec):
             calls, credits = got.get(0, (0, 0))
             out.append(Totals(calls, credits))
         elif isinstance(spec, GroupSpec):

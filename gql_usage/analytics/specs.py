@@ -68,9 +68,19 @@ class TopSpec:
     limit: int
 
 
-Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec
+@dataclass(frozen=True)
+class WindowSpec:
+    """Totals of the query's filters over ``[start_us, end_us)``, a part of its range (a
+    credit pool's burn-rate window, ``gql_usage.analytics.forecast``): answered in the
+    same statement as the query's other specs."""
 
-_KINDS = (TotalsSpec, SeriesSpec, GroupSpec, TopSpec)
+    start_us: int
+    end_us: int
+
+
+Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec | WindowSpec
+
+_KINDS = (TotalsSpec, SeriesSpec, GroupSpec, TopSpec, WindowSpec)
 
 
 def spec_order(spec: Spec) -> tuple[int, str]:

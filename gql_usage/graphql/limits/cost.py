@@ -76,9 +76,11 @@ AGGREGATE_POINTS = 5
 #: Cost of ``__schema`` / ``__type`` (answered from memory).
 INTROSPECTION_POINTS = 1
 
-#: The usage aggregates: each adds ``AGGREGATE_POINTS``.
+#: The usage aggregates: each adds ``AGGREGATE_POINTS``. ``CreditPool.forecast`` reads the
+#: burn-rate window's totals, ``ApiKey.budget`` the period's totals by key.
 AGGREGATES: frozenset[Field] = frozenset({ACCOUNT_USAGE, SERIES, BREAKDOWN,
-                                          ("ApiKey", "usage"), ("Endpoint", "usage")})
+                                          ("ApiKey", "usage"), ("Endpoint", "usage"),
+                                          ("CreditPool", "forecast"), ("ApiKey", "budget")})
 #: Fields that cost nothing.
 FREE: frozenset[Field] = frozenset({("Query", "rateLimit")})
 #: Fields with a ``filter: UsageFilter!`` argument.
