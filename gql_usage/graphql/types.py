@@ -129,11 +129,11 @@ class ApiKey(Node):
     created_at: datetime
     revoked_at: datetime | None
     last_used_at: datetime | None = strawberry.field(
-        description="When the key's newest event occurred (`occurredAt`); null before its "
-        "first event.")
+        default=None, description="When the key's newest event occurred (`occurredAt`); "
+        "null before its first event.")
     _pk: strawberry.Private[int]
     _created_by_id: strawberry.Private[int | None]
-    _credit_budget: strawberry.Private[int | None]
+    _credit_budget: strawberry.Private[int | None] = None
 
     @classmethod
     def from_model(cls, m: models.ApiKey) -> ApiKey:
