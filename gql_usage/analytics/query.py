@@ -53,7 +53,11 @@ class Prepared:
 
 def prepare(query: UsageQuery, specs: Sequence[Spec], dialect_name: str) -> Prepared:
     """The statement answering ``specs`` (cached: it depends on its arguments alone, and a
-    dashboard asks the same question again and again)."""
+    dashboard asks the same question again and again). A statement with a ``WindowSpec``
+    is built each time: its window moves with the clock, so it is never asked twice, and
+    cached it would only push the dashboards' statements out."""
+    if any(isinstance(spec, WindowSpec) for spec in specs):
+        return _prepare_uncached(query, tuple(specs), dialect_name)
     return _prepare(query, tuple(specs), dialect_name)
 
 
