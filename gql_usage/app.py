@@ -87,6 +87,8 @@ class GraphQLView(GraphQL[Context, None]):
 
     #: ``Retry-After`` of a 503 (set from the settings by ``GraphQLEndpoint``).
     retry_after_seconds = 5
+    #: The app's clock, handed to every request's context (set by ``GraphQLEndpoint``).
+    clock: Clock = time.time
 
     def create_response(self, response_data: Any, sub_response: Any) -> Any:
         """A database outage in a resolver (``SERVICE_UNAVAILABLE``) answers 503."""
@@ -100,7 +102,7 @@ class GraphQLView(GraphQL[Context, None]):
         viewer: Viewer = state["viewer"]
         return Context(request=request, response=response, viewer=viewer,
                        loaders=Loaders.for_account(viewer.account.id),
-                       request_id=state["request_id"])
+                       request_id=state["request_id"], clock=self.clock)
 
 
 def _graphql_error(status: int, message: str, code: str) -> JSONResponse:
@@ -119,6 +121,7 @@ class GraphQLEndpoint:
         self.view = GraphQLView(self.schema, graphql_ide="graphiql")
         self.ide_headers = {"Content-Security-Policy": ide_csp(self.view.graphql_ide_html)}
         self.view.retry_after_seconds = settings.retry_after_seconds
+        self.view.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -170,7 +173,8 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
                clock: Clock = time.time) -> ASGIApp:
     """The application; with ``manage_db`` it connects on start-up (migrating first unless
     ``migrate`` is false: ``gql-usage serve --workers N`` migrates once, in the parent).
-    ``clock`` (Unix seconds) drives the GraphQL rate-limit windows."""
+    ``clock`` (Unix seconds) drives the GraphQL rate-limit windows and is the "now" of
+    the credit pool's forecast."""
     settings.require("jwt_secret", "service_token")
     service = ServiceApi(settings, Ingestor(max_future_seconds=settings.max_future_seconds,
                                             max_age_seconds=settings.max_age_seconds))

@@ -10,7 +10,7 @@ question; ``aggregate`` runs it and shapes the answers. See README, 'Architectur
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from gql_usage.analytics.dimensions import ACCOUNT_IDS, ORDER_KEYS
@@ -29,6 +29,7 @@ from gql_usage.analytics.specs import (
     Totals,
     TotalsSpec,
     UsageQuery,
+    WindowSpec,
 )
 from gql_usage.caches import MIB, byte_lru_cache
 from gql_usage.calendar import US
@@ -56,8 +57,10 @@ class Prepared:
 
 def prepare(query: UsageQuery, specs: Sequence[Spec], dialect_name: str) -> Prepared:
     """The statement answering ``specs`` (cached: it depends on its arguments alone, and a
-    dashboard asks the same question again and again)."""
-    return _prepare(((query, tuple(specs)),), dialect_name)
+    dashboard asks the same question again and again). A statement with a ``WindowSpec``
+    is built each time: its window moves with the clock, so it is never asked twice, and
+    cached it would only push the dashboards' statements out."""
+    return prepare_many([(query, specs)], dialect_name)
 
 
 def prepare_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]],
@@ -65,7 +68,10 @@ def prepare_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]],
     """One statement answering the specs of several queries (e.g. a report and its
     ``previous`` period): the specs are numbered one after the other, query by query, and
     one query alone makes exactly ``prepare``'s statement."""
-    return _prepare(tuple((query, tuple(specs)) for query, specs in asked), dialect_name)
+    key = tuple((query, tuple(specs)) for query, specs in asked)
+    if any(isinstance(spec, WindowSpec) for _, specs in key for spec in specs):
+        return _prepare_uncached(key, dialect_name)
+    return _prepare(key, dialect_name)
 
 
 def _prepared_bytes(prepared: Prepared) -> int:
@@ -99,14 +105,29 @@ def _prepare(asked: tuple[tuple[UsageQuery, tuple[Spec, ...]], ...],
                     reads, sets = buckets_reads(query, spec, spec.buckets)
                     _drivers_sql(q, index, query, spec, reads, sets)
                 else:
-                    # A RangeSeriesSpec reads the same filter over its own range.
-                    spec_query = (replace(query, start_us=spec.start_us, end_us=spec.end_us)
-                                  if isinstance(spec, RangeSeriesSpec) else query)
-                    reads, sets = spec_reads(spec_query, spec, layout)
-                    _spec_sql(q, index, spec_query, spec, reads, sets, layout)
+                    part_query, part_spec = _part(query, spec)
+                    reads, sets = spec_reads(part_query, part_spec, layout)
+                    _spec_sql(q, index, part_query, part_spec, reads, sets, layout)
                 parts += 1
             index += 1
     return Prepared(q if parts else None, layouts)
+
+
+_prepare_uncached: Callable[[tuple[tuple[UsageQuery, tuple[Spec, ...]], ...], str],
+                            Prepared] = (
+    _prepare.__wrapped__)  # type: ignore[attr-defined]
+
+
+def _part(query: UsageQuery, spec: Spec) -> tuple[UsageQuery, Spec]:
+    """What one spec reads: a ``WindowSpec`` is the totals of its window; a
+    ``RangeSeriesSpec`` reads the same filter over its own range."""
+    if isinstance(spec, WindowSpec):
+        if not query.start_us <= spec.start_us < spec.end_us <= query.end_us:
+            raise ValueError("a window must be a non-empty part of its query's range")
+        return replace(query, start_us=spec.start_us, end_us=spec.end_us), TotalsSpec()
+    if isinstance(spec, RangeSeriesSpec):
+        return replace(query, start_us=spec.start_us, end_us=spec.end_us), spec
+    return query, spec
 
 
 async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
@@ -115,7 +136,8 @@ async def aggregate(query: UsageQuery, specs: Sequence[Spec]) -> list[object]:
     Results, in spec order: ``Totals`` for ``TotalsSpec``; ``list[SeriesPoint]`` for
     ``SeriesSpec`` (every bucket, zero-filled); ``dict[int, Totals]`` (id -> totals, only
     ids with calls) for ``GroupSpec``; ``Top`` for ``TopSpec``; ``list[SeriesPoint]`` over
-    its own range for ``RangeSeriesSpec``; ``DriverValues`` for ``SpikeDriversSpec``.
+    its own range for ``RangeSeriesSpec``; ``DriverValues`` for ``SpikeDriversSpec``;
+    ``Totals`` of its window for ``WindowSpec``.
     """
     return (await aggregate_many([(query, specs)]))[0]
 
@@ -160,7 +182,7 @@ async def aggregate_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]]
 def _answer(spec: Spec, got: dict[int, tuple[int, int]], overall: tuple[int, int, int] | None,
             layout: SeriesLayout | None) -> object:
     """One spec's answer from its rows (``aggregate``)."""
-    if isinstance(spec, TotalsSpec):
+    if isinstance(spec, TotalsSpec | WindowSpec):
         calls, credits = got.get(0, (0, 0))
         return Totals(calls, credits)
     if isinstance(spec, GroupSpec):

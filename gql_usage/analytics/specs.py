@@ -80,6 +80,16 @@ class RangeSeriesSpec:
 
 
 @dataclass(frozen=True)
+class WindowSpec:
+    """Totals of the query's filters over ``[start_us, end_us)``, a part of its range (a
+    credit pool's burn-rate window, ``gql_usage.analytics.forecast``): answered in the
+    same statement as the query's other specs."""
+
+    start_us: int
+    end_us: int
+
+
+@dataclass(frozen=True)
 class SpikeDriversSpec:
     """Per spike, the groups of ``dimension`` that drive it: of the groups with calls in
     the spike's bucket, the ``candidates`` with the most credits there, with their calls
@@ -96,9 +106,11 @@ class SpikeDriversSpec:
     candidates: int
 
 
-Spec = TotalsSpec | SeriesSpec | GroupSpec | TopSpec | RangeSeriesSpec | SpikeDriversSpec
+Spec = (TotalsSpec | SeriesSpec | GroupSpec | TopSpec | RangeSeriesSpec | SpikeDriversSpec
+        | WindowSpec)
 
-_KINDS = (TotalsSpec, SeriesSpec, GroupSpec, TopSpec, RangeSeriesSpec, SpikeDriversSpec)
+_KINDS = (TotalsSpec, SeriesSpec, GroupSpec, TopSpec, RangeSeriesSpec, SpikeDriversSpec,
+          WindowSpec)
 
 
 def spec_order(spec: Spec) -> tuple[int, str]:

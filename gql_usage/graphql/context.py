@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,8 @@ from starlette.responses import Response
 
 from gql_usage.analytics.specs import UsageQuery
 from gql_usage.auth import Viewer
-from gql_usage.graphql.limits.rate_limit import Charge
+from gql_usage.calendar import US
+from gql_usage.graphql.limits.rate_limit import Charge, Clock
 from gql_usage.loaders.aggregates import AggregatesLoader
 from gql_usage.loaders.by_column import ByColumnLoader
 from gql_usage.storage.models import ApiKey, Endpoint, Source, User
@@ -60,3 +62,10 @@ class Context:
     charges: dict[int, Charge] = field(default_factory=dict)
     #: Cost of this request's operations (summed over a batch): ``X-Query-Cost``.
     query_cost: int = 0
+    #: "Now" of what the request computes from the time (the credit pool's forecast): the
+    #: app's clock (``create_app(clock=...)``), Unix seconds.
+    clock: Clock = time.time
+
+    def now_us(self) -> int:
+        """The clock's time in microseconds since the epoch."""
+        return round(self.clock() * US)

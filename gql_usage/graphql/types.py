@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import strawberry
 
 from gql_usage import calendar
+from gql_usage.analytics import forecast as pool_forecast
 from gql_usage.analytics import spikes as spike_method
 from gql_usage.analytics.dimensions import Dimension
 from gql_usage.analytics.layout import series_layout
@@ -32,6 +33,7 @@ from gql_usage.analytics.specs import (
     Totals,
     TotalsSpec,
     UsageQuery,
+    WindowSpec,
 )
 from gql_usage.calendar import Granularity
 from gql_usage.graphql import ids
@@ -82,6 +84,31 @@ async def _group_totals(info: Info, f: UsageFilter, dim: Dimension, item_id: int
     return UsageTotals(calls=SafeInt(t.calls), credits=SafeInt(t.credits))
 
 
+@strawberry.type(description="An API key's credits per billing period.")
+class KeyBudget:
+    limit: SafeInt = strawberry.field(description="Credits the key may use per period.")
+    used: SafeInt = strawberry.field(description="Credits the key used in the current "
+                                     "period.")
+    remaining: SafeInt = strawberry.field(description="limit - used, never below 0.")
+
+
+def period_query(account: models.Account) -> UsageQuery:
+    """The account's current billing period ``[periodStart, periodEnd)``, unfiltered."""
+    return UsageQuery(account_id=account.id, start_us=calendar.to_us(account.period_start),
+                      end_us=calendar.to_us(account.period_end), time_zone=account.time_zone)
+
+
+async def _key_budget(info: Info, key_id: int, limit: int) -> KeyBudget:
+    """One key's budget: its credits come from the period's breakdown by key (one loader
+    answer for every key)."""
+    query = period_query(info.context.viewer.account)  # a key is of the viewer's account
+    by_key = await _load(info, query, GroupSpec(Dimension.API_KEY))
+    assert isinstance(by_key, dict)
+    used = by_key.get(key_id, Totals()).credits
+    return KeyBudget(limit=SafeInt(limit), used=SafeInt(used),
+                     remaining=SafeInt(max(limit - used, 0)))
+
+
 @strawberry.type(description="A member of an account.")
 class User(Node):
     id: strawberry.ID
@@ -109,14 +136,20 @@ class ApiKey(Node):
     prefix: str = strawberry.field(description="Display prefix of the key.")
     created_at: datetime
     revoked_at: datetime | None
+    last_used_at: datetime | None = strawberry.field(
+        default=None, description="When the key's newest event occurred (`occurredAt`); "
+        "null before its first event.")
     _pk: strawberry.Private[int]
     _created_by_id: strawberry.Private[int | None]
+    _credit_budget: strawberry.Private[int | None] = None
 
     @classmethod
     def from_model(cls, m: models.ApiKey) -> ApiKey:
+        last_used = m.last_used_at_us
         return cls(id=strawberry.ID(ids.encode("ApiKey", m.external_id)), name=m.name,
                    prefix=m.prefix, created_at=m.created_at, revoked_at=m.revoked_at,
-                   _pk=m.id, _created_by_id=m.created_by_id)
+                   last_used_at=None if last_used is None else calendar.from_us(last_used),
+                   _pk=m.id, _created_by_id=m.created_by_id, _credit_budget=m.credit_budget)
 
     @strawberry.field(description="The user who created the key.")
     async def created_by(self, info: Info) -> User | None:
@@ -130,6 +163,16 @@ class ApiKey(Node):
                       extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
     def usage(self, info: Info, filter: UsageFilter) -> Awaitable[UsageTotals]:
         return _group_totals(info, filter, Dimension.API_KEY, self._pk)
+
+    @strawberry.field(description="The key's credit budget in the account's current "
+                      "billing period; null when the key has none (batched with every "
+                      "other key's).",
+                      graphql_type=KeyBudget | None,
+                      extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    def budget(self, info: Info) -> Awaitable[KeyBudget] | None:
+        if self._credit_budget is None:
+            return None
+        return _key_budget(info, self._pk, self._credit_budget)
 
 
 @strawberry.type(description="A billable endpoint.")
@@ -375,15 +418,63 @@ def _usage_row(r: BreakdownRow[Any], *, endpoint: Endpoint | None = None,
                     is_other=r.is_other, group_count=r.group_count)
 
 
+@strawberry.type(description="Where the credit pool is heading in the current billing "
+                 "period, at the pool's recent burn rate.")
+class PoolForecast:
+    burn_rate_per_day: float = strawberry.field(
+        description="Credits per 24 h over [max(periodStart, now - 7 days), now); 0 when "
+        "that window is shorter than one hour.")
+    projected_used: SafeInt = strawberry.field(
+        description="used + burnRatePerDay x days left in the period, rounded down.")
+    exhausts_at: datetime | None = strawberry.field(
+        description="now + remaining / burnRatePerDay, if before periodEnd; null otherwise "
+        "(no burn, a pool already used up, or credits lasting the period).")
+
+
 @strawberry.type(description="The account's credit pool in the current billing period.")
 class CreditPool:
     granted: SafeInt
-    used: SafeInt
-    remaining: SafeInt = strawberry.field(description="granted - used, never below 0.")
-    overage: SafeInt = strawberry.field(description="Credits used beyond the grant (0 if "
-                                        "none).")
+    _query: strawberry.Private[UsageQuery]
+    _now_us: strawberry.Private[int]
+
+    async def _used(self, info: Info) -> int:
+        t = await _load(info, self._query, TotalsSpec())
+        assert isinstance(t, Totals)
+        return t.credits
+
+    @strawberry.field(description="Credits used in the period.")
+    async def used(self, info: Info) -> SafeInt:
+        return SafeInt(await self._used(info))
+
+    @strawberry.field(description="granted - used, never below 0.")
+    async def remaining(self, info: Info) -> SafeInt:
+        return SafeInt(max(self.granted - await self._used(info), 0))
+
+    @strawberry.field(description="Credits used beyond the grant (0 if none).")
+    async def overage(self, info: Info) -> SafeInt:
+        return SafeInt(max(await self._used(info) - self.granted, 0))
+
     period_start: datetime
     period_end: datetime
+
+    @strawberry.field(description="The pool's burn rate over the last 7 days and where it "
+                      "leads by the period's end.")
+    async def forecast(self, info: Info) -> PoolForecast:
+        q, now = self._query, self._now_us
+        window = pool_forecast.burn_window(q.start_us, q.end_us, now)
+        specs: list[Spec] = [TotalsSpec()]
+        if window is not None:
+            specs.append(WindowSpec(window.start_us, window.end_us))
+        answers = await info.context.loaders.aggregates.load_many([(q, s) for s in specs])
+        totals = [a for a in answers if isinstance(a, Totals)]
+        assert len(totals) == len(specs)
+        f = pool_forecast.forecast(
+            granted=self.granted, used=totals[0].credits, window=window,
+            window_credits=totals[1].credits if window is not None else 0,
+            period_end_us=q.end_us, now_us=now)
+        return PoolForecast(
+            burn_rate_per_day=f.burn_rate_per_day, projected_used=SafeInt(f.projected_used),
+            exhausts_at=None if f.exhausts_at_us is None else calendar.from_us(f.exhausts_at_us))
 
 
 @strawberry.type(description="An organisation: one credit pool for all of its API keys.")
@@ -400,16 +491,12 @@ class Account(Node):
                    plan=m.plan, time_zone=m.time_zone, _model=m)
 
     @strawberry.field(extensions=[guarded(ADMIN_ONLY)])
-    async def credit_pool(self, info: Info) -> CreditPool | None:
+    def credit_pool(self, info: Info) -> CreditPool | None:
+        """Its figures load lazily, so that ``used`` and ``forecast`` share one statement."""
         m = self._model
-        query = UsageQuery(account_id=m.id, start_us=calendar.to_us(m.period_start),
-                           end_us=calendar.to_us(m.period_end), time_zone=m.time_zone)
-        t = await _load(info, query, TotalsSpec())
-        assert isinstance(t, Totals)
-        return CreditPool(granted=SafeInt(m.credits_granted), used=SafeInt(t.credits),
-                          remaining=SafeInt(max(m.credits_granted - t.credits, 0)),
-                          overage=SafeInt(max(t.credits - m.credits_granted, 0)),
-                          period_start=m.period_start, period_end=m.period_end)
+        return CreditPool(granted=SafeInt(m.credits_granted), period_start=m.period_start,
+                          period_end=m.period_end, _query=period_query(m),
+                          _now_us=info.context.now_us())
 
     @strawberry.field(extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
     async def api_keys(self, info: Info, include_revoked: bool = False) -> list[ApiKey] | None:

@@ -27,6 +27,7 @@ from gql_usage.ingest.decode import BatchTooLarge, BodyError, decode_batch
 from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.ingest.validate import describe_validation_error
 from gql_usage.settings import Settings
+from gql_usage.storage import thresholds
 from gql_usage.storage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.untrusted import MAX_ID_LENGTH, bounded, echo, id_problem, text_problem, utc_problem
 
@@ -97,8 +98,22 @@ def _tz(value: str) -> str:
     return value
 
 
+def _thresholds(values: list[int]) -> list[int]:
+    problem = thresholds.problem(values)
+    if problem:
+        raise ValueError(problem)
+    return sorted(values)
+
+
 Aware = Annotated[datetime, AfterValidator(_aware)]
 Name = Annotated[StrictStr, Field(min_length=1, max_length=255)]
+#: Whole credits, within ``SafeInt``.
+Credits = Annotated[StrictInt, Field(ge=0, le=MAX_SAFE_INT)]
+#: Alert thresholds: percents of the pool (and of each key's budget), stored sorted.
+Thresholds = Annotated[list[Annotated[StrictInt, Field(ge=thresholds.MIN_PERCENT,
+                                                       le=thresholds.MAX_PERCENT)]],
+                       Field(max_length=thresholds.MAX_THRESHOLDS),
+                       AfterValidator(_thresholds)]
 
 
 class AccountIn(BaseModel):
@@ -109,6 +124,7 @@ class AccountIn(BaseModel):
     creditsGranted: Annotated[StrictInt, Field(ge=0, le=MAX_SAFE_INT)] = 0
     periodStart: Aware
     periodEnd: Aware
+    alertThresholds: Thresholds = list(thresholds.DEFAULT_THRESHOLDS)
 
 
 class UserIn(BaseModel):
@@ -125,6 +141,8 @@ class ApiKeyIn(BaseModel):
     createdBy: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_LENGTH)] | None = None
     createdAt: Aware
     revokedAt: Aware | None = None
+    #: Credits per billing period; null (or absent): no budget.
+    creditBudget: Credits | None = None
 
 
 class ServiceApi:
@@ -186,7 +204,8 @@ class ServiceApi:
         external_id = str(request.path_params["accountId"])
         values = {"name": parsed.name, "plan": parsed.plan, "time_zone": parsed.timeZone,
                   "credits_granted": parsed.creditsGranted, "period_start": parsed.periodStart,
-                  "period_end": parsed.periodEnd}
+                  "period_end": parsed.periodEnd,
+                  "alert_thresholds": thresholds.dump(parsed.alertThresholds)}
         created = await _upsert(Account, {"external_id": external_id}, values)
         return JSONResponse({"id": external_id, "created": created},
                             status_code=201 if created else 200)
@@ -228,7 +247,8 @@ class ServiceApi:
         created = await _upsert(
             ApiKey, {"account_id": account.id, "external_id": external_id},
             {"name": parsed.name, "prefix": parsed.prefix, "created_by_id": creator_id,
-             "created_at": parsed.createdAt, "revoked_at": parsed.revokedAt})
+             "created_at": parsed.createdAt, "revoked_at": parsed.revokedAt,
+             "credit_budget": parsed.creditBudget})
         return JSONResponse({"id": external_id, "created": created},
                             status_code=201 if created else 200)
 

@@ -21,10 +21,25 @@ _UNNEST = ", ".join(
     for i in range(1, 9))
 _PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" else c
                             for c in cube.PENDING_COLUMNS)
-#: One statement: the new events, their pending copies, and the positions (1-based) of
-#: the rows that were *not* inserted (already stored), which is usually none. Integer
-#: columns travel as comma-separated text: asyncpg checks every element of a Python list
-#: against ``collections.abc`` when it encodes an array, which cost more than the insert.
+#: Each key's ``last_used_at_us`` raised to its newest new event (``ApiKey.lastUsedAt``):
+#: only events inserted now count (a duplicate was counted when first stored; a
+#: conflicting resend never is). The keys to raise are locked in id order first, so that
+#: concurrent batches never deadlock on them; one that waited for a concurrent batch is
+#: read again after it (READ COMMITTED), and GREATEST keeps the later instant of the two.
+LAST_USED_CTES = (
+    " newest AS (SELECT api_key_id, max(occurred_at_us) AS t FROM new GROUP BY api_key_id),"
+    " raised AS (SELECT api_key.id, newest.t FROM api_key JOIN newest"
+    " ON api_key.id = newest.api_key_id"
+    " WHERE api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t"
+    " ORDER BY api_key.id FOR NO KEY UPDATE OF api_key),"
+    " touched AS (UPDATE api_key SET last_used_at_us = GREATEST(api_key.last_used_at_us,"
+    " raised.t) FROM raised WHERE api_key.id = raised.id)"
+)
+#: One statement: the new events, their pending copies, their keys' last use, and the
+#: positions (1-based) of the rows that were *not* inserted (already stored), which is
+#: usually none. Integer columns travel as comma-separated text: asyncpg checks every
+#: element of a Python list against ``collections.abc`` when it encodes an array, which
+#: cost more than the insert.
 POSTGRES_STORE = (
     f"WITH input AS (SELECT * FROM unnest({_UNNEST})"
     " WITH ORDINALITY AS t(a, e, k, en, s, u, c, o, n)),"
@@ -33,7 +48,8 @@ POSTGRES_STORE = (
     " ON CONFLICT (account_id, event_id) DO NOTHING"
     f" RETURNING event_id, {', '.join(cube.PENDING_COLUMNS)}),"
     f" pending AS (INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)})"
-    f" SELECT {_PENDING_SELECT} FROM new)"
+    f" SELECT {_PENDING_SELECT} FROM new),"
+    f"{LAST_USED_CTES}"
     " SELECT coalesce(array_agg(n), '{}') FROM input WHERE NOT EXISTS"
     " (SELECT FROM new WHERE new.account_id = input.a AND new.event_id = input.e)"
 )
@@ -45,8 +61,8 @@ def joined(values: Iterable[int | None]) -> str:
 
 
 async def store(rows: list[Row]) -> list[Row]:
-    """Events (and their pending copies) in one statement; returns the rows that were
-    already stored."""
+    """Events (with their pending copies and their keys' last use) in one statement;
+    returns the rows that were already stored."""
     # Columns in Row's field order, which is the statement's parameter order.
     account, event, key, endpoint, source, user, credits, occurred, _ = zip(*rows, strict=True)
     params = [joined(account), list(event), joined(key), joined(endpoint),

@@ -17,8 +17,8 @@ SQLITE_ROWS_PER_STATEMENT = 1000
 
 
 async def store(rows: list[Row]) -> list[Row]:
-    """Events and their pending copies in one transaction; returns the rows that were
-    already stored (in the order of ``rows``)."""
+    """Events, their pending copies and their keys' last use in one transaction; returns
+    the rows that were already stored (in the order of ``rows``)."""
     async with in_transaction("default") as conn:
         inserted = await _insert_events(conn, rows)
         new: list[Row] = []
@@ -26,6 +26,7 @@ async def store(rows: list[Row]) -> list[Row]:
         for r in rows:
             (new if (r.account_id, r.event_id) in inserted else stored_before).append(r)
         await _insert_pending(conn, new)
+        await _raise_last_used(conn, new)
     return stored_before
 
 
@@ -59,6 +60,26 @@ async def _insert_pending(conn: BaseDBAsyncClient, rows: list[Row]) -> None:
                   ", ", r.source_id, ", ", user, ", ", r.credits, ", ",
                   r.occurred_at_us, ")")
         await conn.execute_query(q.text, q.params)
+
+
+async def _raise_last_used(conn: BaseDBAsyncClient, rows: list[Row]) -> None:
+    """Each key's ``last_used_at_us`` raised to its newest new event (``ApiKey.lastUsedAt``),
+    in one statement: only events inserted now count (see ``store_postgres``). SQLite has
+    one writer at a time, so concurrent batches take their turns."""
+    newest: dict[int, int] = {}
+    for r in rows:
+        known = newest.get(r.api_key_id)
+        if known is None or known < r.occurred_at_us:
+            newest[r.api_key_id] = r.occurred_at_us
+    if not newest:
+        return
+    q = Sql("sqlite", inline_ints=True).add(
+        "UPDATE api_key SET last_used_at_us = MAX(coalesce(last_used_at_us, v.column2), "
+        "v.column2) FROM (VALUES ")
+    for i, (key_id, occurred) in enumerate(sorted(newest.items())):
+        q.add(", (" if i else "(", key_id, ", ", occurred, ")")
+    q.add(") AS v WHERE api_key.id = v.column1")
+    await conn.execute_query(q.text, q.params)
 
 
 #: The duplicate lookup through the unique index (event_id, account_id), named:

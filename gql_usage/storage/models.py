@@ -15,6 +15,7 @@ from tortoise.indexes import Index
 from tortoise.models import Model
 
 from gql_usage.calendar import DAY_S, HOUR_S
+from gql_usage.storage import thresholds
 
 #: The finest cube grain: a 15-minute UTC slot (seconds).
 SLOT_S = 15 * 60
@@ -60,9 +61,18 @@ class Account(Model):
     period_start = fields.DatetimeField()
     period_end = fields.DatetimeField()
     updated_at = fields.DatetimeField(auto_now=True)
+    #: Percents of the pool (and of each key's budget) that raise an alert: sorted JSON
+    #: text (migration 0004); read ``alert_threshold_percents``.
+    alert_thresholds = fields.TextField(default=thresholds.DEFAULT_TEXT,
+                                        db_default=thresholds.DEFAULT_TEXT)
 
     class Meta:
         table = "account"
+
+    @property
+    def alert_threshold_percents(self) -> tuple[int, ...]:
+        """The account's alert thresholds (percents), sorted."""
+        return thresholds.parse(self.alert_thresholds)
 
 
 class User(Model):
@@ -96,6 +106,11 @@ class ApiKey(Model):
     created_by_id: int | None
     created_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
+    #: ``occurred_at_us`` of the key's newest stored event, kept by ingestion (migration
+    #: 0004): ``ApiKey.lastUsedAt`` without reading the events. NULL: no event yet.
+    last_used_at_us = fields.BigIntField(null=True)
+    #: Credits the key may use per billing period (``ApiKey.budget``); NULL: no budget.
+    credit_budget = fields.BigIntField(null=True)
 
     class Meta:
         table = "api_key"

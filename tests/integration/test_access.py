@@ -499,7 +499,7 @@ def test_schema_walk_covers_every_field():
             ("UsageRow", "apiKey"), ("CreditPool", "remaining")} <= seen
     guarded = {(t, f) for t, f, _, p in _fields() if _printed_directives(p)}
     assert guarded == {("Account", "usage"), ("Account", "apiKeys"), ("Account", "creditPool"),
-                       ("ApiKey", "usage"), ("Endpoint", "usage"),
+                       ("ApiKey", "usage"), ("ApiKey", "budget"), ("Endpoint", "usage"),
                        ("UsageRow", "apiKey"), ("User", "email")}  # the last two: SPEC 6.1
 
 

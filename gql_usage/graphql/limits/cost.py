@@ -83,10 +83,12 @@ AGGREGATE_POINTS = 5
 #: Cost of ``__schema`` / ``__type`` (answered from memory).
 INTROSPECTION_POINTS = 1
 
-#: The usage aggregates: each adds ``AGGREGATE_POINTS``.
+#: The usage aggregates: each adds ``AGGREGATE_POINTS``. ``CreditPool.forecast`` reads the
+#: burn-rate window's totals, ``ApiKey.budget`` the period's totals by key.
 AGGREGATES: frozenset[Field] = frozenset({ACCOUNT_USAGE, SERIES, BREAKDOWN, PREVIOUS,
                                           SPIKES, ("ApiKey", "usage"),
-                                          ("Endpoint", "usage")})
+                                          ("Endpoint", "usage"), ("CreditPool", "forecast"),
+                                          ("ApiKey", "budget")})
 #: Aggregates that run a second one: ``spikes`` reads its series with the look-back,
 #: then its drivers (one more statement); each adds ``AGGREGATE_POINTS`` once more.
 TWICE_AGGREGATED: frozenset[Field] = frozenset({SPIKES})
