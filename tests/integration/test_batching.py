@@ -9,6 +9,7 @@ import httpx
 from support.config import make_settings
 from support.helpers import SERVICE, event, gql, ingest, make_account
 
+from bench.dashboard import DASHBOARD_V2
 from gql_usage.app import create_app
 from gql_usage.storage.db import StatementCounter
 
@@ -69,3 +70,46 @@ async def _dashboard_statement_count_does_not_grow_with_keys(client):
     # authentication, the list sizes the query cost counts (gql_usage.storage.catalogue), the
     # keys, the aggregates of two filters, users and endpoints
     assert small <= 7
+
+
+async def v2_dashboard_statements(client, account: str, n_keys: int) -> tuple[int, dict]:
+    """The benchmark's version-2 page (``bench.dashboard.DASHBOARD_V2``: the dashboard
+    plus the previous period and the DAY spikes with their drivers) over steady traffic
+    since November with one planted spike on 20 January."""
+    keys = [f"{account}-k{i}" for i in range(n_keys)]
+    await make_account(client, account, users=[("admin", "ADMIN")], keys=[])
+    for key in keys:
+        response = await client.put(f"/v1/accounts/{account}/api-keys/{key}", headers=SERVICE,
+                                    json={"name": key, "prefix": "pk", "createdBy": "admin",
+                                          "createdAt": "2025-01-01T00:00:00Z"})
+        assert response.status_code == 201
+    start = datetime(2025, 11, 1, tzinfo=UTC)
+    events = [event(f"{account}-e{i}", account, keys[i % n_keys], "admin", f"/v2/e{i % 9}",
+                    "api", 2, start + timedelta(hours=2 * i)) for i in range(12 * 92)]
+    spike = datetime(2026, 1, 20, 12, tzinfo=UTC)
+    events += [event(f"{account}-s{i}", account, keys[0], "admin", "/v2/spiky", "api", 40,
+                     spike + timedelta(minutes=i)) for i in range(10)]
+    assert (await ingest(client, events))["accepted"] == len(events)
+    with StatementCounter() as counter:
+        body = await gql(client, DASHBOARD_V2,
+                         {"f": {"from": "2026-01-01T00:00:00", "to": "2026-02-01T00:00:00"}},
+                         user="admin", account=account)
+    assert "errors" not in body, body
+    return counter.count, body["data"]
+
+
+async def test_the_v2_dashboard_stays_within_6_statements_with_5_or_500_keys(db_url):
+    app = create_app(make_settings(db_url, max_query_cost=50_000), manage_db=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as client:
+        small, small_data = await v2_dashboard_statements(client, "small", 5)
+        large, large_data = await v2_dashboard_statements(client, "large", 500)
+    for data in (small_data, large_data):
+        (spike,) = data["account"]["usage"]["spikes"]
+        assert spike["bucket"]["start"].startswith("2026-01-20")
+        assert spike["drivers"][0]["row"]["key"] == "/v2/spiky"
+        assert spike["drivers"][0]["excessCredits"] == 400
+        assert data["account"]["usage"]["previous"]["calls"] == 12 * 31  # December
+    print(f"v2 dashboard statements: {small}")
+    assert small == large
+    assert small <= 6
