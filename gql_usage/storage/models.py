@@ -60,6 +60,9 @@ class Account(Model):
     period_start = fields.DatetimeField()
     period_end = fields.DatetimeField()
     updated_at = fields.DatetimeField(auto_now=True)
+    #: Alert thresholds, percents of the pool and of key budgets, as a JSON list
+    #: (migration 0004; read with ``gql_usage.alerts.thresholds.parse_thresholds``).
+    alert_thresholds = fields.TextField(default="[80, 100]")
 
     class Meta:
         table = "account"
@@ -96,6 +99,8 @@ class ApiKey(Model):
     created_by_id: int | None
     created_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
+    #: Credits per billing period; None: no budget (migration 0004).
+    credit_budget = fields.BigIntField(null=True)
 
     class Meta:
         table = "api_key"
