@@ -35,6 +35,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from gql_usage.alerts.thresholds import (
     DEFAULT_TEXT,
+    NUMBER_PATTERN,
     THRESHOLDS_PATTERN,
     parse_thresholds,
     reached_thresholds,
@@ -94,7 +95,7 @@ POSTGRES_ALERT_CTES = (
     " ELSE k.credit_budget END AS lim) l"
     " CROSS JOIN LATERAL (SELECT DISTINCT m[1]::int AS pct FROM regexp_matches("
     f"CASE WHEN a.alert_thresholds ~ '{THRESHOLDS_PATTERN}' THEN a.alert_thresholds"
-    f" ELSE '{DEFAULT_TEXT}' END, '\\d+', 'g') AS m) th"
+    f" ELSE '{DEFAULT_TEXT}' END, '{NUMBER_PATTERN}', 'g') AS m) th"
     " WHERE l.lim > 0 AND th.pct > 0"
     " AND t.credits::numeric * 100 >= l.lim::numeric * th.pct"
     " ORDER BY 2, 3, 5"

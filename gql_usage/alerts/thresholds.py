@@ -15,9 +15,15 @@ DEFAULT_TEXT = "[80, 100]"
 #: A JSON list of whole numbers of at most 5 digits (what PostgreSQL also checks, with
 #: ``~``, before it reads the numbers). Text that does not match reads as
 #: ``DEFAULT_THRESHOLDS``: a damaged setting never stops ingestion nor silences alerts.
-THRESHOLDS_PATTERN = r"^\s*\[\s*(\d{1,5}\s*(,\s*\d{1,5}\s*)*)?\]\s*$"
-_VALID = re.compile(THRESHOLDS_PATTERN, re.ASCII)
-_NUMBER = re.compile(r"\d+", re.ASCII)
+#: Character classes are spelled out (``[0-9]``, not ``\d``, which PostgreSQL may match
+#: with other scripts' digits that ``::int`` refuses).
+_SPACE = r"[ \t\n\r]*"
+_PERCENT = "[0-9]{1,5}"
+THRESHOLDS_PATTERN = (rf"^{_SPACE}\[{_SPACE}({_PERCENT}{_SPACE}(,{_SPACE}{_PERCENT}{_SPACE})*)?"
+                      rf"\]{_SPACE}$")
+NUMBER_PATTERN = "[0-9]+"
+_VALID = re.compile(THRESHOLDS_PATTERN)
+_NUMBER = re.compile(NUMBER_PATTERN)
 
 
 def parse_thresholds(text: str | None) -> tuple[int, ...]:

@@ -8,8 +8,6 @@ Every expected alert is computed here, in plain Python, from the events the test
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Sequence
@@ -18,7 +16,17 @@ from typing import Any
 
 import httpx
 import pytest
-from support.helpers import SERVICE, event, gid, gql, ingest, make_account, put
+from support.alerts import (
+    PERIOD,
+    SECRET,
+    USERS,
+    at,
+    ev,
+    expected_alerts,
+    verified,
+    without_ids,
+)
+from support.helpers import SERVICE, gid, gql, ingest, make_account, put
 from support.webhook_receiver import DEADLINE_S, Receiver, webhook_receiver
 
 from gql_usage.alerts import delivery as delivery_module
@@ -27,56 +35,9 @@ from gql_usage.alerts.wakeup import listening
 from gql_usage.storage.db import connection
 from gql_usage.storage.models import Account, ApiKey
 
-SECRET = "whsec-test-0123456789abcdef"
-PERIOD = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
-USERS = [("admin", "ADMIN"), ("member", "MEMBER")]
 ALERTS = """query($first: Int) { account { alerts(first: $first) {
   id type threshold used limit occurredAt periodStart periodEnd deliveryState attempts
   lastAttemptAt lastError nextAttemptAt deliveredAt apiKey { id name } } } }"""
-TYPES = {"pool.threshold": "POOL_THRESHOLD", "key_budget.threshold": "KEY_BUDGET_THRESHOLD"}
-
-
-def at(day: int, hour: int = 12) -> datetime:
-    return PERIOD[0] + timedelta(days=day - 1, hours=hour)
-
-
-def ev(n: int | str, credits: int, when: datetime, key: str = "k1",
-       account: str = "acme") -> dict[str, Any]:
-    return event(f"e{n}", account, key, "admin", "/v2/person", "api", credits, when)
-
-
-def expected_alerts(batches: Sequence[Sequence[dict[str, Any]]], *, granted: int,
-                    thresholds: Sequence[int], budgets: dict[str, int] | None = None,
-                    period: tuple[datetime, datetime] = PERIOD) -> list[dict[str, Any]]:
-    """The alerts of ``batches`` sent one after the other, by the rules, in plain Python:
-    an event counts once (first id wins), only if it falls in the period; after each
-    batch, each threshold a total has reached that has no alert yet gets one, with the
-    total after that batch."""
-    seen: set[str] = set()
-    totals: dict[str | None, int] = {}
-    alerted: set[tuple[str | None, int]] = set()
-    out = []
-    for batch in batches:
-        for e in batch:
-            if e["id"] in seen:
-                continue
-            seen.add(e["id"])
-            if period[0] <= datetime.fromisoformat(e["occurredAt"]) < period[1]:
-                totals[None] = totals.get(None, 0) + e["credits"]
-                totals[e["apiKeyId"]] = totals.get(e["apiKeyId"], 0) + e["credits"]
-        subjects: list[tuple[str | None, int]] = [(None, granted)] + sorted(
-            (budgets or {}).items())
-        for key, limit in subjects:
-            for t in sorted(thresholds):
-                used = totals.get(key, 0)
-                if limit > 0 and used * 100 >= t * limit and (key, t) not in alerted:
-                    alerted.add((key, t))
-                    out.append({"type": "pool.threshold" if key is None
-                                else "key_budget.threshold", "account": "acme", "key": key,
-                                "threshold": t, "used": used, "limit": limit,
-                                "periodStart": period[0].isoformat(),
-                                "periodEnd": period[1].isoformat()})
-    return out
 
 
 def config(receiver: Receiver | str, **overrides: Any) -> DeliveryConfig:
@@ -94,23 +55,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-def verified(request: Any) -> dict[str, Any]:
-    """The payload of a received request whose signature the test recomputed itself."""
-    header = request.headers["gql-usage-signature"]
-    parts = dict(p.split("=", 1) for p in header.split(","))
-    assert set(parts) == {"t", "v1"}, header
-    mac = hmac.new(SECRET.encode(), parts["t"].encode() + b"." + request.body, hashlib.sha256)
-    assert hmac.compare_digest(mac.hexdigest(), parts["v1"]), "signature does not verify"
-    assert request.headers["content-type"] == "application/json"
-    payload: dict[str, Any] = json.loads(request.body)
-    assert request.headers["gql-usage-alert-id"] == payload["id"]
-    return payload
-
-
-def without_ids(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in p.items() if k not in ("id", "occurredAt")} for p in payloads]
 
 
 async def setup(client: httpx.AsyncClient, *, granted: int = 1000,
@@ -467,7 +411,8 @@ async def test_free_plan_admins_are_told_to_upgrade(client):
     assert answer["errors"][0]["extensions"]["code"] == "PLAN_UPGRADE_REQUIRED"
 
 
-@pytest.mark.parametrize("text", ["[80, 100", "not json", "[1e3]", "[-5]", "[123456]"])
+@pytest.mark.parametrize("text", ["[80, 100", "not json", "[1e3]", "[-5]", "[123456]",
+                                  "[\uff18\uff10]", "[\u0668\u0660]"])  # other digits
 async def test_a_damaged_thresholds_setting_falls_back_to_the_default(client, text):
     """Ingestion never fails on the setting, and alerts at 80 and 100 percent."""
     await setup(client, granted=100, thresholds=text)
