@@ -26,6 +26,7 @@ ingestion's transaction (``record_sqlite``).
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -42,10 +43,14 @@ from gql_usage.alerts.thresholds import (
 )
 from gql_usage.calendar import to_us
 from gql_usage.ingest.rows import Row
-from gql_usage.storage.db import Sql, Value, fetch_rows
+from gql_usage.storage.db import Sql, fetch_rows
 
+#: Statements ``record_sqlite`` sends for a batch, at most, whatever its size (1 when no
+#: new event has credits in its account's current period; none when nothing is new).
+SQLITE_ALERT_STATEMENTS = 4
 POOL = 0
 """``api_key_id`` of the account's pool total and pool alerts."""
+_SAFE_TEXT = re.compile(r"[0-9a-z._-]{1,40}")
 POOL_THRESHOLD = "pool.threshold"
 KEY_BUDGET_THRESHOLD = "key_budget.threshold"
 
@@ -69,7 +74,7 @@ _UPSERT_TAIL = (f" ON CONFLICT ({_TOTAL_KEY}) DO UPDATE SET"
 #: the statement: the baseline sum does not see this batch's events, which ``added``
 #: brings. The arithmetic of the thresholds is ``thresholds.reached_thresholds``'s.
 POSTGRES_ALERT_CTES = (
-    " periods AS (SELECT a.id AS account_id,"
+    " periods AS MATERIALIZED (SELECT a.id AS account_id,"
     " (extract(epoch FROM a.period_start) * 1000000)::bigint AS ps,"
     " (extract(epoch FROM a.period_end) * 1000000)::bigint AS pe"
     " FROM account a WHERE a.id IN (SELECT account_id FROM new)),"
@@ -130,7 +135,11 @@ async def record_sqlite(conn: BaseDBAsyncClient, new: Sequence[Row], now_us: int
     budgets = {int(k): int(b) for k, b in await fetch_rows(
         q.in_list("id", sorted({k for _, k in added if k != POOL})), conn)}
     subjects = sorted(s for s in added if s[1] == POOL or s[1] in budgets)
-    q = Sql("sqlite").add("WITH d(account_id, api_key_id, ps, pe, credits) AS (VALUES ")
+    # Integers (and below, our own uuids and kinds) are written into the text: a batch
+    # of 10,000 events may name as many subjects, past the 32,766 bound parameters of
+    # SQLite's default build.
+    q = Sql("sqlite", inline_ints=True).add(
+        "WITH d(account_id, api_key_id, ps, pe, credits) AS (VALUES ")
     for i, (account_id, key_id) in enumerate(subjects):
         start, end = settings[account_id][:2]
         q.add(", (" if i else "(", account_id, ", ", key_id, ", ", start, ", ", end, ", ",
@@ -152,15 +161,22 @@ async def record_sqlite(conn: BaseDBAsyncClient, new: Sequence[Row], now_us: int
                                int(start), int(end), now_us, now_us))
     if not candidates:
         return 0
-    q = Sql("sqlite").add(f"INSERT INTO usage_alert ({_ALERT_COLUMNS}) VALUES ")
+    q = Sql("sqlite", inline_ints=True).add(f"INSERT INTO usage_alert ({_ALERT_COLUMNS}) VALUES ")
     for i, values in enumerate(sorted(candidates, key=lambda c: (c[1], c[2], c[4]))):
         q.add(", (" if i else "(")
         for j, v in enumerate(values):
-            q.add(", " if j else "", v if isinstance(v, int) else Value(v))
+            q.add(", " if j else "", v if isinstance(v, int) else _literal(v))
         q.add(")")
     q.add(" ON CONFLICT (account_id, api_key_id, threshold, period_start_us) DO NOTHING"
           " RETURNING id")
     return len(await conn.execute_query_dict(q.text, q.params))
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal of one of our own values (a uuid, an alert kind)."""
+    if not _SAFE_TEXT.fullmatch(text):
+        raise ValueError(f"not a uuid or alert kind: {text!r}")
+    return f"'{text}'"
 
 
 def _us(value: Any) -> int:

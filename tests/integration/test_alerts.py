@@ -419,3 +419,31 @@ async def test_a_damaged_thresholds_setting_falls_back_to_the_default(client, te
     answer = await ingest(client, [ev(1, 85, at(2))])
     assert answer["accepted"] == 1
     assert [a["threshold"] for a in await stored_alerts()] == [80]
+
+
+async def test_a_batch_naming_thousands_of_subjects_records_them_all(client):
+    """8,000 events of 4,000 accounts, each with a budgeted key: 8,000 running totals in
+    one batch (40,000 values: more than a default SQLite build binds in one statement), 2
+    alerts each."""
+    from gql_usage.storage.models import Plan, Role, User
+
+    n = 4000
+    await Account.bulk_create([Account(
+        external_id=f"a{i}", name=f"A{i}", plan=Plan.PRO, credits_granted=2,
+        period_start=PERIOD[0], period_end=PERIOD[1]) for i in range(n)])
+    ids = dict(await Account.all().values_list("external_id", "id"))
+    await User.bulk_create([User(account_id=ids[f"a{i}"], external_id="admin", name="A",
+                                 email="a@b.c", role=Role.ADMIN) for i in range(n)])
+    await ApiKey.bulk_create([ApiKey(account_id=ids[f"a{i}"], external_id="k1", name="K",
+                                     prefix="k", created_at=PERIOD[0], credit_budget=1)
+                              for i in range(n)])
+    batch = [ev(f"{i}-{j}", 1, at(2, j), account=f"a{i}") for i in range(n) for j in range(2)]
+    answer = await ingest(client, batch)
+    assert (answer["accepted"], answer["rejected"]) == (2 * n, [])
+    _, rows = await connection().execute_query(
+        "SELECT kind, threshold, used, credit_limit, COUNT(*) FROM usage_alert"
+        " GROUP BY kind, threshold, used, credit_limit ORDER BY kind, threshold")
+    # Every account: 2 of 2 credits (80 % and 100 %), its key 2 of a budget of 1.
+    assert [tuple(r) for r in rows] == [
+        ("key_budget.threshold", 80, 2, 1, n), ("key_budget.threshold", 100, 2, 1, n),
+        ("pool.threshold", 80, 2, 2, n), ("pool.threshold", 100, 2, 2, n)]
