@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.types.unset import UNSET
 
+from gql_usage.alerts.delivery import DeliveryConfig, alert_delivery
 from gql_usage.auth import AuthError, Viewer, load_viewer
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context, Loaders
@@ -35,7 +36,7 @@ from gql_usage.http.probes import Readiness, healthz
 from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.http.stack import harden
 from gql_usage.ingest.ingestor import Ingestor
-from gql_usage.settings import Settings
+from gql_usage.settings import MissingSetting, Settings
 from gql_usage.storage.cube import compactor
 from gql_usage.storage.db import close_db, init_db, replica_reads
 
@@ -169,6 +170,21 @@ def _replay(body: bytes) -> Receive:
     return receive
 
 
+def delivery_config(settings: Settings) -> DeliveryConfig | None:
+    """The webhook delivery settings; None without ``GQL_USAGE_WEBHOOK_URL``. A URL
+    without a secret stops start-up (alerts must never go out unsigned)."""
+    if not settings.webhook_url:
+        return None
+    if not settings.webhook_secret:
+        raise MissingSetting("missing required setting GQL_USAGE_WEBHOOK_SECRET (alerts "
+                             "sent to GQL_USAGE_WEBHOOK_URL are signed with it)")
+    return DeliveryConfig(url=settings.webhook_url, secret=settings.webhook_secret,
+                          timeout_s=settings.webhook_timeout_seconds,
+                          retry_base_s=settings.webhook_retry_base_seconds,
+                          retry_max_s=settings.webhook_retry_max_seconds,
+                          poll_s=settings.webhook_poll_seconds)
+
+
 def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = True,
                clock: Clock = time.time) -> ASGIApp:
     """The application; with ``manage_db`` it connects on start-up (migrating first unless
@@ -176,6 +192,7 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
     ``clock`` (Unix seconds) drives the GraphQL rate-limit windows and is the "now" of
     the credit pool's forecast."""
     settings.require("jwt_secret", "service_token")
+    delivery = delivery_config(settings)
     service = ServiceApi(settings, Ingestor(max_future_seconds=settings.max_future_seconds,
                                             max_age_seconds=settings.max_age_seconds))
 
@@ -186,10 +203,12 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
                           migrate=migrate)
         await limiter.check()  # an unreachable Redis is logged now, and served fail-open
         try:
-            if manage_db:  # folds pending events into the cube (gql_usage.storage.cube)
-                async with compactor(settings.compact_interval_seconds):
-                    yield
-            else:
+            async with contextlib.AsyncExitStack() as background:
+                if manage_db:  # folds pending events into the cube (gql_usage.storage.cube)
+                    await background.enter_async_context(
+                        compactor(settings.compact_interval_seconds))
+                if delivery is not None:  # sends alerts (gql_usage.alerts.delivery)
+                    await background.enter_async_context(alert_delivery(delivery))
                 yield
         finally:
             await limiter.close()

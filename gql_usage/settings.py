@@ -147,6 +147,32 @@ class Settings(BaseSettings):
                              "(a replica streams from a PostgreSQL primary)")
         return value
 
+    # --- Alert webhooks (gql_usage/alerts/; README "Alerts and webhooks") ----------------
+    #: Where alerts are POSTed; unset: alerts are recorded (``Account.alerts``) but not sent.
+    webhook_url: str | None = None
+    #: HMAC-SHA256 key of the ``Gql-Usage-Signature`` header; required with a URL.
+    webhook_secret: str | None = None
+    #: Longest wait for a receiver's answer, in all (connect, send, answer).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    #: Wait before the first retry (doubling per failure, with jitter, up to the cap).
+    webhook_retry_base_seconds: float = Field(default=10.0, gt=0)
+    #: Longest wait between two attempts.
+    webhook_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    #: How often a server looks for due alerts (its own are sent at once; this picks up
+    #: retries and alerts recorded by other processes).
+    webhook_poll_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL such as "
+                             "https://hooks.example.com/gql-usage")
+        return value.strip()
+
     def require(self, *names: str) -> None:
         """Stop with a one-line message naming the first missing required setting."""
         for name in names:

@@ -9,12 +9,14 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
+from enum import Enum
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import strawberry
 
 from gql_usage import calendar
+from gql_usage.alerts import outbox
 from gql_usage.analytics import forecast as pool_forecast
 from gql_usage.analytics import spikes as spike_method
 from gql_usage.analytics.dimensions import Dimension
@@ -477,6 +479,72 @@ class CreditPool:
             exhausts_at=None if f.exhausts_at_us is None else calendar.from_us(f.exhausts_at_us))
 
 
+@strawberry.enum(description="What an alert is about; the webhook's `type` is the value "
+                 "in parentheses.")
+class AlertType(Enum):
+    POOL_THRESHOLD = strawberry.enum_value(
+        "pool.threshold", description="The account's used credits reached a threshold of "
+        "its pool (`pool.threshold`).")
+    KEY_BUDGET_THRESHOLD = strawberry.enum_value(
+        "key_budget.threshold", description="A key's used credits reached a threshold of "
+        "its budget (`key_budget.threshold`).")
+
+
+@strawberry.enum(description="Where an alert's webhook delivery stands.")
+class AlertDeliveryState(Enum):
+    PENDING = strawberry.enum_value("PENDING", description="Not attempted yet (or no "
+                                    "webhook URL is configured).")
+    DELIVERED = strawberry.enum_value("DELIVERED", description="The receiver answered 2xx.")
+    FAILING = strawberry.enum_value("FAILING", description="Attempted without a 2xx "
+                                    "answer; tried again at `nextAttemptAt`.")
+
+
+@strawberry.type(description="A threshold of the credit pool or of a key's budget reached "
+                 "in a billing period: recorded once per (pool or key, threshold, period) "
+                 "and sent to the webhook until it answers 2xx.")
+class Alert:
+    id: strawberry.ID = strawberry.field(description="Unique; the webhook payload's `id` "
+                                         "(the same in every attempt).")
+    type: AlertType
+    threshold: int = strawberry.field(description="Percent of `limit`.")
+    used: SafeInt = strawberry.field(description="Credits used in the period when the "
+                                     "threshold was reached.")
+    limit: SafeInt = strawberry.field(description="The pool's credits granted, or the key's "
+                                      "budget, at that moment.")
+    occurred_at: datetime = strawberry.field(description="When ingestion recorded it.")
+    period_start: datetime
+    period_end: datetime
+    delivery_state: AlertDeliveryState
+    attempts: int = strawberry.field(description="Delivery attempts that have ended.")
+    last_attempt_at: datetime | None
+    last_error: str | None = strawberry.field(description="Why the last failed attempt "
+                                              "failed; null once delivered.")
+    next_attempt_at: datetime | None = strawberry.field(description="When delivery is tried "
+                                                        "next; null once delivered.")
+    delivered_at: datetime | None
+    _api_key_pk: strawberry.Private[int | None]
+
+    @classmethod
+    def from_stored(cls, a: outbox.StoredAlert) -> Alert:
+        state = (AlertDeliveryState.DELIVERED if a.delivered_at_us is not None
+                 else AlertDeliveryState.FAILING if a.attempts else AlertDeliveryState.PENDING)
+        return cls(id=strawberry.ID(a.id), type=AlertType(a.type), threshold=a.threshold,
+                   used=SafeInt(a.used), limit=SafeInt(a.limit), occurred_at=a.occurred_at,
+                   period_start=a.period_start, period_end=a.period_end,
+                   delivery_state=state, attempts=a.attempts,
+                   last_attempt_at=calendar.from_us(a.last_attempt_at_us)
+                   if a.last_attempt_at_us is not None else None,
+                   last_error=a.last_error, next_attempt_at=a.next_attempt_at,
+                   delivered_at=a.delivered_at, _api_key_pk=a.api_key_pk)
+
+    @strawberry.field(description="The key whose budget it is about; null for a pool alert.")
+    async def api_key(self, info: Info) -> ApiKey | None:
+        if self._api_key_pk is None:
+            return None
+        key = await info.context.loaders.api_keys.load(self._api_key_pk)
+        return ApiKey.from_model(key) if key else None
+
+
 @strawberry.type(description="An organisation: one credit pool for all of its API keys.")
 class Account(Node):
     id: strawberry.ID
@@ -511,6 +579,16 @@ class Account(Node):
     @strawberry.field(description="Known sources, plus any this account used.")
     async def sources(self, info: Info) -> list[Source]:
         return [Source.from_model(s) for s in await catalogue.sources(self._model.id)]
+
+    @strawberry.field(description="The account's alerts, newest first, with their "
+                      f"delivery state; `first`: how many, 0 to {outbox.MAX_FIRST}.",
+                      extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    async def alerts(self, info: Info,
+                     first: int | None = outbox.DEFAULT_FIRST) -> list[Alert] | None:
+        count = outbox.DEFAULT_FIRST if first is None else first
+        if not 0 <= count <= outbox.MAX_FIRST:
+            raise BadUserInput("first", f"must be 0 to {outbox.MAX_FIRST}")
+        return [Alert.from_stored(a) for a in await outbox.recent(self._model.id, count)]
 
     @strawberry.field(description="Usage of the account for a filter.",
                       extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])

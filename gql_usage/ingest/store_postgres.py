@@ -10,6 +10,8 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from gql_usage.alerts.record import POSTGRES_ALERT_CTES
+from gql_usage.alerts.wakeup import alerts_recorded
 from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
 from gql_usage.storage import cube
 from gql_usage.storage.db import Sql, connection
@@ -35,11 +37,12 @@ LAST_USED_CTES = (
     " touched AS (UPDATE api_key SET last_used_at_us = GREATEST(api_key.last_used_at_us,"
     " raised.t) FROM raised WHERE api_key.id = raised.id)"
 )
-#: One statement: the new events, their pending copies, their keys' last use, and the
-#: positions (1-based) of the rows that were *not* inserted (already stored), which is
-#: usually none. Integer columns travel as comma-separated text: asyncpg checks every
-#: element of a Python list against ``collections.abc`` when it encodes an array, which
-#: cost more than the insert.
+#: One statement: the new events, their pending copies, their keys' last use, the
+#: running totals and alerts they make (``gql_usage.alerts.record``), and the positions
+#: (1-based) of the rows that were *not* inserted (already stored), which is usually
+#: none, with the number of alerts recorded. Integer columns travel as comma-separated
+#: text: asyncpg checks every element of a Python list against ``collections.abc`` when
+#: it encodes an array, which cost more than the insert.
 POSTGRES_STORE = (
     f"WITH input AS (SELECT * FROM unnest({_UNNEST})"
     " WITH ORDINALITY AS t(a, e, k, en, s, u, c, o, n)),"
@@ -49,8 +52,10 @@ POSTGRES_STORE = (
     f" RETURNING event_id, {', '.join(cube.PENDING_COLUMNS)}),"
     f" pending AS (INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)})"
     f" SELECT {_PENDING_SELECT} FROM new),"
-    f"{LAST_USED_CTES}"
-    " SELECT coalesce(array_agg(n), '{}') FROM input WHERE NOT EXISTS"
+    f"{LAST_USED_CTES},"
+    f"{POSTGRES_ALERT_CTES}"
+    " SELECT coalesce(array_agg(n), '{}'), (SELECT count(*) FROM alerts) FROM input"
+    " WHERE NOT EXISTS"
     " (SELECT FROM new WHERE new.account_id = input.a AND new.event_id = input.e)"
 )
 
@@ -68,6 +73,8 @@ async def store(rows: list[Row]) -> list[Row]:
     params = [joined(account), list(event), joined(key), joined(endpoint),
               joined(source), joined(user), joined(credits), joined(occurred), now_us()]
     _, result = await connection().execute_query(POSTGRES_STORE, params)
+    if result[0][1]:
+        alerts_recorded()
     return [rows[n - 1] for n in result[0][0]]
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.transactions import in_transaction
 
+from gql_usage.alerts.record import record_sqlite
+from gql_usage.alerts.wakeup import alerts_recorded
 from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
 from gql_usage.storage import cube
 from gql_usage.storage.db import Sql, Value, fetch_rows
@@ -17,22 +19,27 @@ SQLITE_ROWS_PER_STATEMENT = 1000
 
 
 async def store(rows: list[Row]) -> list[Row]:
-    """Events, their pending copies and their keys' last use in one transaction; returns
-    the rows that were already stored (in the order of ``rows``)."""
+    """Events, their pending copies, their keys' last use, and the running totals and
+    alerts they make (``gql_usage.alerts.record``) in one transaction; returns the rows
+    that were already stored (in the order of ``rows``)."""
     async with in_transaction("default") as conn:
-        inserted = await _insert_events(conn, rows)
+        received = now_us()
+        inserted = await _insert_events(conn, rows, received)
         new: list[Row] = []
         stored_before: list[Row] = []
         for r in rows:
             (new if (r.account_id, r.event_id) in inserted else stored_before).append(r)
         await _insert_pending(conn, new)
         await _raise_last_used(conn, new)
+        alerts = await record_sqlite(conn, new, received)
+    if alerts:
+        alerts_recorded()
     return stored_before
 
 
-async def _insert_events(conn: BaseDBAsyncClient, rows: list[Row]) -> set[tuple[int, str]]:
+async def _insert_events(conn: BaseDBAsyncClient, rows: list[Row],
+                         received: int) -> set[tuple[int, str]]:
     """Insert new events; returns the (account, event id) pairs that were new."""
-    received = now_us()
     inserted: set[tuple[int, str]] = set()
     cols = ", ".join(EVENT_COLUMNS)
     tail = " ON CONFLICT (account_id, event_id) DO NOTHING RETURNING account_id, event_id"

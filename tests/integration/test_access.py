@@ -500,6 +500,7 @@ def test_schema_walk_covers_every_field():
     guarded = {(t, f) for t, f, _, p in _fields() if _printed_directives(p)}
     assert guarded == {("Account", "usage"), ("Account", "apiKeys"), ("Account", "creditPool"),
                        ("ApiKey", "usage"), ("ApiKey", "budget"), ("Endpoint", "usage"),
+                       ("Account", "alerts"), ("Alert", "apiKey"),
                        ("UsageRow", "apiKey"), ("User", "email")}  # the last two: SPEC 6.1
 
 

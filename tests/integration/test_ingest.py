@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from support.helpers import SERVICE, event, ingest, make_account
 
+from gql_usage.alerts.record import SQLITE_ALERT_STATEMENTS
 from gql_usage.storage.cube import compact_all
 from gql_usage.storage.db import StatementCounter, connection, dialect
 
@@ -190,11 +191,14 @@ async def post(client, events: list[dict]) -> dict:
 
 
 def cube_statements(batch: list[dict]) -> int:
-    """Statements that store a batch: 1 on PostgreSQL; on SQLite the events and their
-    pending copies, 1,000 rows per statement each, and the keys' last use (one)."""
+    """Statements that store a batch: 1 on PostgreSQL (keys' last use and alert totals
+    included); on SQLite the events and their pending copies, 1,000 rows per statement
+    each, the keys' last use (one), then the alert bookkeeping of events in the current
+    period (``gql_usage.alerts.record``: account settings, key budgets, running totals,
+    alerts), whatever the batch's size."""
     if dialect() == "postgres":
         return 1
-    return 2 * -(-len(batch) // 1000) + 1
+    return 2 * -(-len(batch) // 1000) + 1 + SQLITE_ALERT_STATEMENTS
 
 
 async def test_nul_characters_in_reference_data_are_refused_by_name(client):

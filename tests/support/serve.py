@@ -122,9 +122,11 @@ class Server:
     """``gql-usage serve`` as a child process on 127.0.0.1 (killed on exit, whatever
     happens)."""
 
-    def __init__(self, database_url: str, log_path: Path) -> None:
+    def __init__(self, database_url: str, log_path: Path, **settings: str) -> None:
         self.database_url = database_url
         self.log_path = log_path
+        #: More ``GQL_USAGE_*`` settings (names without the prefix).
+        self.settings = settings
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -134,7 +136,7 @@ class Server:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         env = serve_env(database_url=self.database_url, retry_after_seconds=str(RETRY_AFTER),
-                        log_format="text")
+                        log_format="text", **self.settings)
         with self.log_path.open("ab") as log:
             return subprocess.Popen(
                 [sys.executable, "-m", "gql_usage.cli", "serve", "--host", "127.0.0.1",
@@ -175,8 +177,8 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Server]:
-    server = Server(database_url, tmp_path / "server.log")
+async def served(database_url: str, tmp_path: Path, **settings: str) -> AsyncIterator[Server]:
+    server = Server(database_url, tmp_path / "server.log", **settings)
     try:
         await server.start()
         yield server

@@ -34,6 +34,7 @@ def test_the_real_schema_has_every_name_the_cost_model_reads() -> None:
         ("UsageReport", "spikes"): {"granularity", "limit"},
         ("UsageSpike", "drivers"): NOTHING,
         ("Account", "apiKeys"): {"includeRevoked"},
+        ("Account", "alerts"): {"first"},
         ("Account", "endpoints"): NOTHING,
         ("Account", "sources"): NOTHING,
         ("Query", "rateLimit"): NOTHING,

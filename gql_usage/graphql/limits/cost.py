@@ -38,6 +38,7 @@ from graphql import (
 from graphql.language import get_location
 
 from gql_usage import calendar
+from gql_usage.alerts.outbox import DEFAULT_FIRST, MAX_FIRST
 from gql_usage.analytics import spikes
 from gql_usage.analytics.layout import bucket_layout
 from gql_usage.analytics.periods import NoPreviousPeriod, previous_period
@@ -55,6 +56,7 @@ BY = "by"
 LIMIT = "limit"
 OTHER = "other"
 INCLUDE_REVOKED = "includeRevoked"
+FIRST = "first"
 
 #: Fields the calculator treats specially. ``Account.usage``'s range is the one its
 #: ``series`` are counted over.
@@ -68,6 +70,8 @@ SPIKE_DRIVERS: Field = ("UsageSpike", "drivers")
 API_KEYS: Field = ("Account", "apiKeys")
 ENDPOINTS: Field = ("Account", "endpoints")
 SOURCES: Field = ("Account", "sources")
+#: Priced by ``first`` (default 20, at most 100): each alert one point, plus its fields.
+ALERTS: Field = ("Account", "alerts")
 
 #: Assumed size of a list whose size is not known before execution, and the least an
 #: account's list (``SIZED_LISTS``) is priced at.
@@ -381,6 +385,11 @@ class CostCalculator:
             size = self._spikes_size(nodes[0], path, scope, args)
         elif where == SPIKE_DRIVERS:
             size = spikes.MAX_DRIVERS
+        elif where == ALERTS:
+            first = args.get(FIRST)
+            size = DEFAULT_FIRST if first is None else first
+            if not 0 <= size <= MAX_FIRST:
+                raise self._refuse(nodes[0], path, FIRST, f"must be 0 to {MAX_FIRST}")
         elif is_list_type(get_nullable_type(field_def.type)):  # type: ignore[arg-type]
             size = self._list_size(where, args)
         if own + size > limit:

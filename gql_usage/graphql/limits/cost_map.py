@@ -11,12 +11,14 @@ from graphql import GraphQLEnumType, GraphQLObjectType, GraphQLSchema, get_named
 from gql_usage import calendar
 from gql_usage.graphql.limits.cost import (
     AGGREGATES,
+    ALERTS,
     API_KEYS,
     BREAKDOWN,
     BREAKDOWN_ROWS,
     BY,
     FILTER,
     FILTERED,
+    FIRST,
     FREE,
     GRANULARITY,
     INCLUDE_REVOKED,
@@ -53,6 +55,7 @@ def _fields() -> dict[Field, frozenset[str]]:
     read.setdefault(SPIKES, set()).update({GRANULARITY, LIMIT})
     read.setdefault(SPIKE_DRIVERS, set())
     read.setdefault(API_KEYS, set()).add(INCLUDE_REVOKED)
+    read.setdefault(ALERTS, set()).add(FIRST)
     return {f: frozenset(args) for f, args in read.items()}
 
 
