@@ -17,7 +17,10 @@ A total is created by the first batch that counts credits for its subject and pe
 from the credits of the events already stored in that period (the events of a period
 that started before its total existed: a key given a budget mid-period, a period
 changed by ``PUT /v1/accounts``), so that a total always equals its stored events. That
-scan runs once per total; afterwards each batch costs a few index probes.
+scan runs once per total; afterwards each batch costs a few index probes. A total that
+stopped counting is dropped (``forget_stale_totals``): a key's when its budget is
+removed, an account's other periods' when its period changes; given a budget again, or
+back in that period, its total is made again from the events.
 
 Constant cost per batch: on PostgreSQL the recording is part of the one ingestion
 statement (``POSTGRES_ALERT_CTES``); on SQLite it is at most four statements in the
@@ -44,6 +47,7 @@ from gql_usage.alerts.thresholds import (
 from gql_usage.calendar import to_us
 from gql_usage.ingest.rows import Row
 from gql_usage.storage.db import Sql, fetch_rows
+from gql_usage.storage.db import dialect as dialect_of
 
 #: Statements ``record_sqlite`` sends for a batch, at most, whatever its size (1 when no
 #: new event has credits in its account's current period; none when nothing is new).
@@ -186,3 +190,20 @@ def _us(value: Any) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return to_us(value)
+
+
+async def forget_stale_totals(conn: BaseDBAsyncClient, account_id: int,
+                              period_start_us: int, period_end_us: int,
+                              unbudgeted_key: int | None = None) -> None:
+    """Drop the running totals that no longer count (called by the service API after it
+    changes an account or a key): the account's totals of any other period than its
+    current one, and, with ``unbudgeted_key``, that key's (its budget was removed; events
+    are not added to it meanwhile, so a total kept would miss them once a budget is set
+    again)."""
+    q = Sql(dialect_of(conn)).add(
+        "DELETE FROM usage_period_total WHERE account_id = ", account_id,
+        " AND (period_start_us <> ", period_start_us, " OR period_end_us <> ", period_end_us)
+    if unbudgeted_key is not None:
+        q.add(" OR api_key_id = ", unbudgeted_key)
+    q.add(")")
+    await conn.execute_query(q.text, q.params)

@@ -7,36 +7,16 @@ PostgreSQL ingestion reads it in SQL (``gql_usage.alerts.record``) with the same
 
 from __future__ import annotations
 
-import re
-
-from gql_usage.storage.thresholds import DEFAULT_TEXT, DEFAULT_THRESHOLDS
+from gql_usage.storage.thresholds import (
+    DEFAULT_TEXT,
+    DEFAULT_THRESHOLDS,
+    NUMBER_PATTERN,
+    THRESHOLDS_PATTERN,
+)
+from gql_usage.storage.thresholds import parse as parse_thresholds
 
 __all__ = ["DEFAULT_TEXT", "DEFAULT_THRESHOLDS", "NUMBER_PATTERN", "THRESHOLDS_PATTERN",
            "parse_thresholds", "reached_thresholds"]
-
-#: A JSON list of whole numbers of at most 5 digits (what PostgreSQL also checks, with
-#: ``~``, before it reads the numbers). Text that does not match reads as
-#: ``DEFAULT_THRESHOLDS``: a damaged setting never stops ingestion nor silences alerts.
-#: Character classes are spelled out (``[0-9]``, not ``\d``, which PostgreSQL may match
-#: with other scripts' digits that ``::int`` refuses).
-_SPACE = r"[ \t\n\r]*"
-_PERCENT = "[0-9]{1,5}"
-THRESHOLDS_PATTERN = (rf"^{_SPACE}\[{_SPACE}({_PERCENT}{_SPACE}(,{_SPACE}{_PERCENT}{_SPACE})*)?"
-                      rf"\]{_SPACE}$")
-NUMBER_PATTERN = "[0-9]+"
-_VALID = re.compile(THRESHOLDS_PATTERN)
-_NUMBER = re.compile(NUMBER_PATTERN)
-
-
-def parse_thresholds(text: str | None) -> tuple[int, ...]:
-    """The percents of ``text``, ascending, each once, 0 left out (``[]``: no alerts).
-
-    >>> parse_thresholds("[100, 80, 80, 0]")
-    (80, 100)
-    """
-    if text is None or not _VALID.match(text):
-        return DEFAULT_THRESHOLDS
-    return tuple(sorted({int(n) for n in _NUMBER.findall(text)} - {0}))
 
 
 def reached_thresholds(used: int, limit: int | None,

@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gql_usage import calendar
+from gql_usage.alerts.record import forget_stale_totals
 from gql_usage.auth import service_token_ok
 from gql_usage.http.errors import (
     HTTP_EXCEPTION_CODES,
@@ -28,6 +29,7 @@ from gql_usage.ingest.ingestor import Ingestor
 from gql_usage.ingest.validate import describe_validation_error
 from gql_usage.settings import Settings
 from gql_usage.storage import thresholds
+from gql_usage.storage.db import connection
 from gql_usage.storage.models import Account, ApiKey, Plan, Role, User
 from gql_usage.untrusted import MAX_ID_LENGTH, bounded, echo, id_problem, text_problem, utc_problem
 
@@ -207,6 +209,11 @@ class ServiceApi:
                   "period_end": parsed.periodEnd,
                   "alert_thresholds": thresholds.dump(parsed.alertThresholds)}
         created = await _upsert(Account, {"external_id": external_id}, values)
+        if not created:  # a new period's totals start again from its events
+            account = await Account.get(external_id=external_id)
+            await forget_stale_totals(connection(), account.id,
+                                      calendar.to_us(account.period_start),
+                                      calendar.to_us(account.period_end))
         return JSONResponse({"id": external_id, "created": created},
                             status_code=201 if created else 200)
 
@@ -249,6 +256,12 @@ class ServiceApi:
             {"name": parsed.name, "prefix": parsed.prefix, "created_by_id": creator_id,
              "created_at": parsed.createdAt, "revoked_at": parsed.revokedAt,
              "credit_budget": parsed.creditBudget})
+        if not created:
+            key = await ApiKey.get(account_id=account.id, external_id=external_id)
+            await forget_stale_totals(
+                connection(), account.id, calendar.to_us(account.period_start),
+                calendar.to_us(account.period_end),
+                unbudgeted_key=key.id if key.credit_budget is None else None)
         return JSONResponse({"id": external_id, "created": created},
                             status_code=201 if created else 200)
 

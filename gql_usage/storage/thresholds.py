@@ -9,6 +9,7 @@ Read them with ``Account.alert_threshold_percents`` (``gql_usage.storage.models`
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 
 #: Thresholds of an account that set none.
@@ -48,11 +49,28 @@ def dump(values: Iterable[int]) -> str:
     return json.dumps(sorted(values))
 
 
+#: A JSON list of whole numbers of at most 5 digits (what PostgreSQL also checks, with
+#: ``~``, before it reads the numbers). Text that does not match reads as
+#: ``DEFAULT_THRESHOLDS``: a damaged setting never stops ingestion nor silences alerts.
+#: Character classes are spelled out (``[0-9]``, not ``\d``, which PostgreSQL may match
+#: with other scripts' digits that ``::int`` refuses).
+_SPACE = r"[ \t\n\r]*"
+_PERCENT = "[0-9]{1,5}"
+THRESHOLDS_PATTERN = (rf"^{_SPACE}\[{_SPACE}({_PERCENT}{_SPACE}(,{_SPACE}{_PERCENT}{_SPACE})*)?"
+                      rf"\]{_SPACE}$")
+NUMBER_PATTERN = "[0-9]+"
+_VALID = re.compile(THRESHOLDS_PATTERN)
+_NUMBER = re.compile(NUMBER_PATTERN)
+
+
 def parse(text: str | None) -> tuple[int, ...]:
-    """The thresholds stored as ``text``, sorted (``DEFAULT_THRESHOLDS`` for NULL)."""
-    if text is None:
+    """The percents stored as ``text``, ascending, each once, 0 left out (``[]``: no
+    alerts); the one reading of the setting, which ingestion's SQL mirrors
+    (``gql_usage.alerts.record``).
+
+    >>> parse("[100, 80, 80, 0]")
+    (80, 100)
+    """
+    if text is None or not _VALID.match(text):
         return DEFAULT_THRESHOLDS
-    values = json.loads(text)
-    if not isinstance(values, list) or problem(values) is not None:
-        raise ValueError(f"stored alert thresholds are not valid: {text[:100]!r}")
-    return tuple(sorted(values))
+    return tuple(sorted({int(n) for n in _NUMBER.findall(text)} - {0}))

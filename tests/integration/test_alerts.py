@@ -448,3 +448,42 @@ async def test_a_batch_naming_thousands_of_subjects_records_them_all(client):
     assert [tuple(r) for r in rows] == [
         ("key_budget.threshold", 80, 2, 1, n), ("key_budget.threshold", 100, 2, 1, n),
         ("pool.threshold", 80, 2, 2, n), ("pool.threshold", 100, 2, 2, n)]
+
+
+async def test_a_budget_removed_and_set_again_counts_every_event_of_the_period(client):
+    """Budget set, 50 counted; removed (the key's events are no longer added to its
+    total); 40 used; set again: its total is made again from the events (90), so the next
+    batch reaching 100 alerts at once, as ``ApiKey.budget.used`` says."""
+    await setup(client, granted=10**9, thresholds="[100]")
+    key = {"name": "Key k1", "prefix": "pk_k1", "createdBy": "admin",
+           "createdAt": "2025-06-01T00:00:00Z", "revokedAt": None}
+    await put(client, "/v1/accounts/acme/api-keys/k1", {**key, "creditBudget": 100})
+    await ingest(client, [ev(1, 50, at(2))])
+    await put(client, "/v1/accounts/acme/api-keys/k1", {**key, "creditBudget": None})
+    await ingest(client, [ev(2, 40, at(3))])
+    await put(client, "/v1/accounts/acme/api-keys/k1", {**key, "creditBudget": 100})
+    assert await stored_alerts() == []
+    await ingest(client, [ev(3, 10, at(4))])  # 50 + 40 + 10 = 100
+    assert [(a["kind"], a["threshold"], a["used"]) for a in await stored_alerts()] == [
+        ("key_budget.threshold", 100, 100)]
+
+
+async def test_a_period_left_and_taken_again_counts_every_event_of_it(client):
+    """January, 500 counted; the period moved to February (January's total is dropped)
+    and 400 more January events stored meanwhile; back to January: its total is made again
+    from the events (900), so the next 100 reach the pool's 100 % at once."""
+    await setup(client, granted=1000, thresholds="[100]")
+
+    async def period(start: str, end: str) -> None:
+        await put(client, "/v1/accounts/acme", {
+            "name": "Account acme", "plan": "PRO", "timeZone": "UTC", "creditsGranted": 1000,
+            "periodStart": start, "periodEnd": end, "alertThresholds": [100]})
+
+    await ingest(client, [ev(1, 500, at(2))])
+    await period("2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z")
+    await ingest(client, [ev(2, 400, at(3))])  # January: not the current period now
+    await period(PERIOD[0].isoformat(), PERIOD[1].isoformat())
+    assert await stored_alerts() == []
+    await ingest(client, [ev(3, 100, at(4))])
+    assert [(a["kind"], a["threshold"], a["used"]) for a in await stored_alerts()] == [
+        ("pool.threshold", 100, 1000)]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from support.config import make_settings
-from support.helpers import SERVICE, event, gql, ingest, make_account
+from support.helpers import add_keys, event, gql, ingest, make_account
 
 from bench.dashboard import DASHBOARD_V2
 from gql_usage.app import create_app
@@ -34,11 +34,7 @@ FILTER = {"from": "2026-01-01T00:00:00Z", "to": "2026-01-31T00:00:00Z"}
 async def dashboard_statements(client, account: str, n_keys: int) -> tuple[int, dict]:
     keys = [f"{account}-k{i}" for i in range(n_keys)]
     await make_account(client, account, users=[("admin", "ADMIN")], keys=[])
-    for key in keys:
-        response = await client.put(f"/v1/accounts/{account}/api-keys/{key}", headers=SERVICE,
-                                    json={"name": key, "prefix": "pk", "createdBy": "admin",
-                                          "createdAt": "2025-01-01T00:00:00Z"})
-        assert response.status_code == 201
+    await add_keys(client, account, keys)
     start = datetime(2026, 1, 1, tzinfo=UTC)
     events = [event(f"{account}-e{i}", account, keys[i % n_keys], "admin", f"/v2/e{i % 9}",
                     "api", 1 + i % 3, start + timedelta(minutes=37 * i)) for i in range(1000)]
@@ -78,11 +74,7 @@ async def v2_dashboard_statements(client, account: str, n_keys: int) -> tuple[in
     since November with one planted spike on 20 January."""
     keys = [f"{account}-k{i}" for i in range(n_keys)]
     await make_account(client, account, users=[("admin", "ADMIN")], keys=[])
-    for key in keys:
-        response = await client.put(f"/v1/accounts/{account}/api-keys/{key}", headers=SERVICE,
-                                    json={"name": key, "prefix": "pk", "createdBy": "admin",
-                                          "createdAt": "2025-01-01T00:00:00Z"})
-        assert response.status_code == 201
+    await add_keys(client, account, keys)
     start = datetime(2025, 11, 1, tzinfo=UTC)
     events = [event(f"{account}-e{i}", account, keys[i % n_keys], "admin", f"/v2/e{i % 9}",
                     "api", 2, start + timedelta(hours=2 * i)) for i in range(12 * 92)]

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from support.config import make_settings
-from support.helpers import SERVICE, event, gid, gql, ingest, make_account
+from support.helpers import add_keys, event, gid, gql, ingest, make_account
 
 from gql_usage.app import create_app
 from gql_usage.storage.db import StatementCounter
@@ -230,11 +230,7 @@ async def dashboard_statements(client: httpx.AsyncClient, account: str,
     """Per with/without ``previous``: (statements, their texts, the answer)."""
     keys = [f"{account}-k{i}" for i in range(n_keys)]
     await make_account(client, account, users=[("admin", "ADMIN")], keys=[])
-    for key in keys:
-        response = await client.put(f"/v1/accounts/{account}/api-keys/{key}", headers=SERVICE,
-                                    json={"name": key, "prefix": "pk", "createdBy": "admin",
-                                          "createdAt": "2025-01-01T00:00:00Z"})
-        assert response.status_code == 201
+    await add_keys(client, account, keys)
     start = datetime(2026, 1, 1, tzinfo=UTC)  # January and February
     events = [event(f"{account}-e{i}", account, keys[i % n_keys], "admin", f"/v2/e{i % 9}",
                     "api", 1 + i % 3, start + timedelta(minutes=83 * i)) for i in range(1000)]

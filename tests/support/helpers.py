@@ -46,6 +46,16 @@ async def make_account(client: httpx.AsyncClient, account: str, *, plan: str = "
             "createdAt": "2025-06-01T00:00:00Z", "revokedAt": None})
 
 
+async def add_keys(client: httpx.AsyncClient, account: str, keys: Sequence[str], *,
+                   created_by: str = "admin") -> None:
+    """New API keys of ``account`` (each must be created: 201), named after their ids."""
+    for key in keys:
+        response = await client.put(f"/v1/accounts/{account}/api-keys/{key}", headers=SERVICE,
+                                    json={"name": key, "prefix": "pk", "createdBy": created_by,
+                                          "createdAt": "2025-01-01T00:00:00Z"})
+        assert response.status_code == 201, response.text
+
+
 def event(event_id: str, account: str, key: str, user: str, endpoint: str, source: str,
           credits: int, occurred: datetime | str) -> dict[str, Any]:
     return {"id": event_id, "accountId": account, "apiKeyId": key, "userId": user,
