@@ -176,7 +176,9 @@ SYSTEM_TESTS = TESTS / "system"
 LONGEST_FIRST = [
     "system/test_load.py", "integration/test_cardinality.py", "system/test_bench.py",
     "integration/test_refusals.py", "system/test_faults.py", "system/test_rate_limit_shared.py",
-    "system/test_cli.py", "system/test_connections.py", "system/test_replica.py",
+    "system/test_cli.py", "system/test_alert_delivery.py", "integration/test_alerts.py",
+    "integration/test_previous_period.py", "integration/test_spikes.py",
+    "system/test_connections.py", "system/test_replica.py",
     "integration/test_ingest_bounds.py", "integration/test_batching.py",
     "integration/test_fuzz.py", "integration/test_exactness.py",
     "integration/test_hostile_input.py",
