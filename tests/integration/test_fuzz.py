@@ -486,15 +486,19 @@ def batch_items(draw: Any) -> tuple[list[Any], dict[int, int]]:
         raw: dict[str, Any] = {"id": f"fz-{next(_ids)}"}
         for name in FIELDS[1:]:
             raw[name] = draw(GOOD[name])
-        invalid = False
+        # Each field's state once every change is made: a bad value that a later drop
+        # removes no longer counts, and a dropped field given a bad value is present.
+        state: dict[str, str] = {}
         for name in broken:
             if name == "missing":
                 dropped = draw(st.sampled_from(FIELDS))
-                raw.pop(dropped)
-                invalid |= dropped != "userId"  # optional (SPEC 6.1): a call without a user
+                raw.pop(dropped, None)
+                state[dropped] = "absent"
             else:
                 raw[name] = draw(BAD[name])
-                invalid = True
+                state[name] = "bad"
+        # userId is optional (SPEC 6.1): a call without a user.
+        invalid = any(v == "bad" or (v == "absent" and k != "userId") for k, v in state.items())
         if not invalid:
             accepted[len(items)] = raw["credits"]
         items.append(raw)
