@@ -7,43 +7,11 @@ counted by hand beside each."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from graphql import get_operation_ast, parse, validate
-
-from gql_usage.graphql.limits.cost import UNLIMITED, Assessment, CostCalculator
-from gql_usage.graphql.schema import build_schema
-from gql_usage.storage.catalogue import ListSizes
-
-SCHEMA = build_schema()._schema
+from test_cost import assess, cost, sizes
 
 
 def flt(start: str, end: str, tz: str = "UTC") -> str:
     return f'{{from: "{start}", to: "{end}", timeZone: "{tz}"}}'
-
-
-def assess(query: str, variables: dict[str, Any] | None = None, *,
-           sizes: ListSizes | None = None, tz: str = "UTC") -> Assessment:
-    document = parse(query)
-    assert validate(SCHEMA, document) == []
-    operation = get_operation_ast(document)
-    assert operation is not None
-    found = CostCalculator.assess(SCHEMA, document, operation, variables, tz, UNLIMITED, sizes)
-    assert found is not None
-    return found
-
-
-def cost(query: str, variables: dict[str, Any] | None = None, **kw: Any) -> int:
-    found = assess(query, variables, **kw)
-    assert found.refusal is None and not found.too_costly, found
-    return found.cost
-
-
-def sizes(**kw: int) -> ListSizes:
-    values = dict(endpoints=0, sources=0, api_keys=0, api_keys_all=0, used_endpoints=0,
-                  used_sources=0, users=0)
-    values.update(kw)
-    return ListSizes(**values)
 
 
 WEEK = flt("2026-01-01T00:00:00Z", "2026-01-08T00:00:00Z")
