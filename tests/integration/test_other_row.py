@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from support.events import when
 from support.helpers import event, gid, gql, ingest, make_account
 
 KEYS = ["k1", "k2", "k3", "k4", "k5"]
@@ -45,9 +46,6 @@ def make_events(seed: int = 5, n: int = 640) -> list[dict[str, Any]]:
 
 EVENTS = make_events()
 
-
-def when(e: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
 
 
 def row_key(e: dict[str, Any], by: str) -> str:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from support.config import make_settings
+from support.events import when
 from support.helpers import add_keys, event, gid, gql, ingest, make_account
 
 from gql_usage.app import create_app
@@ -65,9 +66,6 @@ def make_events(seed: int = 3, n: int = 1500) -> list[dict[str, Any]]:
 
 EVENTS = make_events()
 
-
-def when(e: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
 
 
 def chosen(lo: datetime, hi: datetime, keys: list[str] | None) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.events import when
 from support.helpers import event, gid, gql, ingest, make_account
 
 KEYS = ["k1", "k2", "k3"]
@@ -52,9 +53,6 @@ def make_events(seed: int = 11, n: int = 700) -> list[dict]:
 
 EVENTS = make_events()
 
-
-def when(e: dict) -> datetime:
-    return datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
 
 
 def matching(events, start, end, keys=None, endpoints=None, sources=None, users=None):

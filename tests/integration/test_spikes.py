@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from support.config import make_settings
+from support.events import when
 from support.helpers import add_keys, event, gid, gql, ingest, make_account
 
 from gql_usage.analytics.dimensions import Dimension
@@ -47,9 +48,6 @@ SPIKES = """query($f: UsageFilter!, $g: Granularity!, $by: UsageDimension!, $n: 
 
 
 # --- the test's own computation --------------------------------------------------------
-
-def when(e: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
 
 
 def group_of(e: dict[str, Any], dimension: str) -> str:

@@ -4,7 +4,7 @@ sources (the exactness and fault tests compare what is stored with what was sent
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from support.helpers import event
@@ -27,3 +27,8 @@ def random_events(rng: random.Random, n: int, *, start: datetime, days: int, cre
                          rng.choice(ENDPOINTS), rng.choice(SOURCES), rng.randrange(0, credits),
                          occurred))
     return out
+
+
+def when(e: dict[str, Any]) -> datetime:
+    """An event's ``occurredAt``, in UTC."""
+    return datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
