@@ -6,6 +6,9 @@
   "use strict";
 
   var STORAGE_KEY = "gql_usage:graphiql:token";
+  var NO_TOKEN =
+    "No token: paste a user JWT into the Token field above " +
+    "(gql-usage token --user ID --account ID prints one).";
   var root = document.getElementById("ide");
   var endpoint = root.getAttribute("data-endpoint");
   // Only a `gql-usage serve --demo` server renders this attribute.
@@ -46,14 +49,20 @@
       Object.keys(extra).forEach(function (name) {
         headers[name] = String(extra[name]);
       });
+      var named = Object.keys(headers).filter(function (name) {
+        return name.toLowerCase() === "authorization";
+      });
       if (token) {
         // The token field wins over an Authorization line in the headers editor.
-        Object.keys(headers).forEach(function (name) {
-          if (name.toLowerCase() === "authorization") {
-            delete headers[name];
-          }
+        named.forEach(function (name) {
+          delete headers[name];
         });
         headers.Authorization = "Bearer " + token;
+      } else if (named.length === 0) {
+        // Every request needs a token: say so instead of collecting a 401.
+        return Promise.resolve({
+          errors: [{ message: NO_TOKEN, extensions: { code: "UNAUTHENTICATED" } }],
+        });
       }
       return window
         .fetch(endpoint, {
@@ -77,7 +86,7 @@
   var reactRoot = ReactDOM.createRoot(document.getElementById("graphiql"));
 
   function render(token) {
-    status.textContent = token ? "Requests carry this token." : "No token: requests get 401.";
+    status.textContent = token ? "Requests carry this token." : "No token yet.";
     reactRoot.render(
       React.createElement(GraphiQL, {
         // A new fetcher makes GraphiQL introspect the schema again.
