@@ -65,8 +65,10 @@ class Query:
         # nothing about which ids exist. (Execution checks them again on the object.)
         enforce(type_rules(NODE_TYPES[type_name]), info)
         viewer = info.context.viewer
-        if type_name == "AccessToken":  # not a guarded type: createAccessToken's answer
-            enforce(access_tokens.NODE_RULES, info)  # holds one non-null
+        if type_name == "AccessToken":
+            # Not a @guarded_type (CreatedAccessToken.accessToken is non-null, SPEC 6.4):
+            # the rules of the fields that list tokens are applied here.
+            enforce(access_tokens.NODE_RULES, info)
             return await access_tokens.node(info, external_id)
         if type_name == "Account":
             ok = external_id == viewer.account.external_id

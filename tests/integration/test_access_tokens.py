@@ -13,16 +13,21 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from support.config import JWT_SECRET, make_settings
+from support.database import connect
 from support.helpers import event, gid, ingest, make_account, put, token
+from support.pg_server import create_database, drop_database
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate
 
 from gql_usage.app import create_app
 from gql_usage.auth import AuthError, load_viewer
-from gql_usage.storage.db import StatementCounter, connection
+from gql_usage.storage.db import StatementCounter, connection, tortoise_config
 
 #: 2026-03-01T00:00:00Z, the clock's start.
 T0 = 1772323200.0
@@ -461,3 +466,60 @@ async def test_a_token_and_its_creator_share_a_rate_limit_and_authentication_err
     with pytest.raises(AuthError) as refused:
         await load_viewer(JWT_SECRET, "Bearer gqlu_short")
     assert (refused.value.status, refused.value.code) == (401, "UNAUTHENTICATED")
+
+
+# --- The table ------------------------------------------------------------------------
+
+async def test_every_key_of_the_table_includes_the_account(db_url: str) -> None:
+    """Ids and hashes are unique per account (the keys a Citus distribution by account
+    needs); PostgreSQL's primary key is (account_id, id)."""
+    conn = connection()
+    insert = ("INSERT INTO access_token (account_id, external_id, name, prefix, secret_hash, "
+              "created_by_id, created_at_us) VALUES ({a}, '{e}', 'n', 'p', '{h}', 1, 0)")
+    await conn.execute_script(insert.format(a=1, e="x", h="h1"))
+    await conn.execute_script(insert.format(a=2, e="x", h="h1"))  # another account: fine
+    for duplicate in (insert.format(a=1, e="x", h="h2"), insert.format(a=1, e="y", h="h1")):
+        with pytest.raises(Exception, match="(?i)unique"):
+            await conn.execute_script(duplicate)
+    if "postgres" in db_url:
+        primary = await conn.execute_query_dict(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'access_token'::regclass "
+            "AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)")
+        assert [r["attname"] for r in primary] == ["account_id", "id"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_the_migration_applies_and_reverts(backend: str, tmp_path: Path,
+                                                 request: pytest.FixtureRequest) -> None:
+    """0006 on a database at 0005 adds the table; back to 0005 drops it."""
+    if backend == "sqlite":
+        url, base = f"sqlite://{tmp_path / 'old.sqlite3'}", None
+    else:
+        base = request.getfixturevalue("pg_base_url")
+        url = create_database(base, "tokens_migration")
+
+    async def has_table() -> bool:
+        await connect(url)
+        try:
+            await connection().execute_query("SELECT COUNT(*) FROM access_token")
+        except Exception:  # noqa: BLE001 - no such table, in either dialect's words
+            return False
+        finally:
+            await Tortoise.close_connections()
+        return True
+
+    try:
+        await migrate(config=tortoise_config(url), target="models.0005_alerts")
+        await Tortoise.close_connections()
+        assert not await has_table()
+        await migrate(config=tortoise_config(url))
+        await Tortoise.close_connections()
+        assert await has_table()
+        await migrate(config=tortoise_config(url), target="models.0005_alerts")
+        await Tortoise.close_connections()
+        assert not await has_table()
+    finally:
+        await Tortoise.close_connections()
+        if base is not None:
+            drop_database(base, "tokens_migration")
