@@ -1,4 +1,5 @@
-"""The access token's format, hash and name rules (``gql_usage.access_tokens``)."""
+"""The access token's format, hash and name rules (``gql_usage.access_tokens``). Named
+apart from tests/integration/test_access_tokens.py: pytest imports test modules by basename."""
 
 from __future__ import annotations
 
