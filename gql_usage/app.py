@@ -25,7 +25,7 @@ from gql_usage.alerts.delivery import DeliveryConfig, alert_delivery
 from gql_usage.auth import AuthError, Viewer, load_viewer
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context, Loaders
-from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
+from gql_usage.graphql.errors import BAD_USER_INPUT
 from gql_usage.graphql.limits.rate_limit import Clock, rate_limit_headers, viewer_key
 from gql_usage.graphql.schema import Schema, build_schema
 from gql_usage.http.batch import check_batch
@@ -139,9 +139,10 @@ class GraphQLEndpoint:
             return
         try:
             viewer = await load_viewer(str(self.settings.jwt_secret),
-                                       request.headers.get("authorization"))
-        except AuthError as exc:
-            await _graphql_error(401, str(exc), UNAUTHENTICATED)(scope, receive, send)
+                                       request.headers.get("authorization"),
+                                       clock=self.view.clock)
+        except AuthError as exc:  # 401 UNAUTHENTICATED, or 403 for a token's creator
+            await _graphql_error(exc.status, str(exc), exc.code)(scope, receive, send)
             return
         scope.setdefault("state", {})["viewer"] = viewer
         if request.method == "POST":
