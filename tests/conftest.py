@@ -186,7 +186,8 @@ LONGEST_FIRST = [
 #: Modules whose module- or session-scoped servers should start once: all their tests run
 #: on one worker (``--dist loadgroup``).
 ONE_WORKER = {"system/test_connections.py", "system/test_replica.py",
-              "system/test_rate_limit_shared.py", "system/test_docs.py"}
+              "system/test_rate_limit_shared.py", "system/test_docs.py",
+              "system/test_graphiql_browser.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

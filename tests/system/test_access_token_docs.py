@@ -34,11 +34,12 @@ def blocks(language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(), flags=re.DOTALL)
 
 
-def run(command: list[str], server_url: str, secret: str, cwd: Path) -> list[str]:
+def run(command: list[str], server_url: str, secret: str, cwd: Path, status: int = 0
+        ) -> list[str]:
     env = {**os.environ, "GQL_USAGE_URL": server_url, "GQL_USAGE_TOKEN": secret}
     done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == status, done.stderr
     return done.stdout.splitlines()
 
 
@@ -96,6 +97,6 @@ async def test_the_documented_examples_work(db_url: str, tmp_path: Path) -> None
         revoked = await graphql(client, admin, re.sub(r'id: "[^"]*"',
                                                       f'id: "{tokens[0]["id"]}"', revoke))
         assert revoked["data"]["revokeAccessToken"]["id"] == tokens[0]["id"]
-        refused = run([sys.executable, str(python)], server.base_url, secret, tmp_path)
+        refused = run([sys.executable, str(python)], server.base_url, secret, tmp_path, 1)
         assert refused[0].startswith("error: UNAUTHENTICATED access token gqlu_"), refused
         assert gid("AccessToken", "x").startswith("QWNjZXNzVG9rZW46")  # as the doc shows

@@ -20,7 +20,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -162,6 +162,7 @@ class Demo:
     tokens: dict[str, str]
     service_token: str
     database_url: str
+    access_token: str
 
     def env(self) -> dict[str, str]:
         """What a shell, Python or Node block sees (docs/README.md, "Writing docs")."""
@@ -170,7 +171,8 @@ class Demo:
         return {**environ, "PYTHONPATH": path, "GQL_USAGE_URL": self.url,
                 "GQL_USAGE_DATABASE_URL": self.database_url,
                 "TOKEN": self.tokens["paid_admin"], "MEMBER_TOKEN": self.tokens["member"],
-                "FREE_TOKEN": self.tokens["free_admin"], "SERVICE_TOKEN": self.service_token}
+                "FREE_TOKEN": self.tokens["free_admin"], "SERVICE_TOKEN": self.service_token,
+                "GQL_USAGE_TOKEN": self.access_token}
 
     def graphql(self, query: str, user: str = "paid_admin") -> dict[str, Any]:
         request = urllib.request.Request(
@@ -212,7 +214,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
                                  re.M))
         service = re.search(r"^Service token: (\S+)$", printed, re.M)
         assert set(tokens) == set(USERS) and service, printed
-        yield Demo(url, tokens, service.group(1), database_url)
+        demo = Demo(url, tokens, service.group(1), database_url, "")
+        # A partner's access token of the paid-plan admin (docs/access-tokens.md).
+        created = demo.graphql('mutation { createAccessToken(name: "docs") { token } }')
+        yield replace(demo, access_token=created["data"]["createAccessToken"]["token"])
 
 
 # --- running blocks -------------------------------------------------------------------
