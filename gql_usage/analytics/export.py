@@ -69,9 +69,9 @@ def windows(time_zone: str, start_us: int, end_us: int, granularity: Granularity
         if hi >= end_us:
             yield lo, end_us
             return
-        # The last boundary bucket of [lo, hi) is clipped at hi (or ends there): the
-        # window ends where it starts. Three of them fit, so it is never the first.
-        hi = calendar.buckets(tz, lo, hi, boundary)[-1].start_us
+        # The window ends where the last boundary bucket of [lo, hi] starts: at hi itself
+        # when hi is a boundary, else before it. Three of them fit, so it is after lo.
+        hi = calendar.buckets(tz, lo, hi + 1, boundary)[-1].start_us
         yield lo, hi
         lo = hi
 
