@@ -308,11 +308,14 @@ class UsageExport:
             return csv_lines(rows)
         ids = sorted({g for c in cells for g in c.groups})
         items, describe = await _items(context.loaders, by, ids)
+        # Each item described once per window, not once per bucket.
+        described = {id(item): describe(item) for item in items.values()}
         for c in cells:
             if not c.groups:
                 continue
             start, end = _at(c.bucket.start_us, tz), _at(c.bucket.end_us, tz)
-            for r in breakdown_rows(by, c.groups, [items.get(i) for i in c.groups], describe):
+            for r in breakdown_rows(by, c.groups, [items.get(i) for i in c.groups],
+                                    lambda item: described[id(item)]):
                 rows.append((start, end, r.key, r.label, r.totals.calls, r.totals.credits))
         return csv_lines(rows)
 
