@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import random
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
@@ -364,11 +365,11 @@ async def test_every_bad_parameter_is_a_coded_400_naming_it(client, params, para
     assert int(r.headers.get("content-length", "0")) < 2000
 
 
-async def asgi_get(client: httpx.AsyncClient, params: dict[str, str]
+async def asgi_get(app: Any, params: dict[str, str], ended: list[bool] | None = None
                    ) -> tuple[int, dict[bytes, bytes], list[bytes]]:
     """The app's own ASGI messages for a GET (httpx's in-process transport joins the
-    body): status, headers, and each ``http.response.body`` message's bytes."""
-    app = client._transport.app  # type: ignore[attr-defined]
+    body): status, headers, and each ``http.response.body`` message's bytes; ``ended``
+    gets True when the last body message (``more_body`` false) is sent."""
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
              "method": "GET", "scheme": "http", "path": "/export/usage.csv",
              "raw_path": b"/export/usage.csv", "query_string": urlencode(params).encode(),
@@ -392,8 +393,11 @@ async def asgi_get(client: httpx.AsyncClient, params: dict[str, str]
         nonlocal status, headers
         if message["type"] == "http.response.start":
             status, headers = message["status"], dict(message["headers"])
-        elif message["type"] == "http.response.body" and message.get("body"):
-            chunks.append(message["body"])
+        elif message["type"] == "http.response.body":
+            if message.get("body"):
+                chunks.append(message["body"])
+            if not message.get("more_body") and ended is not None:
+                ended.append(True)
 
     await app(scope, receive, send)
     return status, headers, chunks
@@ -407,7 +411,9 @@ async def test_a_long_range_streams_in_chunks_with_flat_windows(client):
     lo, hi = START, START + timedelta(days=90)
     params = {"from": lo.isoformat(), "to": hi.isoformat(), "granularity": "HOUR",
               "by": "ENDPOINT"}
-    status, headers, chunks = await asgi_get(client, params)
+    ended: list[bool] = []
+    status, headers, chunks = await asgi_get(client._transport.app, params, ended)
+    assert ended == [True]
     assert status == 200
     assert b"content-length" not in headers
     assert len(chunks) == 13  # ceil(90 / 7) windows, each sent on its own
@@ -442,3 +448,39 @@ async def test_exports_are_priced_and_rate_limited_like_graphql(db_url):
         r = await export(client, params)
         assert r.status_code == 400 and r.json()["code"] == "QUERY_TOO_COSTLY", r.text
         assert r.json()["cost"] > 150
+
+
+@pytest.mark.parametrize("slow_window", [1, 3])
+async def test_the_request_timeout_bounds_every_window(db_url, monkeypatch, slow_window):
+    """A window that outlasts ``GQL_USAGE_REQUEST_TIMEOUT_SECONDS`` (here one held back
+    for 60 s): the first, before the answer starts, is a JSON 503 ``TIMEOUT``; a later
+    one ends the answer without its last chunk, so a cut-off file cannot pass for a
+    whole one. Either way within a few seconds, not 60."""
+    from gql_usage.analytics import export as reads
+
+    real = reads.window_cells
+    asked: list[int] = []
+
+    async def held_back(*args: Any) -> Any:
+        asked.append(args[1])
+        if len(asked) == slow_window:
+            await asyncio.sleep(60)
+        return await real(*args)
+
+    monkeypatch.setattr(reads, "window_cells", held_back)
+    app = create_app(make_settings(db_url, request_timeout_seconds=1.0), manage_db=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        await make_account(client, "acme", users=[("admin", "ADMIN")])
+    params = {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z",
+              "granularity": "HOUR"}
+    started = asyncio.get_running_loop().time()
+    ended: list[bool] = []
+    if slow_window == 1:
+        status, _, chunks = await asgi_get(app, params, ended)
+        assert status == 503 and json.loads(b"".join(chunks))["code"] == "TIMEOUT"
+    else:
+        with pytest.raises(TimeoutError):
+            await asgi_get(app, params, ended)
+        assert ended == []  # no last chunk: the client sees an unfinished body
+    assert asyncio.get_running_loop().time() - started < 10
