@@ -31,6 +31,7 @@ from gql_usage.graphql.schema import Schema, build_schema
 from gql_usage.http.batch import check_batch
 from gql_usage.http.cors import is_json_content_type
 from gql_usage.http.errors import http_error, internal_error
+from gql_usage.http.export import UsageExport
 from gql_usage.http.graphiql import GraphiQLPage
 from gql_usage.http.probes import Readiness, healthz
 from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
@@ -225,6 +226,7 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
         *graphql.ide.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness().endpoint, methods=["GET"]),
+        Route("/export/usage.csv", UsageExport(settings, graphql.schema), methods=["GET"]),
         *service.routes(),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[

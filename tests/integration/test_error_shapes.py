@@ -33,7 +33,9 @@ EVENT = event("e1", "acme", "k1", "admin", "/v2/person", "api", 1, "2026-01-05T1
 #: One concrete path per route of the application, and the methods it answers.
 ROUTES = {"/graphql": {"GET", "POST"}, "/healthz": {"GET"}, "/readyz": {"GET"},
           "/v1/accounts/acme": {"PUT"}, "/v1/accounts/acme/users/u1": {"PUT"},
-          "/v1/accounts/acme/api-keys/k1": {"PUT"}, "/v1/usage-events": {"POST"}}
+          "/v1/accounts/acme/api-keys/k1": {"PUT"}, "/v1/usage-events": {"POST"},
+          "/export/usage.csv": {"GET"},
+          "/graphql/assets/0123456789abcdef/graphiql.js": {"GET"}}
 
 
 def preflight(origin: str, method: str = "POST") -> dict[str, str]:
@@ -99,6 +101,13 @@ CASES: list[tuple[str, str, str, dict[str, str], bytes | None, int, str]] = [
      body(**ACCOUNT), 422, "BAD_USER_INPUT"),
     ("unknown creator", "PUT", "/v1/accounts/acme/api-keys/k9", {**SERVICE, **JSON},
      body(name="K", prefix="pk", createdBy="ghost", createdAt="2026-01-01T00:00:00Z"), 422,
+     "BAD_USER_INPUT"),
+    ("export without a token", "GET", "/export/usage.csv", {}, None, 401, "UNAUTHENTICATED"),
+    ("GraphiQL asset that is not the page's", "GET",
+     "/graphql/assets/0123456789abcdef/graphiql.js", {}, None, 404, "NOT_FOUND"),
+    ("export with the service token", "GET", "/export/usage.csv", SERVICE, None, 401,
+     "UNAUTHENTICATED"),
+    ("export, bad parameter", "GET", "/export/usage.csv?granularity=YEAR", USER, None, 400,
      "BAD_USER_INPUT"),
     ("CORS preflight, other origin", "OPTIONS", "/v1/usage-events",
      preflight("https://evil.example"), None, 400, "CORS_REJECTED"),
