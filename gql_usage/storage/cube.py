@@ -37,6 +37,9 @@ ROUND_WORK_MEM = "256MB"
 #: Pending events folded after which the pending table and the cube are vacuumed
 #: (PostgreSQL).
 VACUUM_AFTER_EVENTS = 100_000
+#: A round's settings: sort memory, and a nested loop of TID probes as the only join.
+_POSTGRES_ROUND_SETTINGS = (f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'; SET LOCAL enable_hashjoin"
+                            " = off; SET LOCAL enable_mergejoin = off; SET LOCAL jit = off")
 #: Arbitrary key of the PostgreSQL advisory lock that serialises rounds.
 _LOCK_KEY = 0x6751_5553  # "gQUS"
 
@@ -58,11 +61,16 @@ def cells_sql(source: str) -> str:
 
 
 _INSERT = f"INSERT INTO usage_cube ({', '.join(INSERT_COLUMNS)}) "
+#: The round's rows are picked by ``ctid`` and deleted through a join, one TID probe each
+#: (``_POSTGRES_ROUND_SETTINGS`` leave the nested loop as the only plan). The former
+#: ``ctid = ANY(ARRAY(...))`` was rechecked row by row against the whole array, 50,000 x
+#: 50,000 comparisons: a full round took minutes (the stall of issue 14).
 _POSTGRES_ROUND = (
     f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok),"
-    f" moved AS (DELETE FROM usage_pending WHERE ctid = ANY(ARRAY(SELECT ctid"
-    f" FROM usage_pending WHERE (SELECT ok FROM locked) LIMIT {ROUND_EVENTS}))"
-    f" RETURNING {', '.join(PENDING_COLUMNS)}),"
+    f" picked AS (SELECT ctid AS c FROM usage_pending WHERE (SELECT ok FROM locked)"
+    f" LIMIT {ROUND_EVENTS}),"
+    f" moved AS (DELETE FROM usage_pending p USING picked WHERE p.ctid = picked.c"
+    f" RETURNING {', '.join('p.' + c for c in PENDING_COLUMNS)}),"
     f" folded AS ({_INSERT}{cells_sql('moved')}{UPSERT_TAIL})"
     f" SELECT COUNT(*) FROM moved"
 )
@@ -76,7 +84,7 @@ async def compact() -> int:
     conn = connection()
     if dialect(conn) == "postgres":
         async with in_transaction("default") as tx:
-            await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
+            await tx.execute_script(_POSTGRES_ROUND_SETTINGS)
             _, rows = await tx.execute_query(_POSTGRES_ROUND)
         return int(rows[0][0])
     async with in_transaction("default") as tx:
