@@ -61,8 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.pg_server import create_database, start_postgres  # noqa: E402
 
-from bench import dashboard  # noqa: E402
-from bench import pending  # noqa: E402
+from bench import dashboard, pending  # noqa: E402
 from bench.data import END, AccountSpec, Dataset, SparseMix  # noqa: E402
 from bench.server import SECRET, SERVICE_TOKEN, Server  # noqa: E402
 from gql_usage.auth import issue_token  # noqa: E402
