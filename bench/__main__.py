@@ -14,7 +14,14 @@ and then
    (``copy_events_per_s``, the floor). Latency of a batch: first deliveries
    (``ingest_batch_p50_ms``/``p99``) and resends of batches already stored
    (``resend_p50_ms``/``p99``: the retried batches during the load, then ``--resends``
-   stored batches sent again once everything is in, one at a time);
+   stored batches sent again once everything is in, one at a time). It waits until the
+   compactor has folded every event into the cube: ``ingest_s``, ``drain_s`` (from the
+   last batch's answer), ``ingest_folded_events_per_s`` (events over both), the pending
+   count every second; then the sizes of the events and the cube (``events_rows``,
+   ``events_mb``, ``cube_rows``, ``cube_mb``: tables with their indexes); then the
+   sparse mix (``bench.data.SparseMix``: ``--sparse-accounts`` accounts of
+   ``--sparse-events`` events each, interleaved in time order) the same way:
+   ``sparse_folded_events_per_s``;
 2. for the dashboard page query over the last 30, 90 and 365 days of the large account:
    checks that the GraphQL answer equals hand-written SQL ``GROUP BY``s over the raw
    events (a mismatch aborts the run), then times end-to-end HTTP latency
@@ -43,6 +50,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +61,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from support.pg_server import create_database, start_postgres  # noqa: E402
 
-from bench import dashboard  # noqa: E402
-from bench.data import END, Dataset  # noqa: E402
+from bench import dashboard, pending  # noqa: E402
+from bench.data import END, AccountSpec, Dataset, SparseMix  # noqa: E402
 from bench.server import SECRET, SERVICE_TOKEN, Server  # noqa: E402
 from gql_usage.auth import issue_token  # noqa: E402
 from gql_usage.storage.db import run_migrations  # noqa: E402
@@ -81,7 +89,8 @@ def database(kind: str) -> Iterator[tuple[str, str | None]]:
             yield f"sqlite://{tmp}/bench.sqlite3", None
 
 
-async def put_reference_data(client: httpx.AsyncClient, data: Dataset) -> None:
+async def put_reference_data(client: httpx.AsyncClient, accounts: list[AccountSpec],
+                             created_at: datetime) -> None:
     period = {"periodStart": (END.replace(day=1)).isoformat(),
               "periodEnd": (END.replace(day=28)).isoformat()}
     semaphore = asyncio.Semaphore(16)
@@ -92,20 +101,51 @@ async def put_reference_data(client: httpx.AsyncClient, data: Dataset) -> None:
             if r.status_code >= 300:
                 raise RuntimeError(f"PUT {path}: {r.status_code} {r.text}")
 
-    for account in data.accounts:
-        await put(f"/v1/accounts/{account.external_id}", {
-            "name": account.external_id.title(), "plan": account.plan,
-            "timeZone": account.time_zone, "creditsGranted": 10**9, **period})
+    await asyncio.gather(*(put(f"/v1/accounts/{account.external_id}", {
+        "name": account.external_id.title(), "plan": account.plan,
+        "timeZone": account.time_zone, "creditsGranted": 10**9, **period})
+        for account in accounts))
     await asyncio.gather(*(
         put(f"/v1/accounts/{a.external_id}/users/{u}", {
             "name": u.replace("-", " ").title(), "email": f"{u}@{a.external_id}.example",
             "role": "ADMIN" if i == 0 else "MEMBER"})
-        for a in data.accounts for i, u in enumerate(a.users)))
+        for a in accounts for i, u in enumerate(a.users)))
     await asyncio.gather(*(
         put(f"/v1/accounts/{a.external_id}/api-keys/{k}", {
             "name": f"Key {k}", "prefix": k[:8], "createdBy": a.key_owner[k],
-            "createdAt": data.start.isoformat()})
-        for a in data.accounts for k in a.keys))
+            "createdAt": created_at.isoformat()})
+        for a in accounts for k in a.keys))
+
+
+async def create_accounts(url: str, accounts: list[AccountSpec], created_at: datetime) -> None:
+    """The accounts, users and keys of ``accounts`` created with the ORM, in this process:
+    the sparse mix's 30,000 through the service API took minutes (its events still go
+    through the service API)."""
+    from gql_usage.storage.db import close_db, init_db
+    from gql_usage.storage.models import Account, ApiKey, Plan, Role, User
+
+    await init_db(url, migrate=False)
+    try:
+        start = END.replace(day=1)
+        await Account.bulk_create([Account(
+            external_id=a.external_id, name=a.external_id.title(), plan=Plan(a.plan),
+            time_zone=a.time_zone, credits_granted=10**9, period_start=start,
+            period_end=END.replace(day=28)) for a in accounts], batch_size=1000)
+        ids = dict(await Account.filter(external_id__in=[a.external_id for a in accounts])
+                   .values_list("external_id", "id"))
+        await User.bulk_create([User(
+            account_id=ids[a.external_id], external_id=u, name=u.title(),
+            email=f"{u}@{a.external_id}.example", role=Role.ADMIN if i == 0 else Role.MEMBER)
+            for a in accounts for i, u in enumerate(a.users)], batch_size=1000)
+        users = {(int(account), external): int(user) for account, external, user in
+                 await User.filter(account_id__in=list(ids.values()))
+                 .values_list("account_id", "external_id", "id")}
+        await ApiKey.bulk_create([ApiKey(
+            account_id=ids[a.external_id], external_id=k, name=f"Key {k}", prefix=k[:8],
+            created_by_id=users[(ids[a.external_id], a.key_owner[k])], created_at=created_at)
+            for a in accounts for k in a.keys], batch_size=1000)
+    finally:
+        await close_db()
 
 
 @dataclass
@@ -188,17 +228,37 @@ async def scalar(url: str, dsn: str | None, sql: str) -> int:
         return int(c.execute(sql).fetchone()[0])
 
 
-async def pending_events(url: str, dsn: str | None) -> int:
-    return await scalar(url, dsn, "SELECT COUNT(*) FROM usage_pending")
-
-
 async def wait_until_folded(url: str, dsn: str | None) -> float:
     """Seconds until the server's compactor has folded every pending event into the cube
     (queries are exact either way; the timings below are of the steady state)."""
     started = time.perf_counter()
-    while await pending_events(url, dsn):  # noqa: ASYNC110 - polling another process
+    while await pending.pending_events(url, dsn):  # noqa: ASYNC110 - polling another process
         await asyncio.sleep(0.2)
     return time.perf_counter() - started
+
+
+@dataclass
+class FoldFigures:
+    """One dataset sent at full speed, then folded: ``ingest`` the sending, ``drain_s``
+    from the last batch's answer until nothing is pending, ``timeline`` the pending count
+    every second throughout."""
+
+    ingest: IngestFigures
+    drain_s: float
+    timeline: pending.Timeline
+
+    @property
+    def folded_per_s(self) -> float:
+        """Events per second from the first batch until all are folded into the cube."""
+        return self.ingest.accepted / (self.ingest.seconds + self.drain_s)
+
+
+async def ingest_and_fold(client: httpx.AsyncClient, bodies: list[bytes], clients: int,
+                          url: str, dsn: str | None) -> FoldFigures:
+    async with pending.sampling(url, dsn) as timeline:
+        figures = await ingest(client, bodies, clients)
+        drain_s = await wait_until_folded(url, dsn)
+    return FoldFigures(figures, drain_s, timeline)
 
 
 async def settle(url: str, dsn: str | None) -> None:
@@ -420,6 +480,8 @@ async def http(base_url: str, connections: int) -> AsyncIterator[httpx.AsyncClie
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     data = Dataset(events=args.events, seed=args.seed)
+    sparse = SparseMix(accounts=args.sparse_accounts, per_account=args.sparse_events,
+                       seed=args.seed)
     log = print if not args.quiet else (lambda *a, **k: None)
     started = time.perf_counter()
     bodies = list(data.batches())
@@ -430,8 +492,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         server = Server(url, workers=args.workers)
         async with server.running(), http(server.url, max(args.clients, args.load_clients)
                                           ) as client:
-            await put_reference_data(client, data)
-            figures = await ingest(client, bodies, args.clients)
+            await put_reference_data(client, data.accounts, data.start)
+            folding = await ingest_and_fold(client, bodies, args.clients, url, dsn)
+            figures = folding.ingest
             resend_ms = figures.resend_ms + await resend(client, bodies, args.resends)
             del bodies
             if figures.accepted != data.total_events:
@@ -439,8 +502,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                  f"{data.total_events:,}")
             log(f"ingested {figures.events_posted:,} events ({figures.duplicates:,} "
                 f"duplicates) in {figures.seconds:.1f} s: {figures.per_s:,.0f} events/s")
-            drain_s = await wait_until_folded(url, dsn)
-            log(f"compaction finished {drain_s:.1f} s after the last batch")
+            drain_s = folding.drain_s
+            log(f"compaction finished {drain_s:.1f} s after the last batch; pending "
+                f"events every 5 s from the first batch:\n{folding.timeline.text()}")
+            sizes = await pending.table_sizes(url, dsn)
+            sparse_folding = None
+            if sparse.total_events:
+                await create_accounts(url, sparse.specs, data.start)
+                sparse_folding = await ingest_and_fold(client, list(sparse.batches()),
+                                                       args.clients, url, dsn)
+                if sparse_folding.ingest.accepted != sparse.total_events:
+                    raise SystemExit(f"accepted {sparse_folding.ingest.accepted:,} sparse "
+                                     f"events, expected {sparse.total_events:,}")
+                log(f"sparse mix: {sparse.total_events:,} events of {sparse.accounts:,} "
+                    f"accounts ingested in {sparse_folding.ingest.seconds:.1f} s, folded "
+                    f"{sparse_folding.drain_s:.1f} s after the last batch; pending every 5 s:"
+                    f"\n{sparse_folding.timeline.text()}")
             await settle(url, dsn)
             copy_rate = await copy_floor(dsn) if dsn else None
             token = issue_token(SECRET, data.large.users[0], data.large.external_id, 86_400)
@@ -469,7 +546,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ingest_events_per_s": round(figures.per_s),
         "ingest_accepted_per_s": round(figures.accepted / figures.seconds),
         "compaction_drain_s": round(drain_s, 1),
-        "ingest_folded_events_per_s": round(figures.events_posted / (figures.seconds + drain_s)),
+        "ingest_s": round(figures.seconds, 1),
+        "drain_s": round(drain_s, 1),
+        "ingest_folded_events_per_s": round(folding.folded_per_s),
+        "sparse_accounts": sparse.accounts,
+        "sparse_events": sparse.total_events,
+        "sparse_ingest_s": _round(sparse_folding and sparse_folding.ingest.seconds, 1),
+        "sparse_drain_s": _round(sparse_folding and sparse_folding.drain_s, 1),
+        "sparse_folded_events_per_s": (round(sparse_folding.folded_per_s) if sparse_folding
+                                       else None),
+        "events_rows": sizes.events_rows,
+        "events_mb": round(sizes.events_mb, 1),
+        "cube_rows": sizes.cube_rows,
+        "cube_mb": round(sizes.cube_mb, 1),
+        "cube_vs_events": round(sizes.cube_mb / sizes.events_mb, 3) if sizes.events_mb else None,
         "copy_events_per_s": round(copy_rate) if copy_rate else None,
         "ingest_vs_copy": round(figures.per_s / copy_rate, 3) if copy_rate else None,
         "ingest_batch_p50_ms": round(percentile(figures.first_ms, 50), 1),
@@ -518,6 +608,14 @@ def print_table(result: dict[str, Any]) -> None:
     copy = result["copy_events_per_s"]
     print(f"  ingest   {result['ingest_events_per_s']:>10,} events/s   COPY floor "
           + (f"{copy:,} events/s   ratio {result['ingest_vs_copy']}" if copy else "n/a"))
+    print(f"  folded: ingest {result['ingest_s']} s + drain {result['drain_s']} s -> "
+          f"{result['ingest_folded_events_per_s']:,} events/s; sparse mix "
+          f"({result['sparse_accounts']:,} accounts, {result['sparse_events']:,} events): "
+          f"ingest {result['sparse_ingest_s']} s + drain {result['sparse_drain_s']} s -> "
+          f"{result['sparse_folded_events_per_s']} events/s")
+    print(f"  size: events {result['events_rows']:,} rows, {result['events_mb']} MB; cube "
+          f"{result['cube_rows']:,} rows, {result['cube_mb']} MB "
+          f"(cube/events {result['cube_vs_events']})")
     print(f"  batch of 1,000: first delivery p50 {result['ingest_batch_p50_ms']} ms, p99 "
           f"{result['ingest_batch_p99_ms']} ms; resend ({result['resends']}) p50 "
           f"{result['resend_p50_ms']} ms, p99 {result['resend_p99_ms']} ms")
@@ -548,6 +646,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-clients", type=int, default=32)
     parser.add_argument("--load-requests", type=int, default=320)
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--sparse-accounts", type=int, default=10_000,
+                        help="accounts of the sparse mix, sent after the dataset is folded "
+                             "(0: none)")
+    parser.add_argument("--sparse-events", type=int, default=100,
+                        help="events per account of the sparse mix")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--quiet", action="store_true", help="print only the JSON line")
     return parser.parse_args(argv)

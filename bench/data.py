@@ -182,3 +182,53 @@ class Dataset:
 
 def _body(events: list[str]) -> bytes:
     return ("[" + ",".join(events) + "]").encode()
+
+
+@dataclass
+class SparseMix:
+    """Many small accounts (``accounts`` x ``per_account`` events over ``days`` days ending
+    at ``END``), sent in time order across accounts, as live traffic from many tenants
+    arrives: nearly every event is alone in its hour and 15-minute slot. Each account has
+    one user and one key (``sparse-00000``, ``key-a``, ``user-a``); same seed, same data."""
+
+    accounts: int = 10_000
+    per_account: int = 100
+    days: int = 365
+    seed: int = 7
+    batch_size: int = 1_000
+
+    @property
+    def specs(self) -> list[AccountSpec]:
+        return [AccountSpec(f"sparse-{i:05d}", ("UTC", "America/New_York", "Asia/Kolkata")[i % 3],
+                            "FREE", ["key-a"], ["user-a"], {"key-a": "user-a"})
+                for i in range(self.accounts)]
+
+    @property
+    def total_events(self) -> int:
+        return self.accounts * self.per_account
+
+    def batches(self) -> Iterator[bytes]:
+        """Every event once, as JSON array bodies, all accounts interleaved in time order."""
+        if not self.total_events:
+            return
+        rng = np.random.default_rng(self.seed + 3)
+        n = self.total_events
+        span_us = self.days * 86_400 * 1_000_000
+        start_us = int((END - timedelta(days=self.days)).timestamp()) * 1_000_000
+        account = np.repeat(np.arange(self.accounts), self.per_account)
+        t = start_us + rng.integers(0, span_us, size=n)
+        order = np.argsort(t, kind="stable")
+        account, t = account[order], t[order]
+        stamps = np.datetime_as_string(t.astype("datetime64[us]"), unit="us")
+        e = rng.integers(0, 6, size=n)
+        pending: list[str] = []
+        for i in range(n):
+            pending.append(
+                f'{{"id":"p{i}","accountId":"sparse-{account[i]:05d}","apiKeyId":"key-a",'
+                f'"userId":"user-a","endpoint":"{ENDPOINTS[e[i]]}","source":"api",'
+                f'"credits":{COSTS[e[i]]},"occurredAt":"{stamps[i]}Z"}}')
+            if len(pending) == self.batch_size:
+                yield _body(pending)
+                pending = []
+        if pending:
+            yield _body(pending)

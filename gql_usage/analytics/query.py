@@ -276,13 +276,22 @@ def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) ->
         _units_sql(q, grain, ranges)
         parts += 1
     covered = merge([(lo * US, hi * US) for ranges in reads.units.values() for lo, hi in ranges])
-    for table, pieces in (("usage_pending", covered), ("usage_event", reads.raw_pieces)):
+    # An account not in the cube (``gql_usage.storage.cube``: usage_cube_account) has no
+    # cube rows, and its pending events are also raw: its whole range is read from the
+    # raw events instead. Each piece names the account only if it is in the cube (or
+    # only if not), a one-row lookup that the statement's snapshot makes consistent.
+    whole = merge([*covered, *reads.raw_pieces])
+    for table, pieces, cubed in (("usage_pending", covered, True),
+                                 ("usage_event", reads.raw_pieces, True),
+                                 ("usage_event", whole, False)):
         if not pieces:
             continue
         q.add(" UNION ALL " if parts else "",
               f"SELECT occurred_at_us / {US} AS t, "
               f"{_EVENT_DIMS if table == 'usage_event' else dims}, 1 AS c, credits AS cr "
-              f"FROM {table} WHERE account_id = ", query.account_id)
+              f"FROM {table} WHERE account_id = (SELECT ", query.account_id,
+              f" WHERE {'' if cubed else 'NOT '}EXISTS (SELECT 1 FROM usage_cube_account "
+              "WHERE account_id = ", query.account_id, " AND cubed = 1))")
         _ranges_sql(q, "occurred_at_us", pieces)
         _filters_sql(q, query)
         parts += 1

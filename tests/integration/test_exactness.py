@@ -44,7 +44,7 @@ def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
 
 async def stored_cells() -> dict[tuple, tuple[int, int]]:
     """The cube after folding in every pending event."""
-    await compact_all()
+    await compact_all(cube_after_events=0)
     _, rows = await connection().execute_query(
         "SELECT c.grain, c.dims, c.t, COALESCE(k.external_id, ''), COALESCE(e.path, ''), "
         "COALESCE(s.key, ''), COALESCE(u.external_id, ''), c.calls, c.credits "

@@ -75,7 +75,7 @@ async def ingest(client: httpx.AsyncClient, events: Sequence[dict[str, Any]]) ->
     assert response.status_code == 200, response.text
     in_process = isinstance(client._transport, httpx.ASGITransport)
     if in_process and next(_ingest_calls) % 2:
-        await compact_all()
+        await compact_all(cube_after_events=0)
     return response.json()
 
 

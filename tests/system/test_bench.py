@@ -18,14 +18,18 @@ FIELDS = ("ingest_events_per_s", "copy_events_per_s", "graphql_p50_ms", "graphql
           "raw_sql_ms", "floor_sql_ms", "speedup_vs_raw", "overhead_vs_floor",
           "statements_per_request", "requests_per_s", "server_peak_rss_mib",
           "ingest_batch_p50_ms", "ingest_batch_p99_ms", "resend_p50_ms", "resend_p99_ms",
-          "dashboard_v1_p50_ms", "dashboard_v2_p50_ms", "statements_per_request_v2")
+          "dashboard_v1_p50_ms", "dashboard_v2_p50_ms", "statements_per_request_v2",
+          # issue 14: compaction keeping pace (dense dataset and sparse mix), sizes
+          "ingest_s", "drain_s", "ingest_folded_events_per_s", "sparse_folded_events_per_s",
+          "events_rows", "events_mb", "cube_rows", "cube_mb")
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
 def test_the_benchmark_runs_at_its_smallest_size(db: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--db", db, "--events", "3000", "--runs", "3",
-         "--load-clients", "4", "--load-requests", "8", "--quiet"],
+         "--load-clients", "4", "--load-requests", "8", "--sparse-accounts", "20",
+         "--sparse-events", "10", "--quiet"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -40,6 +44,12 @@ def test_the_benchmark_runs_at_its_smallest_size(db: str) -> None:
     assert result["statements_per_request"] <= result["statements_per_request_v2"] <= 6
     assert result["dashboard_v2_p50_ms"] > 0 and result["dashboard_v1_p50_ms"] > 0
     assert set(result["ranges"]) == {"30", "90", "365"}
+    # Sizes are of the dataset once folded (before the sparse mix), which is all stored.
+    assert result["events_rows"] == 3150 and result["events_mb"] > 0
+    assert result["cube_rows"] >= 0 and result["cube_mb"] >= 0
+    assert result["sparse_events"] == 20 * 10
+    assert result["sparse_folded_events_per_s"] > 0 and result["ingest_folded_events_per_s"] > 0
+    assert result["ingest_s"] > 0 and result["drain_s"] >= 0
 
 
 def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
