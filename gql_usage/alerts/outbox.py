@@ -28,7 +28,8 @@ _SELECT = (
     " u.used, u.credit_limit, u.period_start_us, u.period_end_us, u.occurred_at_us,"
     " u.attempts, u.next_attempt_at_us, u.last_attempt_at_us, u.delivered_at_us,"
     " u.last_error FROM usage_alert u JOIN account a ON a.id = u.account_id"
-    " LEFT JOIN api_key k ON k.id = u.api_key_id AND u.api_key_id <> 0"
+    " LEFT JOIN api_key k ON k.account_id = u.account_id AND k.id = u.api_key_id"
+    " AND u.api_key_id <> 0"
 )
 #: ``Account.alerts(first:)``: its default and largest value.
 DEFAULT_FIRST = 20

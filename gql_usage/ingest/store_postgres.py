@@ -29,13 +29,15 @@ _PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" el
 #: concurrent batches never deadlock on them; one that waited for a concurrent batch is
 #: read again after it (READ COMMITTED), and GREATEST keeps the later instant of the two.
 LAST_USED_CTES = (
-    " newest AS (SELECT api_key_id, max(occurred_at_us) AS t FROM new GROUP BY api_key_id),"
-    " raised AS (SELECT api_key.id, newest.t FROM api_key JOIN newest"
-    " ON api_key.id = newest.api_key_id"
+    " newest AS (SELECT account_id, api_key_id, max(occurred_at_us) AS t FROM new"
+    " GROUP BY account_id, api_key_id),"
+    " raised AS (SELECT api_key.account_id, api_key.id, newest.t FROM api_key JOIN newest"
+    " ON api_key.account_id = newest.account_id AND api_key.id = newest.api_key_id"
     " WHERE api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t"
     " ORDER BY api_key.id FOR NO KEY UPDATE OF api_key),"
     " touched AS (UPDATE api_key SET last_used_at_us = GREATEST(api_key.last_used_at_us,"
-    " raised.t) FROM raised WHERE api_key.id = raised.id)"
+    " raised.t) FROM raised WHERE api_key.account_id = raised.account_id"
+    " AND api_key.id = raised.id)"
 )
 #: One statement: the new events, their pending copies, their keys' last use, the
 #: running totals and alerts they make (``gql_usage.alerts.record``), and the positions

@@ -17,6 +17,7 @@ from tortoise.transactions import in_transaction
 
 from gql_usage.calendar import US
 from gql_usage.storage.db import connection, dialect
+from gql_usage.storage.distribution import distributed
 from gql_usage.storage.models import CUBE_SETS, DIM_BITS
 
 log = logging.getLogger("gql_usage.cube")
@@ -58,27 +59,50 @@ def cells_sql(source: str) -> str:
 
 
 _INSERT = f"INSERT INTO usage_cube ({', '.join(INSERT_COLUMNS)}) "
+#: One round over the accounts ``$1`` (an array): their first ``ROUND_EVENTS`` pending
+#: events leave ``usage_pending`` and are added to the cube, in one statement, if this
+#: transaction gets the advisory lock of the round (``$2``: the account of a one-account
+#: round, else 0). Every reference to a distributed table names the accounts, so that on
+#: Citus a one-account round is routed to that account's shards alone, and ``ctid``
+#: (which is per shard) only ever compares rows of one shard.
 _POSTGRES_ROUND = (
-    f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok),"
-    f" moved AS (DELETE FROM usage_pending WHERE ctid = ANY(ARRAY(SELECT ctid"
-    f" FROM usage_pending WHERE (SELECT ok FROM locked) LIMIT {ROUND_EVENTS}))"
+    f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}, $2) AS ok),"
+    " moved AS (DELETE FROM usage_pending WHERE account_id = ANY($1::int[])"
+    " AND ctid = ANY(ARRAY(SELECT ctid FROM usage_pending WHERE account_id = ANY($1::int[])"
+    f" AND (SELECT ok FROM locked) LIMIT {ROUND_EVENTS}))"
     f" RETURNING {', '.join(PENDING_COLUMNS)}),"
     f" folded AS ({_INSERT}{cells_sql('moved')}{UPSERT_TAIL})"
-    f" SELECT COUNT(*) FROM moved"
+    " SELECT COUNT(*) FROM moved"
 )
+#: The accounts with pending events (read without locks; a round finds out whether
+#: any are still pending).
+PENDING_ACCOUNTS = "SELECT DISTINCT account_id FROM usage_pending"
 
 
 async def compact() -> int:
-    """Fold up to ``ROUND_EVENTS`` pending events into the cube; returns how many.
+    """Fold up to ``ROUND_EVENTS`` pending events of each account into the cube; returns
+    how many.
 
-    Returns 0 when another process holds the round (PostgreSQL) or nothing is pending.
+    PostgreSQL: one round for every account with pending events. Citus (distributed mode,
+    docs/citus.md): one round per account, each routed to that account's shard, under a
+    lock of that account alone. Returns 0 when other processes hold the rounds or nothing
+    is pending.
     """
     conn = connection()
     if dialect(conn) == "postgres":
-        async with in_transaction("default") as tx:
-            await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
-            _, rows = await tx.execute_query(_POSTGRES_ROUND)
-        return int(rows[0][0])
+        _, found = await conn.execute_query(PENDING_ACCOUNTS)
+        accounts = sorted(int(r[0]) for r in found)
+        if not accounts:
+            return 0
+        rounds = [[a] for a in accounts] if await distributed(conn) else [accounts]
+        moved = 0
+        for group in rounds:
+            async with in_transaction("default") as tx:
+                await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
+                _, rows = await tx.execute_query(
+                    _POSTGRES_ROUND, [group, group[0] if len(group) == 1 else 0])
+            moved += int(rows[0][0])
+        return moved
     async with in_transaction("default") as tx:
         _, rows = await tx.execute_query(
             "SELECT MAX(rowid) FROM (SELECT rowid FROM usage_pending ORDER BY rowid "

@@ -43,6 +43,9 @@ NODE_SETTINGS = (
     "citus.shard_count=8",
     # The coordinator's connections to the workers: no more than the tests need.
     "citus.max_shared_pool_size=100",
+    # Loopback connections between nodes, without TLS (libpq would otherwise look for
+    # client certificates in the home directory of whoever started the tests).
+    "citus.node_conninfo=sslmode=disable",
 )
 _DB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
