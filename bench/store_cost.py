@@ -38,7 +38,7 @@ T0_US = 1_760_000_000_000_000
 
 def _batch(tag: str, ids: tuple[int, ...], size: int, first_us: int) -> list[object]:
     account, key, endpoint, source, user = ids
-    return [joined([account] * size), [f"{tag}-{i}" for i in range(size)],
+    return [account, [f"{tag}-{i}" for i in range(size)],
             joined([key] * size), joined([endpoint] * size), joined([source] * size),
             joined([user] * size), joined([1] * size),
             joined(range(first_us, first_us + size)), T0_US]

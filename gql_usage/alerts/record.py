@@ -61,27 +61,30 @@ KEY_BUDGET_THRESHOLD = "key_budget.threshold"
 _TOTAL_KEY = "account_id, api_key_id, period_start_us, period_end_us"
 _ALERT_COLUMNS = ("uid, account_id, api_key_id, kind, threshold, used, credit_limit, "
                   "period_start_us, period_end_us, occurred_at_us, next_attempt_at_us")
+#: The credits already stored for a total ``d`` (``{account}``: the account, as the
+#: statement can name it: on PostgreSQL the batch's ``$1``, so that on Citus the
+#: subquery is routed to the account's shard).
 _BASELINE = ("SELECT coalesce(sum(e.credits), 0) FROM usage_event e"
-             " WHERE e.account_id = d.account_id AND e.occurred_at_us >= d.ps"
+             " WHERE e.account_id = {account} AND e.occurred_at_us >= d.ps"
              " AND e.occurred_at_us < d.pe AND (d.api_key_id = 0 OR e.api_key_id = d.api_key_id)")
-_EXISTS = ("SELECT 1 FROM usage_period_total x WHERE x.account_id = d.account_id"
+_EXISTS = ("SELECT 1 FROM usage_period_total x WHERE x.account_id = {account}"
            " AND x.api_key_id = d.api_key_id AND x.period_start_us = d.ps"
            " AND x.period_end_us = d.pe")
 _UPSERT_TAIL = (f" ON CONFLICT ({_TOTAL_KEY}) DO UPDATE SET"
                 " credits = usage_period_total.credits + excluded.added, added = excluded.added"
                 f" RETURNING {_TOTAL_KEY}, credits")
 
-#: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of
-#: ``account_id, api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion
-#: statement; ``$9`` is the receive time (µs), the alerts' ``occurredAt``. ``alerts``
-#: returns one row per alert recorded. Each sub-statement sees the snapshot taken before
-#: the statement: the baseline sum does not see this batch's events, which ``added``
-#: brings. The arithmetic of the thresholds is ``thresholds.reached_thresholds``'s.
+#: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of ``account_id,
+#: api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion statement; ``$1`` is the
+#: batch's account, ``$9`` the receive time (µs), the alerts' ``occurredAt``. ``alerts`` returns one
+#: row per alert recorded. Each sub-statement sees the snapshot taken before the statement: the
+#: baseline sum does not see this batch's events, which ``added`` brings. The arithmetic of the
+#: thresholds is ``thresholds.reached_thresholds``'s.
 POSTGRES_ALERT_CTES = (
     " periods AS MATERIALIZED (SELECT a.id AS account_id,"
     " (extract(epoch FROM a.period_start) * 1000000)::bigint AS ps,"
     " (extract(epoch FROM a.period_end) * 1000000)::bigint AS pe"
-    " FROM account a WHERE a.id IN (SELECT account_id FROM new)),"
+    " FROM account a WHERE a.id = $1),"
     " counted AS (SELECT n.account_id, n.api_key_id, n.credits, p.ps, p.pe FROM new n"
     " JOIN periods p ON p.account_id = n.account_id"
     " WHERE n.occurred_at_us >= p.ps AND n.occurred_at_us < p.pe AND n.credits > 0),"
@@ -92,7 +95,8 @@ POSTGRES_ALERT_CTES = (
     " WHERE k.credit_budget IS NOT NULL GROUP BY c.account_id, c.api_key_id, c.ps, c.pe),"
     f" totals AS (INSERT INTO usage_period_total ({_TOTAL_KEY}, credits, added)"
     " SELECT d.account_id, d.api_key_id, d.ps, d.pe, d.credits"
-    f" + CASE WHEN EXISTS ({_EXISTS}) THEN 0 ELSE ({_BASELINE}) END, d.credits"
+    f" + CASE WHEN EXISTS ({_EXISTS.format(account='$1')}) THEN 0"
+    f" ELSE ({_BASELINE.format(account='$1')}) END, d.credits"
     f" FROM added d ORDER BY 1, 2, 3, 4{_UPSERT_TAIL}),"
     f" alerts AS (INSERT INTO usage_alert ({_ALERT_COLUMNS})"
     " SELECT gen_random_uuid()::text, t.account_id, t.api_key_id,"
@@ -153,7 +157,8 @@ async def record_sqlite(conn: BaseDBAsyncClient, new: Sequence[Row], now_us: int
     # period's sum, this batch included.
     q.add(f") INSERT INTO usage_period_total ({_TOTAL_KEY}, credits, added)"
           " SELECT d.account_id, d.api_key_id, d.ps, d.pe,"
-          f" CASE WHEN EXISTS ({_EXISTS}) THEN d.credits ELSE ({_BASELINE}) END, d.credits"
+          f" CASE WHEN EXISTS ({_EXISTS.format(account='d.account_id')}) THEN d.credits"
+          f" ELSE ({_BASELINE.format(account='d.account_id')}) END, d.credits"
           f" FROM d WHERE true{_UPSERT_TAIL}")
     candidates: list[tuple[Any, ...]] = []
     for account_id, key_id, start, end, total in await fetch_rows(q, conn):

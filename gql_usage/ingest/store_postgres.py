@@ -17,39 +17,43 @@ from gql_usage.storage import cube
 from gql_usage.storage.db import Sql, connection
 from gql_usage.storage.models import NO_USER
 
-#: Ids as comma-separated text; an empty item (a call without a user) is NULL.
+#: Ids as comma-separated text; an empty item (a call without a user) is NULL. ``$1`` is
+#: the batch's one account (``store`` sends one statement per account).
 _UNNEST = ", ".join(
     "$2::text[]" if i == 2 else f"string_to_array(${i}, ',', '')::{'bigint' if i > 6 else 'int'}[]"
-    for i in range(1, 9))
+    for i in range(2, 9))
 _PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" else c
                             for c in cube.PENDING_COLUMNS)
 #: Each key's ``last_used_at_us`` raised to its newest new event (``ApiKey.lastUsedAt``):
 #: only events inserted now count (a duplicate was counted when first stored; a
-#: conflicting resend never is). The keys to raise are locked in id order first, so that
-#: concurrent batches never deadlock on them; one that waited for a concurrent batch is
-#: read again after it (READ COMMITTED), and GREATEST keeps the later instant of the two.
+#: conflicting resend never is). The batch's keys are locked in id order first
+#: (``locked``, which the update's filter evaluates before it updates any row), so that
+#: concurrent batches never deadlock on them; a row a concurrent batch changed meanwhile
+#: is read again by the update (READ COMMITTED), and GREATEST keeps the later instant of
+#: the two. The keys are read from the input, not from ``new``: on Citus a row lock of a
+#: subquery over another CTE's result fails ("PGCOPY"), a lock of the account's rows by
+#: a list of ids is routed to its shard.
 LAST_USED_CTES = (
-    " newest AS (SELECT account_id, api_key_id, max(occurred_at_us) AS t FROM new"
-    " GROUP BY account_id, api_key_id),"
-    " raised AS (SELECT api_key.account_id, api_key.id, newest.t FROM api_key JOIN newest"
-    " ON api_key.account_id = newest.account_id AND api_key.id = newest.api_key_id"
-    " WHERE api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t"
-    " ORDER BY api_key.id FOR NO KEY UPDATE OF api_key),"
+    " locked AS (SELECT id FROM api_key WHERE account_id = $1"
+    " AND id = ANY(string_to_array($3, ',')::int[]) ORDER BY id FOR NO KEY UPDATE),"
+    " newest AS (SELECT api_key_id, max(occurred_at_us) AS t FROM new GROUP BY api_key_id),"
     " touched AS (UPDATE api_key SET last_used_at_us = GREATEST(api_key.last_used_at_us,"
-    " raised.t) FROM raised WHERE api_key.account_id = raised.account_id"
-    " AND api_key.id = raised.id)"
+    " newest.t) FROM newest WHERE api_key.account_id = $1 AND api_key.id = newest.api_key_id"
+    " AND (api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t)"
+    " AND EXISTS (SELECT FROM locked))"
 )
-#: One statement: the new events, their pending copies, their keys' last use, the
-#: running totals and alerts they make (``gql_usage.alerts.record``), and the positions
-#: (1-based) of the rows that were *not* inserted (already stored), which is usually
-#: none, with the number of alerts recorded. Integer columns travel as comma-separated
-#: text: asyncpg checks every element of a Python list against ``collections.abc`` when
-#: it encodes an array, which cost more than the insert.
+#: One statement per account (every table it names is read or written for the account ``$1`` alone:
+#: on Citus it is routed to that account's shards): the new events, their pending copies, their
+#: keys' last use, the running totals and alerts they make (``gql_usage.alerts.record``), and the
+#: positions (1-based) of the rows that were *not* inserted (already stored), which is usually none,
+#: with the number of alerts recorded. Integer columns travel as comma-separated text: asyncpg
+#: checks every element of a Python list against ``collections.abc`` when it encodes an array, which
+#: cost more than the insert.
 POSTGRES_STORE = (
     f"WITH input AS (SELECT * FROM unnest({_UNNEST})"
-    " WITH ORDINALITY AS t(a, e, k, en, s, u, c, o, n)),"
+    " WITH ORDINALITY AS t(e, k, en, s, u, c, o, n)),"
     f" new AS (INSERT INTO usage_event ({', '.join(EVENT_COLUMNS)})"
-    " SELECT a, e, k, en, s, u, c, o, $9 FROM input ORDER BY n"
+    " SELECT $1::int, e, k, en, s, u, c, o, $9 FROM input ORDER BY n"
     " ON CONFLICT (account_id, event_id) DO NOTHING"
     f" RETURNING event_id, {', '.join(cube.PENDING_COLUMNS)}),"
     f" pending AS (INSERT INTO usage_pending ({', '.join(cube.PENDING_COLUMNS)})"
@@ -58,7 +62,7 @@ POSTGRES_STORE = (
     f"{POSTGRES_ALERT_CTES}"
     " SELECT coalesce(array_agg(n), '{}'), (SELECT count(*) FROM alerts) FROM input"
     " WHERE NOT EXISTS"
-    " (SELECT FROM new WHERE new.account_id = input.a AND new.event_id = input.e)"
+    " (SELECT FROM new WHERE new.event_id = input.e)"
 )
 
 
@@ -68,16 +72,23 @@ def joined(values: Iterable[int | None]) -> str:
 
 
 async def store(rows: list[Row]) -> list[Row]:
-    """Events (with their pending copies and their keys' last use) in one statement;
-    returns the rows that were already stored."""
-    # Columns in Row's field order, which is the statement's parameter order.
-    account, event, key, endpoint, source, user, credits, occurred, _ = zip(*rows, strict=True)
-    params = [joined(account), list(event), joined(key), joined(endpoint),
-              joined(source), joined(user), joined(credits), joined(occurred), now_us()]
-    _, result = await connection().execute_query(POSTGRES_STORE, params)
-    if result[0][1]:
-        alerts_recorded()
-    return [rows[n - 1] for n in result[0][0]]
+    """Events (with their pending copies and their keys' last use), one statement per
+    account; returns the rows that were already stored."""
+    by_account: dict[int, list[Row]] = {}
+    for row in rows:
+        by_account.setdefault(row.account_id, []).append(row)
+    stored: list[Row] = []
+    received = now_us()
+    for account_id, group in by_account.items():
+        # Columns in Row's field order, which is the statement's parameter order.
+        _, event, key, endpoint, source, user, credits, occurred, _ = zip(*group, strict=True)
+        params = [account_id, list(event), joined(key), joined(endpoint), joined(source),
+                  joined(user), joined(credits), joined(occurred), received]
+        _, result = await connection().execute_query(POSTGRES_STORE, params)
+        if result[0][1]:
+            alerts_recorded()
+        stored += [group[n - 1] for n in result[0][0]]
+    return stored
 
 
 #: The duplicate lookup: one probe of the unique index (event_id, account_id) per resent

@@ -59,50 +59,44 @@ def cells_sql(source: str) -> str:
 
 
 _INSERT = f"INSERT INTO usage_cube ({', '.join(INSERT_COLUMNS)}) "
-#: One round over the accounts ``$1`` (an array): their first ``ROUND_EVENTS`` pending
-#: events leave ``usage_pending`` and are added to the cube, in one statement, if this
-#: transaction gets the advisory lock of the round (``$2``: the account of a one-account
-#: round, else 0). Every reference to a distributed table names the accounts, so that on
-#: Citus a one-account round is routed to that account's shards alone, and ``ctid``
-#: (which is per shard) only ever compares rows of one shard.
 _POSTGRES_ROUND = (
-    f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}, $2) AS ok),"
-    " moved AS (DELETE FROM usage_pending WHERE account_id = ANY($1::int[])"
-    " AND ctid = ANY(ARRAY(SELECT ctid FROM usage_pending WHERE account_id = ANY($1::int[])"
-    f" AND (SELECT ok FROM locked) LIMIT {ROUND_EVENTS}))"
+    f"WITH locked AS (SELECT pg_try_advisory_xact_lock({_LOCK_KEY}) AS ok),"
+    f" moved AS (DELETE FROM usage_pending WHERE ctid = ANY(ARRAY(SELECT ctid"
+    f" FROM usage_pending WHERE (SELECT ok FROM locked) LIMIT {ROUND_EVENTS}))"
     f" RETURNING {', '.join(PENDING_COLUMNS)}),"
     f" folded AS ({_INSERT}{cells_sql('moved')}{UPSERT_TAIL})"
-    " SELECT COUNT(*) FROM moved"
+    f" SELECT COUNT(*) FROM moved"
 )
-#: The accounts with pending events (read without locks; a round finds out whether
-#: any are still pending).
+
+
+#: Distributed mode (Citus, docs/citus.md): the accounts with pending events (read
+#: without locks, a plain scan of every shard), then one round per account, each a
+#: transaction of statements routed to that account's shards: its pending events at
+#: the transaction's snapshot (REPEATABLE READ: events stored meanwhile are left for
+#: the next round) are added to the cube, then deleted. ``ctid`` is per shard and Citus
+#: refuses it in the one-statement round. The lock is the account's alone (``$1``):
+#: no round ever waits for another account's, and none takes a cluster-wide lock.
 PENDING_ACCOUNTS = "SELECT DISTINCT account_id FROM usage_pending"
+_ACCOUNT_LOCK = f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY}, $1)"
+_ACCOUNT_FOLD = (_INSERT + cells_sql("(SELECT * FROM usage_pending WHERE account_id = $1)")
+                 + UPSERT_TAIL)
+_ACCOUNT_DELETE = "DELETE FROM usage_pending WHERE account_id = $1"
 
 
 async def compact() -> int:
-    """Fold up to ``ROUND_EVENTS`` pending events of each account into the cube; returns
-    how many.
+    """Fold up to ``ROUND_EVENTS`` pending events into the cube; returns how many.
 
-    PostgreSQL: one round for every account with pending events. Citus (distributed mode,
-    docs/citus.md): one round per account, each routed to that account's shard, under a
-    lock of that account alone. Returns 0 when other processes hold the rounds or nothing
-    is pending.
+    Returns 0 when another process holds the round (PostgreSQL) or nothing is pending.
+    In distributed mode, every account's pending events, one round per account.
     """
     conn = connection()
     if dialect(conn) == "postgres":
-        _, found = await conn.execute_query(PENDING_ACCOUNTS)
-        accounts = sorted(int(r[0]) for r in found)
-        if not accounts:
-            return 0
-        rounds = [[a] for a in accounts] if await distributed(conn) else [accounts]
-        moved = 0
-        for group in rounds:
-            async with in_transaction("default") as tx:
-                await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
-                _, rows = await tx.execute_query(
-                    _POSTGRES_ROUND, [group, group[0] if len(group) == 1 else 0])
-            moved += int(rows[0][0])
-        return moved
+        if await distributed(conn):
+            return await _compact_accounts()
+        async with in_transaction("default") as tx:
+            await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
+            _, rows = await tx.execute_query(_POSTGRES_ROUND)
+        return int(rows[0][0])
     async with in_transaction("default") as tx:
         _, rows = await tx.execute_query(
             "SELECT MAX(rowid) FROM (SELECT rowid FROM usage_pending ORDER BY rowid "
@@ -116,6 +110,28 @@ async def compact() -> int:
         count, _ = await tx.execute_query("DELETE FROM usage_pending WHERE rowid <= ?",
                                           [int(last)])
         return int(count)
+
+
+async def compact_account(account_id: int) -> int:
+    """One distributed-mode round for one account; returns how many events it folded
+    (0 when another process holds the account's round)."""
+    async with in_transaction("default") as tx:
+        await tx.execute_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        _, locked = await tx.execute_query(_ACCOUNT_LOCK, [account_id])
+        if not locked[0][0]:
+            return 0
+        await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
+        await tx.execute_query(_ACCOUNT_FOLD, [account_id])
+        count, _ = await tx.execute_query(_ACCOUNT_DELETE, [account_id])
+    return int(count)
+
+
+async def _compact_accounts() -> int:
+    _, found = await connection().execute_query(PENDING_ACCOUNTS)
+    moved = 0
+    for (account_id,) in sorted(tuple(r) for r in found):
+        moved += await compact_account(int(account_id))
+    return moved
 
 
 async def compact_all() -> int:
