@@ -152,7 +152,7 @@ async def _lead_keys_with_account(conn: asyncpg.Connection, table: str) -> None:
     ``account_id`` to lead with it; refuse a unique index that lacks it."""
     oid = await conn.fetchval("SELECT $1::regclass::oid", table)
     for r in await conn.fetch(
-            "SELECT conname, contype, conkey FROM pg_constraint"
+            "SELECT conname, contype::text AS contype, conkey FROM pg_constraint"
             " WHERE conrelid = $1 AND contype IN ('p', 'u')", oid):
         columns = await _columns(conn, oid, list(r["conkey"]))
         if DISTRIBUTION_COLUMN in columns:

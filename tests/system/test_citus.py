@@ -1,0 +1,234 @@
+"""Distributed mode on a real Citus cluster (a coordinator and two workers that this
+module starts, tests/support/citus_server.py): the migrations place the tables as
+``gql_usage.storage.distribution`` declares, the numbers are exact across accounts, and a
+statement about one account runs on one shard. Skipped, saying why, without Citus."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from support.citus_server import CitusCluster, citus_cluster, citus_missing
+from support.config import make_settings
+from support.database import connect
+from support.events import ENDPOINTS, KEYS, SOURCES, USERS
+from support.helpers import SERVICE, event, gid, gql, make_account
+from tortoise import Tortoise
+
+from gql_usage.app import create_app
+from gql_usage.auth import _VIEWER_SQL
+from gql_usage.storage import cube
+from gql_usage.storage.db import StatementCounter, run_migrations
+from gql_usage.storage.distribution import (
+    DISTRIBUTED_TABLES,
+    REFERENCE_TABLES,
+    distribute,
+    placement,
+)
+
+pytestmark = pytest.mark.skipif(citus_missing() is not None, reason=citus_missing() or "")
+
+RANGE = 'from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"'
+ACCOUNTS = ["acme", "beta", "gamma", "delta", "omega"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[CitusCluster]:
+    with citus_cluster(workers=2) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def citus_url(cluster: CitusCluster) -> str:
+    url = cluster.create_database("gql_citus")
+    await run_migrations(url)  # what `gql-usage migrate` and the server's start-up run
+    return url
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
+@pytest.fixture
+async def client(citus_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    await connect(citus_url)
+    app = create_app(make_settings(citus_url), manage_db=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as c:
+        yield c
+    await Tortoise.close_connections()
+
+
+async def test_migrate_places_every_table_as_declared(citus_url: str, cluster: CitusCluster):
+    conn = await asyncpg.connect(_dsn(citus_url))
+    try:
+        placed = await placement(conn)
+        assert {t: placed.get(t) for t in DISTRIBUTED_TABLES} == dict.fromkeys(
+            DISTRIBUTED_TABLES, "distributed")
+        assert {t: placed.get(t) for t in REFERENCE_TABLES} == dict.fromkeys(
+            REFERENCE_TABLES, "reference")
+        # One co-location group: an account's rows of every table on one node.
+        groups = await conn.fetch(
+            "SELECT DISTINCT colocationid FROM pg_dist_partition WHERE partmethod = 'h'")
+        assert len(groups) == 1
+        # Every key of a distributed table leads with (or holds) account_id.
+        keys = await conn.fetch(
+            "SELECT conrelid::regclass::text AS t, pg_get_constraintdef(oid) AS d"
+            " FROM pg_constraint WHERE contype IN ('p', 'u', 'f')"
+            " AND conrelid::regclass::text = ANY($1::text[])", list(DISTRIBUTED_TABLES))
+        lacking = [(r["t"], r["d"]) for r in keys
+                   if "account_id" not in r["d"].split("REFERENCES")[0]]
+        assert lacking == []
+        assert {(r["t"], r["d"]) for r in keys} >= {
+            ("usage_event", "PRIMARY KEY (account_id, id)"),
+            ("api_key", "FOREIGN KEY (account_id, created_by_id) "
+                        "REFERENCES app_user(account_id, id)")}
+        # The shards are spread over both workers.
+        ports = await conn.fetch(
+            "SELECT DISTINCT nodeport FROM pg_dist_shard_placement p JOIN pg_dist_shard s"
+            " USING (shardid) WHERE s.logicalrelid = 'usage_event'::regclass")
+        assert {r["nodeport"] for r in ports} == {w.port for w in cluster.workers}
+        # Migrating again changes nothing.
+        assert await distribute(conn) == []
+    finally:
+        await conn.close()
+    await run_migrations(citus_url)
+
+
+def _events(rng: random.Random, account: str, n: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        occurred = datetime(2026, 1, 1, tzinfo=UTC).timestamp() + rng.randrange(0, 31 * 86400)
+        out.append(event(f"{account}-{i}", account, rng.choice(KEYS), rng.choice(USERS)[0],
+                         rng.choice(ENDPOINTS), rng.choice(SOURCES), rng.randrange(0, 50),
+                         datetime.fromtimestamp(occurred + rng.random(), UTC)))
+    return out
+
+
+def _expected(events: list[dict[str, Any]]) -> dict[str, Any]:
+    by_key: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for e in events:
+        by_key[e["apiKeyId"]][0] += 1
+        by_key[e["apiKeyId"]][1] += e["credits"]
+    return {"calls": len(events), "credits": sum(e["credits"] for e in events),
+            "byKey": {gid("ApiKey", k): (c, cr) for k, (c, cr) in by_key.items()}}
+
+
+async def _report(client: httpx.AsyncClient, account: str) -> dict[str, Any]:
+    body = await gql(client, f"{{ account {{ usage(filter: {{{RANGE}}}) {{ calls credits"
+                             " breakdown(by: API_KEY) { key calls credits } } } }",
+                     user="admin", account=account)
+    assert "errors" not in body, body
+    usage = body["data"]["account"]["usage"]
+    return {"calls": usage["calls"], "credits": usage["credits"],
+            "byKey": {r["key"]: (r["calls"], r["credits"]) for r in usage["breakdown"]}}
+
+
+async def test_totals_are_exact_for_every_account(client: httpx.AsyncClient):
+    """Batches mixing five accounts, resent in part, concurrent, with compaction in
+    between: each account's totals and breakdown equal its own events, counted here."""
+    rng = random.Random(20261201)
+    sent: dict[str, list[dict[str, Any]]] = {}
+    for account in ACCOUNTS:
+        await make_account(client, f"x{account}", users=USERS, keys=KEYS)
+        sent[f"x{account}"] = _events(rng, f"x{account}", rng.randrange(150, 400))
+    mixed = [e for events in sent.values() for e in events]
+    rng.shuffle(mixed)
+    batches = [mixed[i:i + 250] for i in range(0, len(mixed), 250)]
+    resent = [rng.sample(b, 40) for b in batches[:3]]
+
+    async def post(batch: list[dict[str, Any]]) -> None:
+        response = await client.post("/v1/usage-events", json=batch, headers=SERVICE)
+        assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(post(b) for b in batches[: len(batches) // 2]))
+    assert await cube.compact_all() > 0
+    await asyncio.gather(*(post(b) for b in batches[len(batches) // 2:] + resent))
+    for account, events in sent.items():  # answered from the cube and pending events
+        assert await _report(client, account) == _expected(events), account
+    await cube.compact_all()
+    for account, events in sent.items():  # answered from the cube alone
+        assert await _report(client, account) == _expected(events), account
+
+
+async def _tasks(dsn: str, sql: str, params: list[Any]) -> int:
+    """Citus's task count of a statement (1: one shard, a router plan)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            plan = [r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *params)]
+    finally:
+        await conn.close()
+    counts = [int(line.split(":")[1]) for line in plan if "Task Count:" in line]
+    # "Router" plans of one shard show one task; a plan without distributed subplans
+    # has exactly one Task Count line.
+    assert len(counts) == 1, plan
+    return counts[0]
+
+
+async def test_one_accounts_analytics_and_compaction_run_on_one_shard(
+        client: httpx.AsyncClient, citus_url: str):
+    await make_account(client, "router", users=USERS, keys=KEYS)
+    batch = _events(random.Random(7), "router", 60)
+    response = await client.post("/v1/usage-events", json=batch, headers=SERVICE)
+    assert response.status_code == 200
+    with StatementCounter() as counter:
+        body = await gql(client, f"{{ account {{ usage(filter: {{{RANGE}}}) {{ calls credits"
+                                 " series(granularity: WEEK) { calls }"
+                                 " breakdown(by: API_KEY, limit: 2) { key credits } } } }",
+                         user="admin", account="router")
+    assert body["data"]["account"]["usage"]["calls"] == 60
+    analytics = [s.rsplit(": ", 1)[0] for s in counter.statements
+                 if "usage_cube" in s or "usage_event" in s or "usage_pending" in s]
+    assert analytics and all(s.endswith(": []") for s in counter.statements
+                             if s.rsplit(": ", 1)[0] in analytics)
+    dsn = _dsn(citus_url)
+    for sql in analytics:
+        assert await _tasks(dsn, sql, []) == 1, sql
+    conn = await asyncpg.connect(dsn)
+    account = await conn.fetchval("SELECT id FROM account WHERE external_id = 'router'")
+    await conn.close()
+    for sql in (cube._ACCOUNT_FOLD, cube._ACCOUNT_DELETE):
+        assert await _tasks(dsn, sql, [account]) == 1, sql
+
+
+@pytest.mark.xfail(strict=True, reason="not yet routed (issue 15): the ingestion statement "
+                   "is planned as subplans (INSERT ... SELECT from unnest is pulled to the "
+                   "coordinator), the viewer lookup knows only the account's external id")
+async def test_ingestion_and_the_viewer_lookup_run_on_one_shard(citus_url: str):
+    dsn = _dsn(citus_url)
+    assert await _tasks(dsn, _VIEWER_SQL + "u.external_id = $1 AND a.external_id = $2",
+                        ["admin", "router"]) == 1
+
+
+async def test_a_round_holds_only_its_accounts_lock(client: httpx.AsyncClient, citus_url: str):
+    """While one account's round is held (its advisory lock taken elsewhere), another
+    account's events are folded: compaction takes no cluster-wide lock."""
+    for account in ("lock_a", "lock_b"):
+        await make_account(client, account, users=USERS, keys=KEYS)
+        response = await client.post("/v1/usage-events", headers=SERVICE,
+                                     json=_events(random.Random(3), account, 30))
+        assert response.status_code == 200
+    await cube.compact_all()  # whatever other tests left
+    for account in ("lock_a", "lock_b"):
+        response = await client.post("/v1/usage-events", headers=SERVICE, json=[
+            {**e, "id": "again-" + e["id"]} for e in _events(random.Random(4), account, 25)])
+        assert response.status_code == 200
+    holder = await asyncpg.connect(_dsn(citus_url))
+    try:
+        a = await holder.fetchval("SELECT id FROM account WHERE external_id = 'lock_a'")
+        b = await holder.fetchval("SELECT id FROM account WHERE external_id = 'lock_b'")
+        async with holder.transaction():
+            await holder.execute("SELECT pg_advisory_xact_lock($1, $2)", cube._LOCK_KEY, a)
+            assert await asyncio.wait_for(cube.compact_account(a), 30) == 0
+            assert await asyncio.wait_for(cube.compact_account(b), 30) == 25
+        assert await cube.compact_account(a) == 25
+    finally:
+        await holder.close()
