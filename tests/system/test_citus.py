@@ -5,6 +5,7 @@ statement about one account runs on one shard. Skipped, saying why, without Citu
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import random
 from collections import defaultdict
@@ -23,7 +24,7 @@ from support.helpers import SERVICE, event, gid, gql, make_account
 from tortoise import Tortoise
 
 from gql_usage.app import create_app
-from gql_usage.auth import _VIEWER_SQL
+from gql_usage.ingest.store_postgres import POSTGRES_STORE
 from gql_usage.storage import cube
 from gql_usage.storage.db import StatementCounter, run_migrations
 from gql_usage.storage.distribution import (
@@ -199,13 +200,36 @@ async def test_one_accounts_analytics_and_compaction_run_on_one_shard(
         assert await _tasks(dsn, sql, [account]) == 1, sql
 
 
-@pytest.mark.xfail(strict=True, reason="not yet routed (issue 15): the ingestion statement "
-                   "is planned as subplans (INSERT ... SELECT from unnest is pulled to the "
-                   "coordinator), the viewer lookup knows only the account's external id")
-async def test_ingestion_and_the_viewer_lookup_run_on_one_shard(citus_url: str):
-    dsn = _dsn(citus_url)
-    assert await _tasks(dsn, _VIEWER_SQL + "u.external_id = $1 AND a.external_id = $2",
-                        ["admin", "router"]) == 1
+async def test_the_viewer_lookup_runs_on_one_shard_once_the_account_is_known(
+        client: httpx.AsyncClient, citus_url: str):
+    await make_account(client, "viewer", users=USERS, keys=KEYS)
+    assert "errors" not in await gql(client, "{ account { name } }", account="viewer")
+    with StatementCounter() as counter:
+        body = await gql(client, "{ account { name } }", account="viewer")
+    assert body == {"data": {"account": {"name": "Account viewer"}}}
+    lookups = [s for s in counter.statements if "FROM app_user u JOIN account a" in s]
+    assert len(lookups) == 1
+    sql, params = lookups[0].rsplit(": ", 1)
+    assert sql.endswith("AND u.account_id = $3")
+    assert await _tasks(_dsn(citus_url), sql, ast.literal_eval(params)) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="not yet routed (issue 15): Citus plans the ingestion "
+                   "statement's CTEs as subplans (its INSERT ... SELECT from unnest is pulled "
+                   "to the coordinator)")
+async def test_the_ingestion_statement_runs_on_one_shard(client: httpx.AsyncClient,
+                                                         citus_url: str):
+    await make_account(client, "ingest1", users=USERS, keys=KEYS)
+    conn = await asyncpg.connect(_dsn(citus_url))
+    try:
+        account = await conn.fetchval("SELECT id FROM account WHERE external_id = 'ingest1'")
+        key = await conn.fetchval("SELECT id FROM api_key WHERE account_id = $1 LIMIT 1",
+                                  account)
+    finally:
+        await conn.close()
+    params = [account, ["e1"], str(key), "1", "1", "", "5", "1767225600000000",
+              1767225600000000]
+    assert await _tasks(_dsn(citus_url), POSTGRES_STORE, params) == 1
 
 
 async def test_a_round_holds_only_its_accounts_lock(client: httpx.AsyncClient, citus_url: str):
