@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 from strawberry.asgi import GraphQL
@@ -25,13 +25,13 @@ from gql_usage.alerts.delivery import DeliveryConfig, alert_delivery
 from gql_usage.auth import AuthError, Viewer, load_viewer
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
 from gql_usage.graphql.context import Context, Loaders
-from gql_usage.graphql.errors import BAD_USER_INPUT, UNAUTHENTICATED
+from gql_usage.graphql.errors import BAD_USER_INPUT
 from gql_usage.graphql.limits.rate_limit import Clock, rate_limit_headers, viewer_key
 from gql_usage.graphql.schema import Schema, build_schema
 from gql_usage.http.batch import check_batch
 from gql_usage.http.cors import is_json_content_type
 from gql_usage.http.errors import http_error, internal_error
-from gql_usage.http.graphiql import ide_csp
+from gql_usage.http.graphiql import GraphiQLPage
 from gql_usage.http.probes import Readiness, healthz
 from gql_usage.http.service_api import BodyTooLarge, ServiceApi, read_body
 from gql_usage.http.stack import harden
@@ -116,11 +116,13 @@ def _graphql_error(status: int, message: str, code: str) -> JSONResponse:
 class GraphQLEndpoint:
     """Authenticates, bounds the body, then hands the request to Strawberry."""
 
-    def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
+    def __init__(self, settings: Settings, clock: Clock = time.time,
+                 ide_token: str | None = None) -> None:
         self.settings = settings
         self.schema = build_schema(settings, clock=clock)
-        self.view = GraphQLView(self.schema, graphql_ide="graphiql")
-        self.ide_headers = {"Content-Security-Policy": ide_csp(self.view.graphql_ide_html)}
+        self.view = GraphQLView(self.schema, graphql_ide=None)
+        #: Our GraphiQL page, served from the package (gql_usage/http/graphiql.py).
+        self.ide = GraphiQLPage(demo_token=ide_token)
         self.view.retry_after_seconds = settings.retry_after_seconds
         self.view.clock = clock
 
@@ -128,8 +130,7 @@ class GraphQLEndpoint:
         request = Request(scope, receive)
         wants_ide = request.method == "GET" and "query" not in request.query_params
         if wants_ide:  # GraphiQL needs no token; the queries it sends do
-            await HTMLResponse(self.view.graphql_ide_html, headers=self.ide_headers)(
-                scope, receive, send)
+            await self.ide.page(scope, receive, send)
             return
         if request.method == "POST" and not is_json_content_type(
                 request.headers.get("content-type")):  # no cross-site "simple" requests
@@ -138,9 +139,10 @@ class GraphQLEndpoint:
             return
         try:
             viewer = await load_viewer(str(self.settings.jwt_secret),
-                                       request.headers.get("authorization"))
-        except AuthError as exc:
-            await _graphql_error(401, str(exc), UNAUTHENTICATED)(scope, receive, send)
+                                       request.headers.get("authorization"),
+                                       clock=self.view.clock)
+        except AuthError as exc:  # 401 UNAUTHENTICATED, or 403 for a token's creator
+            await _graphql_error(exc.status, str(exc), exc.code)(scope, receive, send)
             return
         scope.setdefault("state", {})["viewer"] = viewer
         if request.method == "POST":
@@ -186,11 +188,12 @@ def delivery_config(settings: Settings) -> DeliveryConfig | None:
 
 
 def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = True,
-               clock: Clock = time.time) -> ASGIApp:
+               clock: Clock = time.time, ide_token: str | None = None) -> ASGIApp:
     """The application; with ``manage_db`` it connects on start-up (migrating first unless
     ``migrate`` is false: ``gql-usage serve --workers N`` migrates once, in the parent).
     ``clock`` (Unix seconds) drives the GraphQL rate-limit windows and is the "now" of
-    the credit pool's forecast."""
+    the credit pool's forecast. ``ide_token`` pre-fills GraphiQL's token field: only
+    ``gql-usage serve --demo`` passes one (the page is public)."""
     settings.require("jwt_secret", "service_token")
     delivery = delivery_config(settings)
     service = ServiceApi(settings, Ingestor(max_future_seconds=settings.max_future_seconds,
@@ -215,10 +218,11 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
             if manage_db:
                 await close_db()
 
-    graphql = GraphQLEndpoint(settings, clock=clock)
+    graphql = GraphQLEndpoint(settings, clock=clock, ide_token=ide_token)
     limiter = graphql.schema.rate_limiter
     routes = [
         Route("/graphql", graphql, methods=["GET", "POST"]),
+        *graphql.ide.routes(),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", Readiness().endpoint, methods=["GET"]),
         *service.routes(),

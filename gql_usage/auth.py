@@ -1,33 +1,59 @@
-"""Authentication: user JWTs (HS256: ``sub`` user, ``acc`` account, ``exp``) and the
-service token. Role and plan are never taken from a token; the viewer is read from the
-database on every request."""
+"""Authentication: user JWTs (HS256: ``sub`` user, ``acc`` account, ``exp``), partners'
+access tokens (``gqlu_...``, SPEC 6.4) and the service token. Role and plan are never
+taken from a token; the viewer is read from the database on every request, in one
+statement. An access token reads as its creator, and only while it is neither revoked
+nor expired, its creator exists and is an admin, and the account is on a paid plan."""
 
 from __future__ import annotations
 
 import hmac
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from gql_usage.calendar import HOUR_S
+from gql_usage import access_tokens
+from gql_usage.calendar import HOUR_S, US, from_us
+from gql_usage.graphql.errors import FORBIDDEN, PLAN_UPGRADE_REQUIRED, UNAUTHENTICATED
+from gql_usage.storage import access_tokens as stored_tokens
 from gql_usage.storage.db import Sql, Value, connection, dialect, fetch
-from gql_usage.storage.models import Account, User
+from gql_usage.storage.models import Account, Plan, Role, User
 from gql_usage.untrusted import id_problem
 
 ALGORITHM = "HS256"
 
 
 class AuthError(Exception):
-    """Missing, malformed, forged or expired credentials; the message says which."""
+    """Missing, malformed, forged or expired credentials (401 ``UNAUTHENTICATED``), or a
+    valid access token whose creator may no longer read usage (403 ``FORBIDDEN`` or
+    ``PLAN_UPGRADE_REQUIRED``); the message says which. An HTTP route answers
+    ``status`` with ``code``."""
+
+    def __init__(self, message: str, *, code: str = UNAUTHENTICATED,
+                 status: int = 401) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
 
 
 @dataclass(frozen=True)
 class Viewer:
+    """Who a request reads as: a user of an account (role and plan as stored now)."""
+
     user: User
     account: Account
+    #: The access token the request came with (``access_token.id``), or None for a
+    #: user's JWT. With a token, ``user`` is the token's creator.
+    access_token_id: int | None = None
+
+    @property
+    def read_only(self) -> bool:
+        """Access tokens are read-only: no mutations."""
+        return self.access_token_id is not None
 
 
 def issue_token(secret: str, user_id: str, account_id: str, ttl_seconds: int = HOUR_S) -> str:
@@ -68,8 +94,15 @@ def decode_token(secret: str, token: str) -> tuple[str, str]:
     return sub, acc
 
 
-async def load_viewer(secret: str, header: str | None) -> Viewer:
-    user_id, account_id = decode_token(secret, bearer(header))
+async def load_viewer(secret: str, header: str | None, *,
+                      clock: Callable[[], float] = time.time) -> Viewer:
+    """The viewer of an ``Authorization: Bearer`` header holding a user's JWT (signed
+    with ``secret``) or an access token; ``AuthError`` says why not. ``clock`` (Unix
+    seconds) decides whether an access token has expired."""
+    credential = bearer(header)
+    if access_tokens.looks_like(credential):
+        return await _token_viewer(credential, round(clock() * US))
+    user_id, account_id = decode_token(secret, credential)
     # Always the primary, never a lagging replica: a demoted admin or a downgraded plan
     # must take effect on the next request.
     conn = connection()
@@ -82,11 +115,59 @@ async def load_viewer(secret: str, header: str | None) -> Viewer:
         rows = await fetch(viewer_sql(dialect(conn), user_id, account_id), conn)
     if not rows:
         raise AuthError("token names a user or account that does not exist")
-    row = rows[0]
-    known[account_id] = int(row["account_id"])
+    known[account_id] = int(rows[0]["account_id"])
+    user, account = _models(rows[0])
+    return Viewer(user=user, account=account)
+
+
+def _models(row: dict[str, Any]) -> tuple[User, Account]:
     account = Account._init_from_db(**{c: row[f"a_{c}"] for c in _ACCOUNT_COLUMNS})
     user = User._init_from_db(**{c: row[c] for c in _USER_COLUMNS})
-    return Viewer(user=user, account=account)
+    return user, account
+
+
+async def _token_viewer(credential: str, now_us: int) -> Viewer:
+    """The creator of a valid access token, read with the token in one statement (plus,
+    at most once a minute per token, the write of its ``lastUsedAt``)."""
+    problem = access_tokens.format_problem(credential)
+    if problem:
+        raise AuthError(f"access token is malformed: {problem}")
+    digest = access_tokens.digest(credential)
+    conn = connection()  # the primary: a revocation or a demotion counts at once
+    rows = await fetch(Sql(dialect(conn)).add(_TOKEN_SQL, Value(digest)), conn)
+    if not rows or not access_tokens.matches(credential, rows[0]["t_secret_hash"]):
+        raise AuthError("access token is not valid (no such token); check that it was "
+                        "copied whole, or ask an admin of your account for a new one")
+    row = rows[0]
+    name = f"access token {row['t_prefix']}…"
+    if row["t_revoked_at_us"] is not None:
+        raise AuthError(f"{name} was revoked at {_when(row['t_revoked_at_us'])}; ask an "
+                        "admin of your account for a new one")
+    expires = row["t_expires_at_us"]
+    if expires is not None and expires <= now_us:
+        raise AuthError(f"{name} expired at {_when(expires)}; ask an admin of your "
+                        "account for a new one")
+    if row["id"] is None:
+        raise AuthError(f"the user who created {name} no longer exists, so the token no "
+                        "longer works; ask an admin of your account for a new one")
+    user, account = _models(row)
+    if user.role != Role.ADMIN:
+        raise AuthError(f"{name} reads as the user who created it, who is no longer an "
+                        "admin of the account; ask an admin for a new token",
+                        code=FORBIDDEN, status=403)
+    if account.plan == Plan.FREE:
+        raise AuthError(f"{name} works only while the account is on a paid plan (PRO, "
+                        "PREMIUM or SCALE); this account is on FREE",
+                        code=PLAN_UPGRADE_REQUIRED, status=403)
+    every_us = access_tokens.LAST_USED_EVERY_S * US
+    last_used = row["t_last_used_at_us"]
+    if last_used is None or last_used <= now_us - every_us:
+        await stored_tokens.touch(account.id, row["t_id"], now_us, every_us)
+    return Viewer(user=user, account=account, access_token_id=row["t_id"])
+
+
+def _when(us: int) -> str:
+    return from_us(us).isoformat().replace("+00:00", "Z")
 
 
 # One hand-written statement (this runs on every request; building the same query with
@@ -98,6 +179,19 @@ _VIEWER_SQL = (
     "SELECT " + ", ".join(f"u.{c}" for c in _USER_COLUMNS) + ", "
     + ", ".join(f"a.{c} AS a_{c}" for c in _ACCOUNT_COLUMNS)
     + " FROM app_user u JOIN account a ON a.id = u.account_id WHERE "
+)
+# An access token by the hash of its secret, with its creator (NULL columns when the
+# creator no longer exists) and its account: the token's state says whether it may be
+# used, the creator's role and the account's plan whether it may read usage.
+_TOKEN_SQL = (
+    "SELECT t.id AS t_id, t.prefix AS t_prefix, t.secret_hash AS t_secret_hash, "
+    "t.expires_at_us AS t_expires_at_us, t.revoked_at_us AS t_revoked_at_us, "
+    "t.last_used_at_us AS t_last_used_at_us, "
+    + ", ".join(f"u.{c}" for c in _USER_COLUMNS) + ", "
+    + ", ".join(f"a.{c} AS a_{c}" for c in _ACCOUNT_COLUMNS)
+    + " FROM access_token t JOIN account a ON a.id = t.account_id"
+    " LEFT JOIN app_user u ON u.id = t.created_by_id AND u.account_id = t.account_id"
+    " WHERE t.secret_hash = "
 )
 
 

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 #: The ASGI application factory each uvicorn worker process imports.
 WORKER_APP = "gql_usage.cli:serve_app"
+#: How ``serve --demo --workers N`` hands its workers the token GraphiQL is pre-filled
+#: with (set by --demo only; the page is public).
+DEMO_IDE_TOKEN_ENV = "GQL_USAGE_DEMO_IDE_TOKEN"
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -31,8 +34,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gql_usage.storage.db import run_migrations
 
     logs.configure(settings.log_format, settings.log_level)
+    ide_token = None
     if args.demo:
-        settings = _prepare_demo(settings)  # connects, which migrates first
+        settings, ide_token = _prepare_demo(settings)  # connects, which migrates first
     else:
         settings.require("jwt_secret", "service_token")
         if args.migrate:
@@ -46,12 +50,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
     if args.workers == 1:
         server.install(settings)
-        uvicorn.run(create_app(settings, migrate=False), **options)
+        uvicorn.run(create_app(settings, migrate=False, ide_token=ide_token), **options)
     else:
         # Worker processes are spawned and read their settings from the environment:
         # hand them what --demo generated.
         os.environ["GQL_USAGE_JWT_SECRET"] = str(settings.jwt_secret)
         os.environ["GQL_USAGE_SERVICE_TOKEN"] = str(settings.service_token)
+        if ide_token is not None:
+            os.environ[DEMO_IDE_TOKEN_ENV] = ide_token
         uvicorn.run(WORKER_APP, factory=True, workers=args.workers, **options)
     return 0
 
@@ -70,7 +76,7 @@ def serve_app() -> ASGIApp:
     settings = load_settings()
     logs.configure(settings.log_format, settings.log_level)
     server.install(settings)  # the limits of gql_usage.http.server.PROTOCOL in this worker
-    return create_app(settings, migrate=False)
+    return create_app(settings, migrate=False, ide_token=os.environ.get(DEMO_IDE_TOKEN_ENV))
 
 
 def _positive_int(text: str) -> int:
@@ -83,8 +89,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _prepare_demo(settings: Settings) -> Settings:
-    """Fill an empty database with the demo organisation and print ready-to-use tokens."""
+def _prepare_demo(settings: Settings) -> tuple[Settings, str]:
+    """Fill an empty database with the demo organisation and print ready-to-use tokens;
+    the paid admin's is returned too, for GraphiQL's token field."""
     from gql_usage.demo import seed_demo
     from gql_usage.storage.db import close_db, init_db
 
@@ -105,8 +112,8 @@ def _prepare_demo(settings: Settings) -> Settings:
             await close_db()
 
     tokens = asyncio.run(seed())
-    print("\nDemo tokens (paste into GraphiQL's headers as "
-          '{"Authorization": "Bearer <token>"}):')
+    print("\nDemo tokens (GraphiQL at /graphql starts with paid_admin's; paste another "
+          "into its Token field):")
     for label, token in tokens.items():
         print(f"  {label}:\n    {token}")
     print(f"\nService token: {settings.service_token}")
@@ -115,7 +122,7 @@ def _prepare_demo(settings: Settings) -> Settings:
         print(f"(both kept in {demo_secrets.secrets_path(settings.database_url)} for the "
               "next start; `gql-usage token --user U --account A` signs with it)")
     print(flush=True)
-    return settings
+    return settings, tokens["paid_admin"]
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:

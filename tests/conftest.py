@@ -181,12 +181,13 @@ LONGEST_FIRST = [
     "system/test_connections.py", "system/test_replica.py",
     "integration/test_ingest_bounds.py", "integration/test_batching.py",
     "integration/test_fuzz.py", "integration/test_exactness.py",
-    "integration/test_hostile_input.py",
+    "integration/test_hostile_input.py", "system/test_docs.py",
 ]
 #: Modules whose module- or session-scoped servers should start once: all their tests run
 #: on one worker (``--dist loadgroup``).
 ONE_WORKER = {"system/test_connections.py", "system/test_replica.py",
-              "system/test_rate_limit_shared.py"}
+              "system/test_rate_limit_shared.py", "system/test_docs.py",
+              "system/test_graphiql_browser.py"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,6 +15,7 @@ from gql_usage.auth import Viewer
 from gql_usage.calendar import US
 from gql_usage.graphql.limits.rate_limit import Charge, Clock
 from gql_usage.loaders.aggregates import AggregatesLoader
+from gql_usage.loaders.api_keys import ApiKeysLoader
 from gql_usage.loaders.by_column import ByColumnLoader
 from gql_usage.storage.models import ApiKey, Endpoint, Source, User
 
@@ -25,7 +26,7 @@ class Loaders:
     only). Keys and users are looked up within the viewer's account only."""
 
     aggregates: AggregatesLoader
-    api_keys: ByColumnLoader[int, ApiKey]
+    api_keys: ApiKeysLoader
     api_keys_by_external: ByColumnLoader[str, ApiKey]
     users: ByColumnLoader[int, User]
     users_by_external: ByColumnLoader[str, User]
@@ -38,7 +39,7 @@ class Loaders:
     def for_account(cls, account_id: int) -> Loaders:
         return cls(
             aggregates=AggregatesLoader(),
-            api_keys=ByColumnLoader(ApiKey, "id", account_id),
+            api_keys=ApiKeysLoader(account_id),
             api_keys_by_external=ByColumnLoader(ApiKey, "external_id", account_id),
             users=ByColumnLoader(User, "id", account_id),
             users_by_external=ByColumnLoader(User, "external_id", account_id),

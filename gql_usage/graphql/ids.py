@@ -7,10 +7,11 @@ import binascii
 
 from gql_usage.untrusted import echo, id_problem
 
-TYPES = ("Account", "ApiKey", "User")
+TYPES = ("Account", "ApiKey", "User", "AccessToken")
 #: Where a client finds each type's global ids.
 LISTED_AT = {"Account": "account { id }", "ApiKey": "account { apiKeys { id } }",
-             "User": "viewer { id } or the rows of breakdown(by: USER) { user { id } }"}
+             "User": "viewer { id } or the rows of breakdown(by: USER) { user { id } }",
+             "AccessToken": "account { accessTokens { id } }"}
 
 
 def encode(type_name: str, external_id: str) -> str:

@@ -22,7 +22,8 @@ from strawberry.schema.schema import validate_document
 from strawberry.types import ExecutionContext
 
 from gql_usage.caches import MIB, ByteLRU, text_digest
-from gql_usage.graphql import ids
+from gql_usage.graphql import access_tokens, ids
+from gql_usage.graphql.access_tokens import AccessToken, Mutation, ReadOnlyTokens
 from gql_usage.graphql.directives import enforce, type_rules
 from gql_usage.graphql.errors import ErrorCodes
 from gql_usage.graphql.execution import FastExecutionContext
@@ -35,7 +36,8 @@ from gql_usage.graphql.types import Account, ApiKey, Info, Node, NodeId, RateLim
 from gql_usage.settings import Settings
 
 #: The types ``node(id:)`` answers with, by the type name in the id.
-NODE_TYPES: dict[str, type] = {"Account": Account, "ApiKey": ApiKey, "User": User}
+NODE_TYPES: dict[str, type] = {"Account": Account, "ApiKey": ApiKey, "User": User,
+                               "AccessToken": AccessToken}
 if set(NODE_TYPES) != set(ids.TYPES):  # pragma: no cover - a module-level consistency check
     raise TypeError("node(id:) must know a type for every id type in ids.TYPES")
 
@@ -63,6 +65,11 @@ class Query:
         # nothing about which ids exist. (Execution checks them again on the object.)
         enforce(type_rules(NODE_TYPES[type_name]), info)
         viewer = info.context.viewer
+        if type_name == "AccessToken":
+            # Not a @guarded_type (CreatedAccessToken.accessToken is non-null, SPEC 6.4):
+            # the rules of the fields that list tokens are applied here.
+            enforce(access_tokens.NODE_RULES, info)
+            return await access_tokens.node(info, external_id)
         if type_name == "Account":
             ok = external_id == viewer.account.external_id
             return Account.from_model(viewer.account) if ok else None
@@ -191,11 +198,13 @@ def build_schema(settings: Settings | None = None, *, clock: Clock = time.time) 
                           storage_url=settings.rate_limit_storage_url, clock=clock)
     built = Schema(
         query=Query,
-        types=[Account, ApiKey, User],
+        mutation=Mutation,
+        types=[Account, ApiKey, User, AccessToken],
         # Parsing and validation are cached per document (dashboards send the same few
-        # documents over and over); the rate limit runs on every request.
+        # documents over and over); the rate limit runs on every request. Access tokens
+        # are refused mutations (``ReadOnlyTokens``).
         extensions=[ErrorCodes, *limit_extensions(settings, limiter), CachedParse,
-                    CachedValidation],
+                    CachedValidation, ReadOnlyTokens],
         config=StrawberryConfig(
             batching_config={"max_operations": settings.max_batch_operations},
             scalar_map=SCALAR_MAP),

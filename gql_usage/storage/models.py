@@ -188,3 +188,29 @@ class UsageEvent(Model):
         #: the duplicate lookup of ``gql_usage.ingest`` relies on.
         unique_together = (("event_id", "account_id"),)
         indexes = (Index(fields=("account_id", "occurred_at_us"), name="usage_event_acc_time"),)
+
+
+class AccessToken(Model):
+    """A partner's read-only access token (SPEC 6.4): the hash of its secret, never the
+    secret. The table is plain SQL (migration 0006: its keys include ``account_id``);
+    ``gql_usage.storage.access_tokens`` reads and writes it. Times are microseconds since
+    the epoch; ``revoked_at_us`` NULL while the token is valid, ``expires_at_us`` NULL
+    when it never expires."""
+
+    id = fields.BigIntField(primary_key=True)
+    account_id = fields.IntField()
+    external_id = fields.CharField(max_length=36)
+    name = fields.CharField(max_length=255)
+    prefix = fields.CharField(max_length=16)
+    secret_hash = fields.CharField(max_length=64)
+    #: The admin who created it (``app_user.id``); the token reads as this user.
+    created_by_id = fields.IntField(null=True)
+    created_at_us = fields.BigIntField()
+    expires_at_us = fields.BigIntField(null=True)
+    #: Written at most once a minute (``gql_usage.access_tokens.LAST_USED_EVERY_S``).
+    last_used_at_us = fields.BigIntField(null=True)
+    revoked_at_us = fields.BigIntField(null=True)
+
+    class Meta:
+        table = "access_token"
+        unique_together = (("account_id", "external_id"), ("secret_hash", "account_id"))

@@ -501,7 +501,9 @@ def test_schema_walk_covers_every_field():
     assert guarded == {("Account", "usage"), ("Account", "apiKeys"), ("Account", "creditPool"),
                        ("ApiKey", "usage"), ("ApiKey", "budget"), ("Endpoint", "usage"),
                        ("Account", "alerts"), ("Alert", "apiKey"),
-                       ("UsageRow", "apiKey"), ("User", "email")}  # the last two: SPEC 6.1
+                       ("UsageRow", "apiKey"), ("User", "email"),  # these two: SPEC 6.1
+                       ("Account", "accessTokens"), ("Mutation", "createAccessToken"),
+                       ("Mutation", "revokeAccessToken")}  # SPEC 6.4
 
 
 def test_every_usage_field_is_admin_only_and_paid():

@@ -3,14 +3,18 @@ per-item lookup and aggregate goes through a per-request loader."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from support.config import make_settings
 from support.helpers import add_keys, event, gql, ingest, make_account
 
 from bench.dashboard import DASHBOARD_V2
+from gql_usage.analytics import query as analytics_query
 from gql_usage.app import create_app
+from gql_usage.storage import catalogue
 from gql_usage.storage.db import StatementCounter
 
 DASHBOARD = """query Dashboard($f: UsageFilter!) {
@@ -105,3 +109,28 @@ async def test_the_v2_dashboard_stays_within_6_statements_with_5_or_500_keys(db_
     print(f"v2 dashboard statements: {small}")
     assert small == large
     assert small <= 6
+
+
+@pytest.mark.parametrize("slow", ["key list", "aggregates"])
+async def test_the_v2_dashboard_costs_the_same_whichever_statement_returns_first(
+        db_url, monkeypatch, slow):
+    """The key list (``Account.apiKeys``) and the aggregates run concurrently; the
+    breakdown by key needs the keys. Whichever comes back first, the keys are read once
+    (``gql_usage.loaders.api_keys``): a slow key list once made the page 7 statements."""
+    app = create_app(make_settings(db_url, max_query_cost=50_000), manage_db=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://testserver") as client:
+        plain, _ = await v2_dashboard_statements(client, "plain", 5)
+        target, name = ((catalogue, "api_keys") if slow == "key list"
+                        else (analytics_query, "aggregate_many"))
+        original = getattr(target, name)
+
+        async def delayed(*args, **kwargs):
+            await asyncio.sleep(0.3)
+            return await original(*args, **kwargs)
+
+        monkeypatch.setattr(target, name, delayed)
+        delayed_count, data = await v2_dashboard_statements(client, "delayed", 5)
+    assert delayed_count == plain <= 6
+    assert sum(k["usage"]["calls"] for k in data["account"]["apiKeys"]) == \
+        data["account"]["usage"]["calls"]

@@ -1,19 +1,29 @@
-"""The GraphiQL page's Content-Security-Policy (``gql_usage.http.graphiql.ide_csp``) and
-the strict default of every other response (``gql_usage.http.security_headers``).
+"""The GraphiQL page (``gql_usage.http.graphiql``): its Content-Security-Policy
+(``ide_csp``), its assets served from the package (headers, content addressing, the
+MANIFEST.json check, the demo token), and the strict default policy of every other
+response (``gql_usage.http.security_headers``).
 
 Hashes below were computed outside Python:
 ``printf '%s' 'alert(1)' | openssl dgst -sha256 -binary | base64``."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import pytest
 from starlette.types import Receive, Scope, Send
-from strawberry.http.ides import get_graphql_ide_html
 
-from gql_usage.http.graphiql import ide_csp
+from gql_usage.app import create_app
+from gql_usage.http import graphiql
+from gql_usage.http.graphiql import AssetMismatch, GraphiQLPage, ide_csp, load_assets
 from gql_usage.http.security_headers import STRICT_CSP, SecurityHeaders
+from gql_usage.settings import Settings
 
 TAIL = ("img-src data:; font-src data:; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
@@ -65,19 +75,28 @@ def test_a_stylesheet_link_is_recognised_whatever_the_case_of_rel() -> None:
     assert directives(policy)["script-src"] == []
 
 
-def test_strawberrys_graphiql_page_gets_exactly_its_own_assets() -> None:
-    page = get_graphql_ide_html("graphiql")
-    sources = directives(ide_csp(page))
+def test_same_origin_assets_are_self_once_and_other_hosts_stay_named() -> None:
+    """A page-relative URL is this server (``'self'``, once however many); a
+    protocol-relative one (``//host/x.js``) is another host, named in full."""
+    policy = ide_csp('<script src="/a/1.js"></script><script src="/b/2.js"></script>'
+                     '<script src="//cdn.example/c.js"></script>'
+                     '<link rel="stylesheet" href="/s.css">')
+    assert directives(policy)["script-src"] == ["'self'", "//cdn.example/c.js"]
+    assert directives(policy)["style-src"] == ["'self'", "'unsafe-inline'"]
+
+
+def test_our_graphiql_page_loads_from_this_server_only() -> None:
+    page = GraphiQLPage().html
     # Read with regular expressions, independently of the HTML parser under test.
     script_urls = re.findall(r'<script[^>]*\ssrc="([^"]+)"', page)
     style_urls = re.findall(r'<link[^>]*rel="stylesheet"[^>]*href="([^"]+)"', page)
-    inline = re.findall(r"<script>(.*?)</script>", page, re.S)
-    assert (len(script_urls), len(style_urls), len(inline)) == (5, 2, 1)
-    assert sources["script-src"][:5] == script_urls
-    assert len(sources["script-src"]) == 6 and sources["script-src"][5].startswith("'sha256-")
-    assert sources["style-src"] == [*style_urls, "'unsafe-inline'"]
-    assert sources["default-src"] == ["'none'"] and sources["frame-ancestors"] == ["'none'"]
-    assert sources["connect-src"] == ["'self'"]
+    assert (len(script_urls), len(style_urls)) == (4, 2)
+    assert re.findall(r"<script>", page) == [] and "<style" not in page
+    assert all(re.fullmatch(r"/graphql/assets/[0-9a-f]{16}/[\w.-]+\.(js|css)", url)
+               for url in [*script_urls, *style_urls])
+    assert re.findall(r'(?:src|href)="(?:[a-z]+:)?//', page) == []  # no other host
+    assert GraphiQLPage().headers == {"Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; " + TAIL)}
 
 
 def test_the_strict_default_policy() -> None:
@@ -107,3 +126,114 @@ async def test_every_response_without_a_policy_gets_the_strict_one() -> None:
 async def test_a_page_with_its_own_policy_keeps_it_alone() -> None:
     own = "default-src 'none'; script-src 'sha256-x'"
     assert await _csp_of(own) == [own]
+
+
+# --- the assets ---------------------------------------------------------------------------
+
+STATIC = Path(graphiql.__file__).parent / "static" / "graphiql"
+MEDIA = {"js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+
+
+def _client() -> httpx.AsyncClient:
+    """The whole app (its routes, error handlers and middleware stack) without a
+    database: the page and its assets never touch one."""
+    settings = Settings(database_url="sqlite://:memory:", jwt_secret="s" * 32,
+                        service_token="t")
+    return httpx.AsyncClient(transport=httpx.ASGITransport(
+        app=create_app(settings, manage_db=False)), base_url="http://t")
+
+
+async def test_every_asset_the_page_names_is_served_immutable_under_its_hash() -> None:
+    page = GraphiQLPage()
+    urls = re.findall(r'(?:src|href)="(/graphql/assets/[^"]+)"', page.html)
+    async with _client() as client:
+        responses = {url: await client.get(url) for url in urls}
+    assert len(responses) == 6
+    for url, response in responses.items():
+        digest, name = url.split("/")[-2:]
+        assert response.status_code == 200, url
+        assert hashlib.sha256(response.content).hexdigest()[:16] == digest
+        assert response.content == (STATIC / name).read_bytes()
+        assert response.headers["content-type"] == MEDIA[name.rsplit(".", 1)[1]]
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["content-security-policy"] == STRICT_CSP
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["cross-origin-resource-policy"] == "same-origin"
+    assert page.headers["Content-Security-Policy"].count("'self'") == 3  # scripts, styles,
+    # fetch; the page itself is never cached (it may carry the demo's token):
+    async with _client() as client:
+        assert (await client.get("/graphql")).headers["cache-control"] == "no-store"
+
+
+async def test_nothing_but_the_pages_current_files_is_served() -> None:
+    """Other files of the directory (manifest, licences, the template), another version
+    of a file, path tricks: 404 with a coded error, never a file."""
+    page = GraphiQLPage()
+    ide_js = page.assets["ide.js"]
+    manifest = (STATIC / "MANIFEST.json").read_bytes()
+    licence = (STATIC / "LICENSE.react").read_bytes()
+    wrong = "0" * 16 if not ide_js.sha256.startswith("0" * 16) else "1" * 16
+    paths = [
+        f"/graphql/assets/{wrong}/ide.js",
+        f"/graphql/assets/{ide_js.sha256[:15]}/ide.js",
+        f"/graphql/assets/{hashlib.sha256(manifest).hexdigest()[:16]}/MANIFEST.json",
+        f"/graphql/assets/{hashlib.sha256(licence).hexdigest()[:16]}/LICENSE.react",
+        f"/graphql/assets/{ide_js.sha256[:16]}/..%2FMANIFEST.json",
+        f"/graphql/assets/{ide_js.sha256[:16]}/%2e%2e%2f%2e%2e%2ftemplates%2fgraphiql.html",
+        "/graphql/assets/../../app.py",
+        f"/graphql/assets/{ide_js.sha256[:16]}/ide.js/x",
+        "/graphql/assets/ide.js",
+    ]
+    async with _client() as client:
+        responses = {path: await client.get(path) for path in paths}
+    for path, response in responses.items():
+        assert response.status_code == 404, path
+        assert response.json()["code"] == "NOT_FOUND", path
+        assert response.headers["cache-control"] == "no-store", path
+    assert "no such GraphiQL asset: ide.js" in responses[paths[0]].json()["error"]
+    assert "another version" in responses[paths[0]].json()["error"]
+
+
+def test_the_vendored_files_are_the_manifests_with_their_licences() -> None:
+    manifest = json.loads((STATIC / "MANIFEST.json").read_text())
+    files = manifest["files"]
+    for name, entry in files.items():
+        assert hashlib.sha256((STATIC / name).read_bytes()).hexdigest() == entry["sha256"]
+        assert manifest["packages"][entry["package"]]["version"] == entry["version"]
+    packages = {e["package"] for e in files.values()}
+    assert packages == {"graphiql", "react", "react-dom"}
+    assert {f"LICENSE.{p}" for p in packages} <= set(files)
+    vendored = {p.name for p in STATIC.iterdir()} - {"MANIFEST.json", "ide.js", "ide.css"}
+    assert vendored == set(files)  # nothing unlisted
+
+
+@pytest.fixture
+def tampered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    copy = tmp_path / "graphiql"
+    shutil.copytree(STATIC, copy)
+    monkeypatch.setattr(graphiql, "STATIC_DIR", copy)
+    load_assets.cache_clear()
+    yield copy
+    load_assets.cache_clear()
+
+
+@pytest.mark.parametrize("name", ["react-18.3.1.production.min.js", "graphiql-3.8.3.min.css",
+                                  "LICENSE.graphiql"])
+def test_a_vendored_file_that_differs_from_the_manifest_stops_start_up(
+        tampered: Path, name: str) -> None:
+    with (tampered / name).open("ab") as f:
+        f.write(b"\n/* changed */")
+    with pytest.raises(AssetMismatch, match=re.escape(name)):
+        GraphiQLPage()
+
+
+def test_the_demo_token_is_in_the_page_only_when_given_and_escaped() -> None:
+    assert "data-demo-token" not in GraphiQLPage().html
+    plain = GraphiQLPage(demo_token="eyJ.abc.def")
+    assert 'data-demo-token="eyJ.abc.def"' in plain.html
+    hostile = GraphiQLPage(demo_token='x" onmouseover="alert(1)"><script>alert(2)</script>')
+    assert "<script>alert" not in hostile.html and '" onmouseover' not in hostile.html
+    assert ('data-demo-token="x&quot; onmouseover=&quot;alert(1)&quot;&gt;&lt;script&gt;'
+            in hostile.html)
+    # No inline script either way: the policy does not change.
+    assert plain.headers == hostile.headers == GraphiQLPage().headers
