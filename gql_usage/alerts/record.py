@@ -62,8 +62,7 @@ _TOTAL_KEY = "account_id, api_key_id, period_start_us, period_end_us"
 _ALERT_COLUMNS = ("uid, account_id, api_key_id, kind, threshold, used, credit_limit, "
                   "period_start_us, period_end_us, occurred_at_us, next_attempt_at_us")
 #: The credits already stored for a total ``d`` (``{account}``: the account, as the
-#: statement can name it: on PostgreSQL the batch's ``$1``, so that on Citus the
-#: subquery is routed to the account's shard).
+#: statement can name it).
 _BASELINE = ("SELECT coalesce(sum(e.credits), 0) FROM usage_event e"
              " WHERE e.account_id = {account} AND e.occurred_at_us >= d.ps"
              " AND e.occurred_at_us < d.pe AND (d.api_key_id = 0 OR e.api_key_id = d.api_key_id)")
@@ -74,17 +73,22 @@ _UPSERT_TAIL = (f" ON CONFLICT ({_TOTAL_KEY}) DO UPDATE SET"
                 " credits = usage_period_total.credits + excluded.added, added = excluded.added"
                 f" RETURNING {_TOTAL_KEY}, credits")
 
+#: The accounts the PostgreSQL ingestion statement is about (``$10``, comma-separated):
+#: every table it reads or writes is also filtered by them, so that on Citus, where the
+#: statement is sent once per account, it names the account's shard.
+STATEMENT_ACCOUNTS = "ANY(string_to_array($10, ',')::int[])"
+
 #: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of ``account_id,
-#: api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion statement; ``$1`` is the
-#: batch's account, ``$9`` the receive time (µs), the alerts' ``occurredAt``. ``alerts`` returns one
-#: row per alert recorded. Each sub-statement sees the snapshot taken before the statement: the
-#: baseline sum does not see this batch's events, which ``added`` brings. The arithmetic of the
-#: thresholds is ``thresholds.reached_thresholds``'s.
+#: api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion statement; ``$10`` is
+#: the statement's accounts, ``$9`` the receive time (µs), the alerts' ``occurredAt``.
+#: ``alerts`` returns one row per alert recorded. Each sub-statement sees the snapshot
+#: taken before the statement: the baseline sum does not see this batch's events, which
+#: ``added`` brings. The arithmetic of the thresholds is ``thresholds.reached_thresholds``'s.
 POSTGRES_ALERT_CTES = (
     " periods AS MATERIALIZED (SELECT a.id AS account_id,"
     " (extract(epoch FROM a.period_start) * 1000000)::bigint AS ps,"
     " (extract(epoch FROM a.period_end) * 1000000)::bigint AS pe"
-    " FROM account a WHERE a.id = $1),"
+    f" FROM account a WHERE a.id = {STATEMENT_ACCOUNTS}),"
     " counted AS (SELECT n.account_id, n.api_key_id, n.credits, p.ps, p.pe FROM new n"
     " JOIN periods p ON p.account_id = n.account_id"
     " WHERE n.occurred_at_us >= p.ps AND n.occurred_at_us < p.pe AND n.credits > 0),"
@@ -92,11 +96,14 @@ POSTGRES_ALERT_CTES = (
     " FROM counted GROUP BY account_id, ps, pe"
     " UNION ALL SELECT c.account_id, c.api_key_id, c.ps, c.pe, sum(c.credits)::bigint"
     " FROM counted c JOIN api_key k ON k.account_id = c.account_id AND k.id = c.api_key_id"
+    f" AND k.account_id = {STATEMENT_ACCOUNTS}"
     " WHERE k.credit_budget IS NOT NULL GROUP BY c.account_id, c.api_key_id, c.ps, c.pe),"
     f" totals AS (INSERT INTO usage_period_total ({_TOTAL_KEY}, credits, added)"
     " SELECT d.account_id, d.api_key_id, d.ps, d.pe, d.credits"
-    f" + CASE WHEN EXISTS ({_EXISTS.format(account='$1')}) THEN 0"
-    f" ELSE ({_BASELINE.format(account='$1')}) END, d.credits"
+    f" + CASE WHEN EXISTS ({_EXISTS.format(account='d.account_id')}"
+    f" AND x.account_id = {STATEMENT_ACCOUNTS}) THEN 0"
+    f" ELSE ({_BASELINE.format(account='d.account_id')}"
+    f" AND e.account_id = {STATEMENT_ACCOUNTS}) END, d.credits"
     f" FROM added d ORDER BY 1, 2, 3, 4{_UPSERT_TAIL}),"
     f" alerts AS (INSERT INTO usage_alert ({_ALERT_COLUMNS})"
     " SELECT gen_random_uuid()::text, t.account_id, t.api_key_id,"
@@ -104,7 +111,7 @@ POSTGRES_ALERT_CTES = (
     " th.pct, t.credits, l.lim, t.period_start_us, t.period_end_us, $9, $9"
     " FROM totals t JOIN account a ON a.id = t.account_id"
     " LEFT JOIN api_key k ON k.account_id = t.account_id AND k.id = t.api_key_id"
-    " AND t.api_key_id <> 0"
+    f" AND t.api_key_id <> 0 AND k.account_id = {STATEMENT_ACCOUNTS}"
     " CROSS JOIN LATERAL (SELECT CASE WHEN t.api_key_id = 0 THEN a.credits_granted"
     " ELSE k.credit_budget END AS lim) l"
     " CROSS JOIN LATERAL (SELECT DISTINCT m[1]::int AS pct FROM regexp_matches("

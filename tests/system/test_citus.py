@@ -227,8 +227,8 @@ async def test_the_ingestion_statement_runs_on_one_shard(client: httpx.AsyncClie
                                   account)
     finally:
         await conn.close()
-    params = [account, ["e1"], str(key), "1", "1", "", "5", "1767225600000000",
-              1767225600000000]
+    params = [str(account), ["e1"], str(key), "1", "1", "", "5", "1767225600000000",
+              1767225600000000, str(account)]
     assert await _tasks(_dsn(citus_url), POSTGRES_STORE, params) == 1
 
 
