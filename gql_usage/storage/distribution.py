@@ -49,6 +49,7 @@ DISTRIBUTED_TABLES: tuple[str, ...] = (
     "usage_cube",
     "usage_period_total",
     "usage_alert",
+    "access_token",
 )
 #: Tables copied to every node.
 REFERENCE_TABLES: tuple[str, ...] = ("account", "endpoint", "source")

@@ -214,6 +214,29 @@ async def test_the_viewer_lookup_runs_on_one_shard_once_the_account_is_known(
     assert await _tasks(_dsn(citus_url), sql, ast.literal_eval(params)) == 1
 
 
+async def test_the_access_token_lookup_runs_on_one_shard_once_the_account_is_known(
+        client: httpx.AsyncClient, citus_url: str):
+    """``access_token`` is distributed; a token names its account's external id, so the
+    lookup by hash also names the account (one shard), and the token reads its account."""
+    await make_account(client, "tokens", users=USERS, keys=KEYS)
+    made = await gql(client, 'mutation { createAccessToken(name: "partner") { token } }',
+                     account="tokens")
+    secret = made["data"]["createAccessToken"]["token"]
+    assert "errors" not in await gql(client, "{ account { name } }", bearer=secret)
+    with StatementCounter() as counter:
+        body = await gql(client, "{ account { name } }", bearer=secret)
+    assert body == {"data": {"account": {"name": "Account tokens"}}}
+    lookups = [s for s in counter.statements if "FROM access_token t JOIN account a" in s]
+    assert len(lookups) == 1
+    sql, params = lookups[0].rsplit(": ", 1)
+    assert sql.endswith("AND t.account_id = $3")
+    assert await _tasks(_dsn(citus_url), sql, ast.literal_eval(params)) == 1
+    # Another account's part on the same secret finds nothing, on the cluster too.
+    other = secret.split(".")[0] + "." + secret.split(".")[1][:-2] + "Zg"
+    refused = await gql(client, "{ account { name } }", bearer=other)
+    assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", refused
+
+
 @pytest.mark.xfail(strict=True, reason="not yet routed (issue 15): Citus plans the ingestion "
                    "statement's CTEs as subplans (its INSERT ... SELECT from unnest is pulled "
                    "to the coordinator)")
