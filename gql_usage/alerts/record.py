@@ -81,9 +81,12 @@ STATEMENT_ACCOUNTS = "ANY(string_to_array($10, ',')::int[])"
 #: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of ``account_id,
 #: api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion statement; ``$10`` is
 #: the statement's accounts, ``$9`` the receive time (µs), the alerts' ``occurredAt``.
-#: ``alerts`` returns one row per alert recorded. Each sub-statement sees the snapshot
-#: taken before the statement: the baseline sum does not see this batch's events, which
-#: ``added`` brings. The arithmetic of the thresholds is ``thresholds.reached_thresholds``'s.
+#: ``alerts`` returns one row per alert recorded. The baseline sum leaves out this batch's
+#: events, which ``added`` brings: on PostgreSQL each sub-statement sees the snapshot taken
+#: before the statement, so it does not see them anyway, but Citus runs the ``new`` insert
+#: as a step of its own before the rest, which then sees its rows (the first batch of a
+#: period was counted twice there). The arithmetic of the thresholds is
+#: ``thresholds.reached_thresholds``'s.
 POSTGRES_ALERT_CTES = (
     " periods AS MATERIALIZED (SELECT a.id AS account_id,"
     " (extract(epoch FROM a.period_start) * 1000000)::bigint AS ps,"
@@ -103,7 +106,8 @@ POSTGRES_ALERT_CTES = (
     f" + CASE WHEN EXISTS ({_EXISTS.format(account='d.account_id')}"
     f" AND x.account_id = {STATEMENT_ACCOUNTS}) THEN 0"
     f" ELSE ({_BASELINE.format(account='d.account_id')}"
-    f" AND e.account_id = {STATEMENT_ACCOUNTS}) END, d.credits"
+    f" AND e.account_id = {STATEMENT_ACCOUNTS}"
+    " AND e.event_id NOT IN (SELECT event_id FROM new)) END, d.credits"
     f" FROM added d ORDER BY 1, 2, 3, 4{_UPSERT_TAIL}),"
     f" alerts AS (INSERT INTO usage_alert ({_ALERT_COLUMNS})"
     " SELECT gen_random_uuid()::text, t.account_id, t.api_key_id,"
