@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hmac
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from tortoise.backends.base.client import BaseDBAsyncClient
 
 from gql_usage import access_tokens
 from gql_usage.calendar import HOUR_S, US, from_us
@@ -104,11 +106,16 @@ async def load_viewer(secret: str, header: str | None, *,
     # Always the primary, never a lagging replica: a demoted admin or a downgraded plan
     # must take effect on the next request.
     conn = connection()
-    q = Sql(dialect(conn)).add(_VIEWER_SQL, "u.external_id = ", Value(user_id),
-                               " AND a.external_id = ", Value(account_id))
-    rows = await fetch(q, conn)
+    known = _account_ids.setdefault(conn, {})
+    rows = []
+    if account_id in known:  # the account's shard alone on Citus
+        rows = await fetch(viewer_sql(dialect(conn), user_id, account_id, known[account_id]),
+                           conn)
+    if not rows:
+        rows = await fetch(viewer_sql(dialect(conn), user_id, account_id), conn)
     if not rows:
         raise AuthError("token names a user or account that does not exist")
+    known[account_id] = int(rows[0]["account_id"])
     user, account = _models(rows[0])
     return Viewer(user=user, account=account)
 
@@ -127,11 +134,20 @@ async def _token_viewer(credential: str, now_us: int) -> Viewer:
         raise AuthError(f"access token is malformed: {problem}")
     digest = access_tokens.digest(credential)
     conn = connection()  # the primary: a revocation or a demotion counts at once
-    rows = await fetch(Sql(dialect(conn)).add(_TOKEN_SQL, Value(digest)), conn)
+    account_id = access_tokens.account_of(credential)
+    known = _account_ids.setdefault(conn, {})
+    rows = []
+    if account_id in known:  # the account's shard alone on Citus
+        rows = await fetch(token_sql(dialect(conn), digest, account_id, known[account_id]),
+                           conn)
+    if not rows:
+        rows = await fetch(token_sql(dialect(conn), digest, account_id), conn)
     if not rows or not access_tokens.matches(credential, rows[0]["t_secret_hash"]):
         raise AuthError("access token is not valid (no such token); check that it was "
                         "copied whole, or ask an admin of your account for a new one")
     row = rows[0]
+    if account_id is not None:
+        known[account_id] = int(row["a_id"])
     name = f"access token {row['t_prefix']}…"
     if row["t_revoked_at_us"] is not None:
         raise AuthError(f"{name} was revoked at {_when(row['t_revoked_at_us'])}; ask an "
@@ -186,6 +202,38 @@ _TOKEN_SQL = (
     " LEFT JOIN app_user u ON u.id = t.created_by_id AND u.account_id = t.account_id"
     " WHERE t.secret_hash = "
 )
+
+
+#: Internal id by external id of the accounts viewers were read for, per database
+#: client (an account's id never changes; a stale entry only finds no row, and the
+#: lookup is made again without it).
+_account_ids: weakref.WeakKeyDictionary[BaseDBAsyncClient, dict[str, int]] = (
+    weakref.WeakKeyDictionary())
+
+
+def viewer_sql(d: str, user_id: str, account_id: str, internal_id: int | None = None) -> Sql:
+    """The viewer's user and account by their external ids; with the account's
+    ``internal_id`` (known from an earlier request) also by the distribution column, so
+    that on Citus it reads one shard instead of every shard of ``app_user``."""
+    q = Sql(d).add(_VIEWER_SQL, "u.external_id = ", Value(user_id),
+                   " AND a.external_id = ", Value(account_id))
+    if internal_id is not None:
+        q.add(" AND u.account_id = ", internal_id)
+    return q
+
+
+def token_sql(d: str, digest: str, account_id: str | None,
+              internal_id: int | None = None) -> Sql:
+    """An access token by the hash of its secret and the external id of the account it
+    names (None for a token of the first format, which names none); with the account's
+    ``internal_id`` (known from an earlier request) also by the distribution column, so
+    that on Citus it reads one shard instead of every shard of ``access_token``."""
+    q = Sql(d).add(_TOKEN_SQL, Value(digest))
+    if account_id is not None:
+        q.add(" AND a.external_id = ", Value(account_id))
+    if internal_id is not None:
+        q.add(" AND t.account_id = ", internal_id)
+    return q
 
 
 def service_token_ok(expected: str, header: str | None) -> bool:

@@ -5,7 +5,10 @@ a crash loses none. A delivery worker *claims* due alerts: one statement moves t
 ``next_attempt_at_us`` past the end of the attempt (a lease), so that no other worker
 takes them while they are being sent; on PostgreSQL the rows are picked with
 ``FOR UPDATE SKIP LOCKED``, so several server processes claiming at once never get the
-same alert (SQLite: the claim is one write transaction). The HTTP request is made
+same alert (SQLite: the claim is one write transaction). In distributed mode (Citus,
+docs/citus.md), where a row lock cannot span shards, the accounts with due alerts are
+read first, then each account's alerts are claimed by the same statement confined to
+that account (one shard each). The HTTP request is made
 outside any transaction (no connection is held while a receiver is slow), then the
 outcome is written. A worker that dies mid-attempt leaves the alert to be claimed again
 when its lease ends: delivery is at least once, and receivers deduplicate by ``id``.
@@ -22,13 +25,15 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from gql_usage.calendar import from_us
 from gql_usage.storage.db import Sql, Value, connection, dialect, fetch_rows, read_connection
+from gql_usage.storage.distribution import distributed
 
 _SELECT = (
     "SELECT u.id, u.uid, u.kind, a.external_id, u.api_key_id, k.external_id, u.threshold,"
     " u.used, u.credit_limit, u.period_start_us, u.period_end_us, u.occurred_at_us,"
     " u.attempts, u.next_attempt_at_us, u.last_attempt_at_us, u.delivered_at_us,"
-    " u.last_error FROM usage_alert u JOIN account a ON a.id = u.account_id"
-    " LEFT JOIN api_key k ON k.id = u.api_key_id AND u.api_key_id <> 0"
+    " u.last_error, u.account_id FROM usage_alert u JOIN account a ON a.id = u.account_id"
+    " LEFT JOIN api_key k ON k.account_id = u.account_id AND k.id = u.api_key_id"
+    " AND u.api_key_id <> 0"
 )
 #: ``Account.alerts(first:)``: its default and largest value.
 DEFAULT_FIRST = 20
@@ -62,17 +67,18 @@ class StoredAlert:
     last_attempt_at_us: int | None
     delivered_at_us: int | None
     last_error: str | None
+    account_pk: int = 0  # the account's internal id (the distribution column on Citus)
 
     @classmethod
     def from_row(cls, row: Any) -> StoredAlert:
         (pk, uid, kind, account, key_pk, key, threshold, used, limit, start, end, occurred,
-         attempts, next_at, last_at, delivered, error) = row
+         attempts, next_at, last_at, delivered, error, account_pk) = row
         return cls(int(pk), str(uid), str(kind), str(account), int(key_pk) or None,
                    None if key is None else str(key), int(threshold), int(used), int(limit),
                    int(start), int(end), int(occurred), int(attempts), int(next_at),
                    None if last_at is None else int(last_at),
                    None if delivered is None else int(delivered),
-                   None if error is None else str(error))
+                   None if error is None else str(error), int(account_pk))
 
     @property
     def occurred_at(self) -> datetime:
@@ -120,19 +126,51 @@ async def claim(now_us: int, lease_us: int, limit: int) -> list[StoredAlert]:
     """Up to ``limit`` undelivered alerts due at ``now_us``, oldest due first, leased to
     the caller until ``now_us + lease_us``."""
     conn = connection()
-    d = dialect(conn)
-    q = Sql(d).add("UPDATE usage_alert SET next_attempt_at_us = ", now_us + lease_us,
-                   ", last_attempt_at_us = ", now_us,
-                   " WHERE id IN (SELECT id FROM usage_alert WHERE delivered_at_us IS NULL"
-                   " AND next_attempt_at_us <= ", now_us,
-                   " ORDER BY next_attempt_at_us, id LIMIT ", int(limit))
-    q.add(" FOR UPDATE SKIP LOCKED) RETURNING id" if d == "postgres" else ") RETURNING id")
-    # execute_query_dict: Tortoise's asyncpg ``execute_query`` drops the rows of an UPDATE.
-    ids = [int(r["id"]) for r in await conn.execute_query_dict(q.text, q.params)]
+    if dialect(conn) == "postgres" and await distributed(conn):
+        return await _claim_by_account(conn, now_us, lease_us, limit)
+    ids = await _claim_ids(conn, now_us, lease_us, limit, None)
     if not ids:
         return []
-    q = Sql(d).add(_SELECT, " WHERE ").in_list("u.id", ids).add(" ORDER BY u.id")
+    q = Sql(dialect(conn)).add(_SELECT, " WHERE ").in_list("u.id", ids).add(" ORDER BY u.id")
     return [StoredAlert.from_row(r) for r in await fetch_rows(q, conn)]
+
+
+async def _claim_ids(conn: BaseDBAsyncClient, now_us: int, lease_us: int, limit: int,
+                     account_id: int | None) -> list[int]:
+    """The claiming statement (of one account's alerts alone with ``account_id``)."""
+    d = dialect(conn)
+    q = Sql(d).add("UPDATE usage_alert SET next_attempt_at_us = ", now_us + lease_us,
+                   ", last_attempt_at_us = ", now_us, " WHERE ")
+    if account_id is not None:
+        q.add("account_id = ", int(account_id), " AND ")
+    q.add("id IN (SELECT id FROM usage_alert WHERE delivered_at_us IS NULL"
+          " AND next_attempt_at_us <= ", now_us)
+    if account_id is not None:
+        q.add(" AND account_id = ", int(account_id))
+    q.add(" ORDER BY next_attempt_at_us, id LIMIT ", int(limit))
+    q.add(" FOR UPDATE SKIP LOCKED) RETURNING id" if d == "postgres" else ") RETURNING id")
+    # execute_query_dict: Tortoise's asyncpg ``execute_query`` drops the rows of an UPDATE.
+    return [int(r["id"]) for r in await conn.execute_query_dict(q.text, q.params)]
+
+
+async def _claim_by_account(conn: BaseDBAsyncClient, now_us: int, lease_us: int,
+                            limit: int) -> list[StoredAlert]:
+    """Distributed mode: the accounts whose alerts fell due first, then per account the
+    claim and the read of what it claimed, each routed to the account's shard."""
+    q = Sql("postgres").add(
+        "SELECT account_id FROM usage_alert WHERE delivered_at_us IS NULL"
+        " AND next_attempt_at_us <= ", now_us,
+        " GROUP BY account_id ORDER BY min(next_attempt_at_us), account_id LIMIT ", int(limit))
+    claimed: list[StoredAlert] = []
+    for (account_id,) in await fetch_rows(q, conn):
+        if len(claimed) >= limit:
+            break
+        ids = await _claim_ids(conn, now_us, lease_us, limit - len(claimed), int(account_id))
+        if ids:
+            read = Sql("postgres").add(_SELECT, " WHERE u.account_id = ", int(account_id),
+                                       " AND ").in_list("u.id", ids).add(" ORDER BY u.id")
+            claimed += [StoredAlert.from_row(r) for r in await fetch_rows(read, conn)]
+    return claimed
 
 
 async def next_due() -> int | None:
@@ -149,7 +187,8 @@ async def delivered(alert: StoredAlert, at_us: int,
     """The receiver answered 2xx."""
     conn = conn or connection()
     q = Sql(dialect(conn)).add("UPDATE usage_alert SET delivered_at_us = ", at_us,
-                               ", attempts = attempts + 1, last_error = NULL WHERE id = ",
+                               ", attempts = attempts + 1, last_error = NULL"
+                               " WHERE account_id = ", alert.account_pk, " AND id = ",
                                alert.pk)
     await conn.execute_query(q.text, q.params)
 
@@ -161,8 +200,9 @@ async def failed(alert: StoredAlert, error: str, next_attempt_at_us: int,
     conn = conn or connection()
     q = Sql(dialect(conn)).add(
         "UPDATE usage_alert SET attempts = attempts + 1, last_error = ",
-        _bounded(error), ", next_attempt_at_us = ", next_attempt_at_us, " WHERE id = ",
-        alert.pk, " AND delivered_at_us IS NULL")
+        _bounded(error), ", next_attempt_at_us = ", next_attempt_at_us,
+        " WHERE account_id = ", alert.account_pk, " AND id = ", alert.pk,
+        " AND delivered_at_us IS NULL")
     await conn.execute_query(q.text, q.params)
 
 

@@ -61,45 +61,61 @@ KEY_BUDGET_THRESHOLD = "key_budget.threshold"
 _TOTAL_KEY = "account_id, api_key_id, period_start_us, period_end_us"
 _ALERT_COLUMNS = ("uid, account_id, api_key_id, kind, threshold, used, credit_limit, "
                   "period_start_us, period_end_us, occurred_at_us, next_attempt_at_us")
+#: The credits already stored for a total ``d`` (``{account}``: the account, as the
+#: statement can name it).
 _BASELINE = ("SELECT coalesce(sum(e.credits), 0) FROM usage_event e"
-             " WHERE e.account_id = d.account_id AND e.occurred_at_us >= d.ps"
+             " WHERE e.account_id = {account} AND e.occurred_at_us >= d.ps"
              " AND e.occurred_at_us < d.pe AND (d.api_key_id = 0 OR e.api_key_id = d.api_key_id)")
-_EXISTS = ("SELECT 1 FROM usage_period_total x WHERE x.account_id = d.account_id"
+_EXISTS = ("SELECT 1 FROM usage_period_total x WHERE x.account_id = {account}"
            " AND x.api_key_id = d.api_key_id AND x.period_start_us = d.ps"
            " AND x.period_end_us = d.pe")
 _UPSERT_TAIL = (f" ON CONFLICT ({_TOTAL_KEY}) DO UPDATE SET"
                 " credits = usage_period_total.credits + excluded.added, added = excluded.added"
                 f" RETURNING {_TOTAL_KEY}, credits")
 
-#: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of
-#: ``account_id, api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion
-#: statement; ``$9`` is the receive time (µs), the alerts' ``occurredAt``. ``alerts``
-#: returns one row per alert recorded. Each sub-statement sees the snapshot taken before
-#: the statement: the baseline sum does not see this batch's events, which ``added``
-#: brings. The arithmetic of the thresholds is ``thresholds.reached_thresholds``'s.
+#: The accounts the PostgreSQL ingestion statement is about (``$10``, comma-separated):
+#: every table it reads or writes is also filtered by them, so that on Citus, where the
+#: statement is sent once per account, it names the account's shard.
+STATEMENT_ACCOUNTS = "ANY(string_to_array($10, ',')::int[])"
+
+#: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of ``account_id,
+#: api_key_id, credits, occurred_at_us``) in the PostgreSQL ingestion statement; ``$10`` is
+#: the statement's accounts, ``$9`` the receive time (µs), the alerts' ``occurredAt``.
+#: ``alerts`` returns one row per alert recorded. The baseline sum leaves out this batch's
+#: events, which ``added`` brings: on PostgreSQL each sub-statement sees the snapshot taken
+#: before the statement, so it does not see them anyway, but Citus runs the ``new`` insert
+#: as a step of its own before the rest, which then sees its rows (the first batch of a
+#: period was counted twice there). The arithmetic of the thresholds is
+#: ``thresholds.reached_thresholds``'s.
 POSTGRES_ALERT_CTES = (
     " periods AS MATERIALIZED (SELECT a.id AS account_id,"
     " (extract(epoch FROM a.period_start) * 1000000)::bigint AS ps,"
     " (extract(epoch FROM a.period_end) * 1000000)::bigint AS pe"
-    " FROM account a WHERE a.id IN (SELECT account_id FROM new)),"
+    f" FROM account a WHERE a.id = {STATEMENT_ACCOUNTS}),"
     " counted AS (SELECT n.account_id, n.api_key_id, n.credits, p.ps, p.pe FROM new n"
     " JOIN periods p ON p.account_id = n.account_id"
     " WHERE n.occurred_at_us >= p.ps AND n.occurred_at_us < p.pe AND n.credits > 0),"
     " added AS (SELECT account_id, 0 AS api_key_id, ps, pe, sum(credits)::bigint AS credits"
     " FROM counted GROUP BY account_id, ps, pe"
     " UNION ALL SELECT c.account_id, c.api_key_id, c.ps, c.pe, sum(c.credits)::bigint"
-    " FROM counted c JOIN api_key k ON k.id = c.api_key_id"
+    " FROM counted c JOIN api_key k ON k.account_id = c.account_id AND k.id = c.api_key_id"
+    f" AND k.account_id = {STATEMENT_ACCOUNTS}"
     " WHERE k.credit_budget IS NOT NULL GROUP BY c.account_id, c.api_key_id, c.ps, c.pe),"
     f" totals AS (INSERT INTO usage_period_total ({_TOTAL_KEY}, credits, added)"
     " SELECT d.account_id, d.api_key_id, d.ps, d.pe, d.credits"
-    f" + CASE WHEN EXISTS ({_EXISTS}) THEN 0 ELSE ({_BASELINE}) END, d.credits"
+    f" + CASE WHEN EXISTS ({_EXISTS.format(account='d.account_id')}"
+    f" AND x.account_id = {STATEMENT_ACCOUNTS}) THEN 0"
+    f" ELSE ({_BASELINE.format(account='d.account_id')}"
+    f" AND e.account_id = {STATEMENT_ACCOUNTS}"
+    " AND e.event_id NOT IN (SELECT event_id FROM new)) END, d.credits"
     f" FROM added d ORDER BY 1, 2, 3, 4{_UPSERT_TAIL}),"
     f" alerts AS (INSERT INTO usage_alert ({_ALERT_COLUMNS})"
     " SELECT gen_random_uuid()::text, t.account_id, t.api_key_id,"
     f" CASE WHEN t.api_key_id = 0 THEN '{POOL_THRESHOLD}' ELSE '{KEY_BUDGET_THRESHOLD}' END,"
     " th.pct, t.credits, l.lim, t.period_start_us, t.period_end_us, $9, $9"
     " FROM totals t JOIN account a ON a.id = t.account_id"
-    " LEFT JOIN api_key k ON k.id = t.api_key_id AND t.api_key_id <> 0"
+    " LEFT JOIN api_key k ON k.account_id = t.account_id AND k.id = t.api_key_id"
+    f" AND t.api_key_id <> 0 AND k.account_id = {STATEMENT_ACCOUNTS}"
     " CROSS JOIN LATERAL (SELECT CASE WHEN t.api_key_id = 0 THEN a.credits_granted"
     " ELSE k.credit_budget END AS lim) l"
     " CROSS JOIN LATERAL (SELECT DISTINCT m[1]::int AS pct FROM regexp_matches("
@@ -152,7 +168,8 @@ async def record_sqlite(conn: BaseDBAsyncClient, new: Sequence[Row], now_us: int
     # period's sum, this batch included.
     q.add(f") INSERT INTO usage_period_total ({_TOTAL_KEY}, credits, added)"
           " SELECT d.account_id, d.api_key_id, d.ps, d.pe,"
-          f" CASE WHEN EXISTS ({_EXISTS}) THEN d.credits ELSE ({_BASELINE}) END, d.credits"
+          f" CASE WHEN EXISTS ({_EXISTS.format(account='d.account_id')}) THEN d.credits"
+          f" ELSE ({_BASELINE.format(account='d.account_id')}) END, d.credits"
           f" FROM d WHERE true{_UPSERT_TAIL}")
     candidates: list[tuple[Any, ...]] = []
     for account_id, key_id, start, end, total in await fetch_rows(q, conn):

@@ -34,6 +34,7 @@ from gql_usage.analytics.specs import (
 from gql_usage.caches import MIB, byte_lru_cache
 from gql_usage.calendar import US
 from gql_usage.storage.db import Sql, dialect, fetch_rows, read_connection
+from gql_usage.storage.distribution import DISTRIBUTED_TABLES
 from gql_usage.storage.models import DIM_BITS, NO_USER
 
 #: Raw events store a call without a user as NULL; the cube and pending events as NO_USER.
@@ -249,8 +250,10 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
     q.add(") b")
     q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
     if isinstance(spec, TopSpec):
-        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k ORDER BY g.cr DESC, g.c DESC, {order}, "
-              f"g.k LIMIT {max(spec.limit, 1)}) top")
+        q.add(f") g LEFT JOIN {entity} e ON e.id = g.k")
+        if entity in DISTRIBUTED_TABLES:  # an account's keys or users: on its shard
+            q.add(" AND e.account_id = ", query.account_id)
+        q.add(f" ORDER BY g.cr DESC, g.c DESC, {order}, g.k LIMIT {max(spec.limit, 1)}) top")
 
 
 def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) -> None:

@@ -139,7 +139,7 @@ class Mutation:
         viewer = info.context.viewer
         clean = _name(name)
         expires = _expires_at_us(info, expires_at or None)
-        new = access_tokens.generate()
+        new = access_tokens.generate(viewer.account.external_id)
         row = await stored.create(stored.NewRow(
             account_id=viewer.account.id, external_id=uuid.uuid4().hex, name=clean,
             prefix=new.prefix, secret_hash=new.digest, created_by_id=viewer.user.id,

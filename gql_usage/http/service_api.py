@@ -8,7 +8,7 @@ takes a JSON array or NDJSON and answers per event (see ``gql_usage.ingest``).
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import unquote_to_bytes
 
@@ -17,6 +17,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from tortoise.exceptions import IntegrityError
 
 from gql_usage import calendar
 from gql_usage.alerts.record import forget_stale_totals
@@ -321,8 +322,19 @@ def path_problem(request: Request) -> tuple[str, str] | None:
 
 
 async def _upsert(model: Any, keys: dict[str, Any], values: dict[str, Any]) -> bool:
-    """Insert or update one row by its natural key (Tortoise's ``update_or_create``: a
-    locked read, then an insert whose unique-key conflict falls back to the update);
-    whether the row was created."""
-    _, created = await model.update_or_create(defaults=values, **keys)
-    return bool(created)
+    """Insert or update one row by its natural key; whether the row was created.
+
+    An update of ``values`` alone, found by the natural key (which includes the account
+    for users and keys: on Citus one shard, and the distribution column is never
+    rewritten, which Citus refuses); if no row has the key, an insert, whose unique-key
+    conflict with a concurrent insert falls back to the update."""
+    values = {**values, **{name: datetime.now(UTC) for name, field in
+                           model._meta.fields_map.items() if getattr(field, "auto_now", False)}}
+    if await model.filter(**keys).update(**values):
+        return False
+    try:
+        await model.create(**keys, **values)
+    except IntegrityError:
+        await model.filter(**keys).update(**values)
+        return False
+    return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import asyncpg
 from tortoise.exceptions import OperationalError, TransactionManagementError
 
 from gql_usage.ingest import store_postgres, store_sqlite
@@ -25,7 +26,11 @@ async def store(rows: list[Row]) -> list[Row]:
             if dialect(connection()) == "postgres":
                 return await store_postgres.store(rows)
             return await store_sqlite.store(rows)
-        except (OperationalError, TransactionManagementError) as exc:
+        # Tortoise passes asyncpg's deadlock and serialization failures through untranslated
+        # (TransactionRollbackError, SQLSTATE class 40); a Citus batch's own transaction
+        # raises them from asyncpg directly.
+        except (OperationalError, TransactionManagementError,
+                asyncpg.exceptions.TransactionRollbackError) as exc:
             attempts += 1
             if attempts == _RETRIES or not _is_retryable(exc):
                 raise

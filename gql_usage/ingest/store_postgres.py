@@ -10,11 +10,12 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from gql_usage.alerts.record import POSTGRES_ALERT_CTES
+from gql_usage.alerts.record import POSTGRES_ALERT_CTES, STATEMENT_ACCOUNTS
 from gql_usage.alerts.wakeup import alerts_recorded
 from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
 from gql_usage.storage import cube
 from gql_usage.storage.db import Sql, connection
+from gql_usage.storage.distribution import distributed
 from gql_usage.storage.models import NO_USER
 
 #: Ids as comma-separated text; an empty item (a call without a user) is NULL.
@@ -25,24 +26,34 @@ _PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" el
                             for c in cube.PENDING_COLUMNS)
 #: Each key's ``last_used_at_us`` raised to its newest new event (``ApiKey.lastUsedAt``):
 #: only events inserted now count (a duplicate was counted when first stored; a
-#: conflicting resend never is). The keys to raise are locked in id order first, so that
-#: concurrent batches never deadlock on them; one that waited for a concurrent batch is
-#: read again after it (READ COMMITTED), and GREATEST keeps the later instant of the two.
+#: conflicting resend never is). The batch's keys are locked in id order first
+#: (``locked``, which the update's filter evaluates before it updates any row), so that
+#: concurrent batches never deadlock on them; a row a concurrent batch changed meanwhile
+#: is read again by the update (READ COMMITTED), and GREATEST keeps the later instant of
+#: the two. The keys are read from the input (``$3``; key ids are unique across
+#: accounts), not from ``new``: on Citus a row lock of a subquery over another CTE's
+#: result fails ("PGCOPY"), a lock of the account's rows by a list of ids is routed to
+#: its shard.
 LAST_USED_CTES = (
-    " newest AS (SELECT api_key_id, max(occurred_at_us) AS t FROM new GROUP BY api_key_id),"
-    " raised AS (SELECT api_key.id, newest.t FROM api_key JOIN newest"
-    " ON api_key.id = newest.api_key_id"
-    " WHERE api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t"
-    " ORDER BY api_key.id FOR NO KEY UPDATE OF api_key),"
+    f" locked AS (SELECT id FROM api_key WHERE account_id = {STATEMENT_ACCOUNTS}"
+    " AND id = ANY(string_to_array($3, ',')::int[]) ORDER BY id FOR NO KEY UPDATE),"
+    " newest AS (SELECT account_id, api_key_id, max(occurred_at_us) AS t FROM new"
+    " GROUP BY account_id, api_key_id),"
     " touched AS (UPDATE api_key SET last_used_at_us = GREATEST(api_key.last_used_at_us,"
-    " raised.t) FROM raised WHERE api_key.id = raised.id)"
+    f" newest.t) FROM newest WHERE api_key.account_id = {STATEMENT_ACCOUNTS}"
+    " AND api_key.account_id = newest.account_id AND api_key.id = newest.api_key_id"
+    " AND (api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t)"
+    " AND EXISTS (SELECT FROM locked))"
 )
-#: One statement: the new events, their pending copies, their keys' last use, the
-#: running totals and alerts they make (``gql_usage.alerts.record``), and the positions
-#: (1-based) of the rows that were *not* inserted (already stored), which is usually
-#: none, with the number of alerts recorded. Integer columns travel as comma-separated
-#: text: asyncpg checks every element of a Python list against ``collections.abc`` when
-#: it encodes an array, which cost more than the insert.
+#: One statement: the new events, their pending copies, their keys' last use, the running
+#: totals and alerts they make (``gql_usage.alerts.record``), and the positions (1-based)
+#: of the rows that were *not* inserted (already stored), which is usually none, with the
+#: number of alerts recorded. ``$10`` lists the accounts of the rows, and every table the
+#: statement reads or writes is filtered by it as well: on PostgreSQL the statement
+#: stores a whole batch, whatever its accounts; on Citus ``store`` sends it once per
+#: account (so that each names one shard) in one transaction. Integer columns travel as
+#: comma-separated text: asyncpg checks every element of a Python list against
+#: ``collections.abc`` when it encodes an array, which cost more than the insert.
 POSTGRES_STORE = (
     f"WITH input AS (SELECT * FROM unnest({_UNNEST})"
     " WITH ORDINALITY AS t(a, e, k, en, s, u, c, o, n)),"
@@ -65,17 +76,45 @@ def joined(values: Iterable[int | None]) -> str:
     return ",".join("" if v is None else str(v) for v in values)
 
 
-async def store(rows: list[Row]) -> list[Row]:
-    """Events (with their pending copies and their keys' last use) in one statement;
-    returns the rows that were already stored."""
+def store_params(rows: Sequence[Row], received_us: int) -> list[Any]:
+    """``POSTGRES_STORE``'s parameters storing ``rows``."""
     # Columns in Row's field order, which is the statement's parameter order.
     account, event, key, endpoint, source, user, credits, occurred, _ = zip(*rows, strict=True)
-    params = [joined(account), list(event), joined(key), joined(endpoint),
-              joined(source), joined(user), joined(credits), joined(occurred), now_us()]
-    _, result = await connection().execute_query(POSTGRES_STORE, params)
-    if result[0][1]:
+    return [joined(account), list(event), joined(key), joined(endpoint), joined(source),
+            joined(user), joined(credits), joined(occurred), received_us,
+            joined(sorted(set(account)))]
+
+
+async def store(rows: list[Row]) -> list[Row]:
+    """Events (with their pending copies and their keys' last use); returns the rows that
+    were already stored. One statement on PostgreSQL, whatever the batch's accounts; on
+    Citus the same statement once per account, in account order, in one transaction (all
+    or nothing: a retry after a deadlock stores the whole batch again)."""
+    conn = connection()
+    received = now_us()
+    if not await distributed(conn):
+        _, result = await conn.execute_query(POSTGRES_STORE, store_params(rows, received))
+        if result[0][1]:
+            alerts_recorded()
+        return [rows[n - 1] for n in result[0][0]]
+    by_account: dict[int, list[Row]] = {}
+    for row in rows:
+        by_account.setdefault(row.account_id, []).append(row)
+    stored: list[Row] = []
+    alerts = 0
+    # A pooled asyncpg connection of our own (see ``stored_versions`` for why not
+    # Tortoise's ``in_transaction``); accounts in order, so that concurrent batches lock
+    # their shards' rows in the same order.
+    async with conn.acquire_connection() as raw, raw.transaction():
+        for account_id in sorted(by_account):
+            group = by_account[account_id]
+            already, recorded = await raw.fetchrow(POSTGRES_STORE,
+                                                   *store_params(group, received))
+            alerts += recorded
+            stored += [group[n - 1] for n in already]
+    if alerts:
         alerts_recorded()
-    return [rows[n - 1] for n in result[0][0]]
+    return stored
 
 
 #: The duplicate lookup: one probe of the unique index (event_id, account_id) per resent

@@ -26,6 +26,7 @@ from tortoise.transactions import in_transaction
 
 from gql_usage.calendar import US
 from gql_usage.storage.db import connection, dialect
+from gql_usage.storage.distribution import distributed
 from gql_usage.storage.models import CUBE_SETS, DIM_BITS, NO_USER
 
 log = logging.getLogger("gql_usage.cube")
@@ -126,15 +127,34 @@ _POSTGRES_ROUND = (
 )
 
 
+#: Distributed mode (Citus, docs/citus.md): the accounts with pending events (read
+#: without locks, a plain scan of every shard), then one round per account, each a
+#: transaction of statements routed to that account's shards: its pending events at
+#: the transaction's snapshot (REPEATABLE READ: events stored meanwhile are left for
+#: the next round) are added to the cube, then deleted. ``ctid`` is per shard and Citus
+#: refuses it in the one-statement round. The lock is the account's alone (``$1``):
+#: no round ever waits for another account's, and none takes a cluster-wide lock.
+PENDING_ACCOUNTS = "SELECT DISTINCT account_id FROM usage_pending"
+_ACCOUNT_LOCK = f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY}, $1)"
+_ACCOUNT_FOLD = (_INSERT + cells_sql("(SELECT * FROM usage_pending WHERE account_id = $1)")
+                 + UPSERT_TAIL)
+_ACCOUNT_DELETE = "DELETE FROM usage_pending WHERE account_id = $1"
+
+
 async def compact(cube_after_events: int = CUBE_AFTER_EVENTS) -> int:
     """Fold up to ``ROUND_EVENTS`` pending events into the cube (drop those of accounts
     not in it, counting them; accounts past ``cube_after_events`` then enter it);
     returns how many pending events the round took.
 
     Returns 0 when another process holds the round (PostgreSQL) or nothing is pending.
+    In distributed mode, every account's pending events, one round per account, all
+    folded (accounts do not enter the cube there yet: readers answer an account not in
+    it from its raw events, which stays exact; docs/citus.md).
     """
     conn = connection()
     if dialect(conn) == "postgres":
+        if await distributed(conn):
+            return await _compact_accounts()
         async with in_transaction("default") as tx:
             await tx.execute_script(_POSTGRES_ROUND_SETTINGS)
             _, rows = await tx.execute_query(_POSTGRES_ROUND, [cube_after_events])
@@ -164,6 +184,28 @@ async def compact(cube_after_events: int = CUBE_AFTER_EVENTS) -> int:
         await tx.execute_query(
             f"UPDATE usage_cube_account SET cubed = 1 WHERE account_id IN {flip}")
         return int(count)
+
+
+async def compact_account(account_id: int) -> int:
+    """One distributed-mode round for one account; returns how many events it folded
+    (0 when another process holds the account's round)."""
+    async with in_transaction("default") as tx:
+        await tx.execute_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        _, locked = await tx.execute_query(_ACCOUNT_LOCK, [account_id])
+        if not locked[0][0]:
+            return 0
+        await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
+        await tx.execute_query(_ACCOUNT_FOLD, [account_id])
+        count, _ = await tx.execute_query(_ACCOUNT_DELETE, [account_id])
+    return int(count)
+
+
+async def _compact_accounts() -> int:
+    _, found = await connection().execute_query(PENDING_ACCOUNTS)
+    moved = 0
+    for (account_id,) in sorted(tuple(r) for r in found):
+        moved += await compact_account(int(account_id))
+    return moved
 
 
 async def compact_all(cube_after_events: int = CUBE_AFTER_EVENTS) -> int:

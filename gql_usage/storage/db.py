@@ -115,11 +115,21 @@ class ReplicaRouter:
 
 
 async def run_migrations(database_url: str) -> None:
-    """Apply pending migrations (``gql_usage/storage/migrations``) to the database."""
+    """Apply pending migrations (``gql_usage/storage/migrations``) to the database; on a
+    database with the citus extension, then place the tables on the cluster
+    (``gql_usage.storage.distribution``)."""
     from tortoise.migrations.api import migrate
 
     await migrate(config=tortoise_config(database_url))
     await Tortoise.close_connections()
+    config: dict[str, Any] = expand_db_url(database_url)
+    if config["engine"] == "tortoise.backends.asyncpg":
+        from gql_usage.storage.distribution import distribute_url
+
+        # Distributed mode (docs/citus.md): a no-op unless the database has Citus.
+        credentials = config["credentials"]
+        await distribute_url({k: credentials[k] for k in ("host", "port", "user", "password",
+                                                          "database") if k in credentials})
 
 
 async def init_db(database_url: str, *, replica_url: str | None = None,

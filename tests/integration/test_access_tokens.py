@@ -25,9 +25,10 @@ from support.pg_server import create_database, drop_database
 from tortoise import Tortoise
 from tortoise.migrations.api import migrate
 
+from gql_usage.access_tokens import TOKEN_LENGTH, account_part, digest
 from gql_usage.app import create_app
 from gql_usage.auth import AuthError, load_viewer
-from gql_usage.storage.db import StatementCounter, connection, tortoise_config
+from gql_usage.storage.db import StatementCounter, connection, dialect, tortoise_config
 
 #: 2026-03-01T00:00:00Z, the clock's start.
 T0 = 1772323200.0
@@ -54,7 +55,7 @@ CREATE = """mutation($name: String!, $expiresAt: DateTime) {
 REVOKE = """mutation($id: ID!) { revokeAccessToken(id: $id) { id revokedAt } }"""
 LIST = """{ account { accessTokens(includeRevoked: true) {
     id name prefix createdAt expiresAt lastUsedAt revokedAt createdBy { id } } } }"""
-TOKEN_FORMAT = re.compile(r"gqlu_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}")
+TOKEN_FORMAT = re.compile(r"gqlu_[A-Za-z0-9]{8}_[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]+")
 
 
 class Clock:
@@ -281,15 +282,50 @@ async def test_a_downgraded_plan_refuses_the_token_at_once(app) -> None:
 async def test_unknown_and_malformed_tokens_are_refused(app) -> None:
     client, _ = app
     secret = (await create(client))["token"]
-    flipped = secret[:-1] + ("A" if secret[-1] != "A" else "B")
+    end = TOKEN_LENGTH - 1  # the secret's last character
+    flipped = secret[:end] + ("A" if secret[end] != "A" else "B") + secret[end + 1:]
     await assert_refused(client, flipped, 401, "UNAUTHENTICATED", "no such token")
-    await assert_refused(client, secret + "x", 401, "UNAUTHENTICATED", "malformed")
+    await assert_refused(client, secret + "==", 401, "UNAUTHENTICATED", "malformed")
     await assert_refused(client, secret[:13], 401, "UNAUTHENTICATED", "malformed")
     await assert_refused(client, secret.replace("_", "$", 2), 401, "UNAUTHENTICATED",
                          "malformed")
     # The stored hash itself is no credential.
     stored = (await stored_rows())[0]["secret_hash"]
     await assert_refused(client, stored, 401, "UNAUTHENTICATED", "invalid")
+
+
+async def test_the_token_names_its_account_and_cannot_be_moved_to_another(app) -> None:
+    """A token ends with its account's external id (so that the lookup can name the
+    account); the hash covers it: the same secret with another account's part, an
+    unknown account, or none at all is no token."""
+    client, _ = app
+    secret = (await create(client))["token"]
+    head, part = secret.split(".")
+    assert part == account_part("acme") and len(head) == TOKEN_LENGTH
+    assert (await call(client, secret, "{ account { name } }")).json() == {
+        "data": {"account": {"name": "Account acme"}}}
+    for other in ("beta", "cheap", "nobody", "acme "):
+        await assert_refused(client, f"{head}.{account_part(other)}", 401,
+                             "UNAUTHENTICATED", "no such token")
+    await assert_refused(client, head, 401, "UNAUTHENTICATED", "no such token")
+    # Another account's admin's token never reads acme, whatever its account part says.
+    beta = (await create(client, user="badmin", account="beta"))["token"]
+    await assert_refused(client, f"{beta.split('.')[0]}.{part}", 401, "UNAUTHENTICATED",
+                         "no such token")
+
+
+async def test_a_token_of_the_first_format_still_works(app) -> None:
+    """Tokens made before the account part (57 characters; the hash of those alone
+    stored) are looked up by their hash alone."""
+    client, _ = app
+    made = (await create(client))
+    first_format = made["token"].split(".")[0]
+    await connection().execute_query(
+        "UPDATE access_token SET secret_hash = $1" if dialect() == "postgres"
+        else "UPDATE access_token SET secret_hash = ?", [digest(first_format)])
+    response = await call(client, first_format, "{ account { name } }")
+    assert response.json() == {"data": {"account": {"name": "Account acme"}}}
+    await assert_refused(client, made["token"], 401, "UNAUTHENTICATED", "no such token")
 
 
 # --- Read-only --------------------------------------------------------------------------

@@ -418,6 +418,8 @@ class CrashablePostgres:
         self.log_file = self.tmp_dir / "postgres.log"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        #: Extra ``-c name=value`` server settings (``tests/support/citus_server.py``).
+        self.settings: list[str] = []
 
     @property
     def url(self) -> str:
@@ -445,6 +447,8 @@ class CrashablePostgres:
                 "-c", f"unix_socket_directories={self.tmp_dir}",
                 "-c", "fsync=off", "-c", "synchronous_commit=on", "-c", "full_page_writes=off",
                 "-c", "max_connections=100", "-c", "timezone=UTC"]
+        for setting in self.settings:
+            argv += ["-c", setting]
         user: dict[str, object] = {}
         if _is_root():
             entry = pwd.getpwnam(PG_OS_USER)

@@ -61,3 +61,14 @@ def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     line = done.stdout.strip().splitlines()[-1]
     assert line.startswith("ingest statement ") and "ms per 1,000 events; COPY " in line
+    # Batches mixing accounts, as one statement and as Citus sends them (one per account).
+    for form in ([], ["--per-account"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.store_cost", "--batches", "2", "--preload", "2000",
+             "--accounts", "3", *form], cwd=ROOT, capture_output=True, text=True,
+            timeout=300, check=False)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+        line = done.stdout.strip().splitlines()[-1]
+        assert line.startswith("ingest statement ") and line.endswith(
+            "3 account(s) per batch, " + ("one statement per account" if form
+                                          else "one statement")), line
