@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +49,19 @@ def load_or_create(database_url: str) -> DemoSecrets:
                        "demo-service-" + secrets.token_hex(16))
     path = secrets_path(database_url)
     text = json.dumps({"jwtSecret": made.jwt_secret, "serviceToken": made.service_token})
+    # Written whole to a private file first, then linked into place: the link fails if
+    # the name exists, and a reader never sees a file half written (an exclusively
+    # created file is empty until written: a second demo read it as "not ours").
+    fd, staged = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:  # mkstemp's mode is 0600
+            f.write(text)
+        os.link(staged, path)
     except FileExistsError:  # another demo made it meanwhile, or it is not ours
         found = load(database_url)
         if found is None:
             raise RuntimeError(f"{path} exists but holds no demo secrets; remove it") from None
         return found
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
+    finally:
+        os.unlink(staged)
     return made

@@ -281,8 +281,10 @@ def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) ->
     covered = merge([(lo * US, hi * US) for ranges in reads.units.values() for lo, hi in ranges])
     # An account not in the cube (``gql_usage.storage.cube``: usage_cube_account) has no
     # cube rows, and its pending events are also raw: its whole range is read from the
-    # raw events instead. Each piece names the account only if it is in the cube (or
-    # only if not), a one-row lookup that the statement's snapshot makes consistent.
+    # raw events instead. Each piece reads the account only if it is in the cube (or
+    # only if not): a one-row lookup (a one-time filter on PostgreSQL; on Citus both
+    # tables name the account, so the statement stays routed to its shard) that the
+    # statement's snapshot makes consistent.
     whole = merge([*covered, *reads.raw_pieces])
     for table, pieces, cubed in (("usage_pending", covered, True),
                                  ("usage_event", reads.raw_pieces, True),
@@ -292,9 +294,9 @@ def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) ->
         q.add(" UNION ALL " if parts else "",
               f"SELECT occurred_at_us / {US} AS t, "
               f"{_EVENT_DIMS if table == 'usage_event' else dims}, 1 AS c, credits AS cr "
-              f"FROM {table} WHERE account_id = (SELECT ", query.account_id,
-              f" WHERE {'' if cubed else 'NOT '}EXISTS (SELECT 1 FROM usage_cube_account "
-              "WHERE account_id = ", query.account_id, " AND cubed = 1))")
+              f"FROM {table} WHERE account_id = ", query.account_id,
+              f" AND {'' if cubed else 'NOT '}EXISTS (SELECT 1 FROM usage_cube_account "
+              "WHERE account_id = ", query.account_id, " AND cubed = 1)")
         _ranges_sql(q, "occurred_at_us", pieces)
         _filters_sql(q, query)
         parts += 1

@@ -147,14 +147,13 @@ async def compact(cube_after_events: int = CUBE_AFTER_EVENTS) -> int:
     returns how many pending events the round took.
 
     Returns 0 when another process holds the round (PostgreSQL) or nothing is pending.
-    In distributed mode, every account's pending events, one round per account, all
-    folded (accounts do not enter the cube there yet: readers answer an account not in
-    it from its raw events, which stays exact; docs/citus.md).
+    In distributed mode, every account's pending events, one round per account
+    (``compact_account``).
     """
     conn = connection()
     if dialect(conn) == "postgres":
         if await distributed(conn):
-            return await _compact_accounts()
+            return await _compact_accounts(cube_after_events)
         async with in_transaction("default") as tx:
             await tx.execute_script(_POSTGRES_ROUND_SETTINGS)
             _, rows = await tx.execute_query(_POSTGRES_ROUND, [cube_after_events])
@@ -186,25 +185,50 @@ async def compact(cube_after_events: int = CUBE_AFTER_EVENTS) -> int:
         return int(count)
 
 
-async def compact_account(account_id: int) -> int:
-    """One distributed-mode round for one account; returns how many events it folded
-    (0 when another process holds the account's round)."""
+async def compact_account(account_id: int, cube_after_events: int = CUBE_AFTER_EVENTS
+                          ) -> int:
+    """One distributed-mode round for one account; returns how many pending events it
+    took (0 when another process holds the account's round). The adaptive cube as on
+    PostgreSQL: an account in the cube has its pending events folded; one that is not
+    has them counted and dropped, and once past ``cube_after_events`` enters the cube
+    (built from its raw events), all at the transaction's one snapshot."""
     async with in_transaction("default") as tx:
         await tx.execute_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         _, locked = await tx.execute_query(_ACCOUNT_LOCK, [account_id])
         if not locked[0][0]:
             return 0
         await tx.execute_query(f"SET LOCAL work_mem = '{ROUND_WORK_MEM}'")
-        await tx.execute_query(_ACCOUNT_FOLD, [account_id])
+        _, state = await tx.execute_query(_ACCOUNT_CUBED, [account_id])
+        if state and state[0][0]:
+            await tx.execute_query(_ACCOUNT_FOLD, [account_id])
+            count, _ = await tx.execute_query(_ACCOUNT_DELETE, [account_id])
+            return int(count)
         count, _ = await tx.execute_query(_ACCOUNT_DELETE, [account_id])
+        if not count:
+            return 0
+        await tx.execute_query(_ACCOUNT_COUNT, [account_id, int(count)])
+        _, seen = await tx.execute_query(_ACCOUNT_EVENTS, [account_id])
+        if int(seen[0][0]) >= cube_after_events:
+            await tx.execute_query(_ACCOUNT_BUILD, [account_id])
+            await tx.execute_query(_ACCOUNT_ENTER, [account_id])
     return int(count)
 
 
-async def _compact_accounts() -> int:
+_ACCOUNT_CUBED = "SELECT cubed FROM usage_cube_account WHERE account_id = $1"
+_ACCOUNT_COUNT = (
+    "INSERT INTO usage_cube_account (account_id, events, cubed) VALUES ($1, $2, 0)"
+    " ON CONFLICT (account_id) DO UPDATE SET events = usage_cube_account.events"
+    " + excluded.events")
+_ACCOUNT_EVENTS = "SELECT events FROM usage_cube_account WHERE account_id = $1"
+_ACCOUNT_BUILD = _INSERT + cells_sql(_raw_of("($1)")) + UPSERT_TAIL
+_ACCOUNT_ENTER = "UPDATE usage_cube_account SET cubed = 1 WHERE account_id = $1"
+
+
+async def _compact_accounts(cube_after_events: int) -> int:
     _, found = await connection().execute_query(PENDING_ACCOUNTS)
     moved = 0
     for (account_id,) in sorted(tuple(r) for r in found):
-        moved += await compact_account(int(account_id))
+        moved += await compact_account(int(account_id), cube_after_events)
     return moved
 
 

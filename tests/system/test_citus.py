@@ -138,14 +138,18 @@ async def _report(client: httpx.AsyncClient, account: str) -> dict[str, Any]:
             "byKey": {r["key"]: (r["calls"], r["credits"]) for r in usage["breakdown"]}}
 
 
-async def test_totals_are_exact_for_every_account(client: httpx.AsyncClient):
+@pytest.mark.parametrize("cube_after", [cube.CUBE_AFTER_EVENTS, 0, 300])
+async def test_totals_are_exact_for_every_account(client: httpx.AsyncClient, cube_after: int):
     """Batches mixing five accounts, resent in part, concurrent, with compaction in
-    between: each account's totals and breakdown equal its own events, counted here."""
+    between: each account's totals and breakdown equal its own events, counted here.
+    Adaptive cube (``cube.compact_account``): every account raw (the default threshold),
+    every account in the cube (0), or some entering it between the two rounds (300)."""
     rng = random.Random(20261201)
     sent: dict[str, list[dict[str, Any]]] = {}
     for account in ACCOUNTS:
-        await make_account(client, f"x{account}", users=USERS, keys=KEYS)
-        sent[f"x{account}"] = _events(rng, f"x{account}", rng.randrange(150, 400))
+        name = f"x{cube_after}-{account}"
+        await make_account(client, name, users=USERS, keys=KEYS)
+        sent[name] = _events(rng, name, rng.randrange(150, 400))
     mixed = [e for events in sent.values() for e in events]
     rng.shuffle(mixed)
     batches = [mixed[i:i + 250] for i in range(0, len(mixed), 250)]
@@ -156,12 +160,12 @@ async def test_totals_are_exact_for_every_account(client: httpx.AsyncClient):
         assert response.status_code == 200, response.text
 
     await asyncio.gather(*(post(b) for b in batches[: len(batches) // 2]))
-    assert await cube.compact_all() > 0
+    assert await cube.compact_all(cube_after) > 0
     await asyncio.gather(*(post(b) for b in batches[len(batches) // 2:] + resent))
     for account, events in sent.items():  # answered from the cube and pending events
         assert await _report(client, account) == _expected(events), account
-    await cube.compact_all()
-    for account, events in sent.items():  # answered from the cube alone
+    await cube.compact_all(cube_after)
+    for account, events in sent.items():  # answered from the cube alone (or raw events)
         assert await _report(client, account) == _expected(events), account
 
 
