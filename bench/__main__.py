@@ -63,6 +63,7 @@ from support.pg_server import create_database, start_postgres  # noqa: E402
 
 from bench import dashboard, pending  # noqa: E402
 from bench.data import END, AccountSpec, Dataset, SparseMix  # noqa: E402
+from bench.pending import scalar  # noqa: E402
 from bench.server import SECRET, SERVICE_TOKEN, Server  # noqa: E402
 from gql_usage.auth import issue_token  # noqa: E402
 from gql_usage.storage.db import run_migrations  # noqa: E402
@@ -211,21 +212,6 @@ async def resend(client: httpx.AsyncClient, bodies: list[bytes], count: int) -> 
         if r.status_code != 200 or result["accepted"] or result["rejected"]:
             raise RuntimeError(f"resend not all duplicates: {r.status_code} {str(result)[:500]}")
     return latencies
-
-
-async def scalar(url: str, dsn: str | None, sql: str) -> int:
-    """One integer from the benchmark's database (PostgreSQL through asyncpg, else the
-    SQLite file), read beside the server, not through it."""
-    if dsn:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return int(await conn.fetchval(sql))
-        finally:
-            await conn.close()
-    import sqlite3
-
-    with sqlite3.connect(url.removeprefix("sqlite://")) as c:
-        return int(c.execute(sql).fetchone()[0])
 
 
 async def wait_until_folded(url: str, dsn: str | None) -> float:

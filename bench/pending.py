@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 import asyncpg
 
 
-async def _count(url: str, dsn: str | None, sql: str) -> int:
+async def scalar(url: str, dsn: str | None, sql: str) -> int:
+    """One integer from the benchmark's database (PostgreSQL through asyncpg, else the
+    SQLite file, read in a thread), beside the server, not through it."""
     if dsn:
         conn = await asyncpg.connect(dsn)
         try:
@@ -29,7 +31,7 @@ async def _count(url: str, dsn: str | None, sql: str) -> int:
 
 
 async def pending_events(url: str, dsn: str | None) -> int:
-    return await _count(url, dsn, "SELECT COUNT(*) FROM usage_pending")
+    return await scalar(url, dsn, "SELECT COUNT(*) FROM usage_pending")
 
 
 @dataclass
@@ -89,8 +91,8 @@ def _size_sql(dsn: str | None, table: str) -> str:
 async def table_sizes(url: str, dsn: str | None) -> Sizes:
     mb = 1_000_000
     return Sizes(
-        await _count(url, dsn, "SELECT COUNT(*) FROM usage_event"),
-        await _count(url, dsn, _size_sql(dsn, "usage_event")) / mb,
-        await _count(url, dsn, "SELECT COUNT(*) FROM usage_cube"),
-        await _count(url, dsn, _size_sql(dsn, "usage_cube")) / mb,
+        await scalar(url, dsn, "SELECT COUNT(*) FROM usage_event"),
+        await scalar(url, dsn, _size_sql(dsn, "usage_event")) / mb,
+        await scalar(url, dsn, "SELECT COUNT(*) FROM usage_cube"),
+        await scalar(url, dsn, _size_sql(dsn, "usage_cube")) / mb,
     )

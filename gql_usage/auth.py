@@ -106,18 +106,26 @@ async def load_viewer(secret: str, header: str | None, *,
     # Always the primary, never a lagging replica: a demoted admin or a downgraded plan
     # must take effect on the next request.
     conn = connection()
-    known = _account_ids.setdefault(conn, {})
-    rows = []
-    if account_id in known:  # the account's shard alone on Citus
-        rows = await fetch(viewer_sql(dialect(conn), user_id, account_id, known[account_id]),
-                           conn)
-    if not rows:
-        rows = await fetch(viewer_sql(dialect(conn), user_id, account_id), conn)
+    rows = await _routed(conn, account_id, lambda *known: viewer_sql(
+        dialect(conn), user_id, account_id, *known))
     if not rows:
         raise AuthError("token names a user or account that does not exist")
-    known[account_id] = int(rows[0]["account_id"])
+    _account_ids.setdefault(conn, {})[account_id] = int(rows[0]["account_id"])
     user, account = _models(rows[0])
     return Viewer(user=user, account=account)
+
+
+async def _routed(conn: BaseDBAsyncClient, account_id: str | None,
+                  statement: Callable[..., Sql]) -> list[dict[str, Any]]:
+    """Rows of ``statement()``, first asked as ``statement(internal id)`` when this
+    client has seen the account (the account's shard alone on Citus); a stale entry
+    finds nothing and the lookup by external id is made."""
+    known = _account_ids.get(conn, {})
+    if account_id in known:
+        rows = await fetch(statement(known[account_id]), conn)
+        if rows:
+            return rows
+    return await fetch(statement(), conn)
 
 
 def _models(row: dict[str, Any]) -> tuple[User, Account]:
@@ -135,19 +143,14 @@ async def _token_viewer(credential: str, now_us: int) -> Viewer:
     digest = access_tokens.digest(credential)
     conn = connection()  # the primary: a revocation or a demotion counts at once
     account_id = access_tokens.account_of(credential)
-    known = _account_ids.setdefault(conn, {})
-    rows = []
-    if account_id in known:  # the account's shard alone on Citus
-        rows = await fetch(token_sql(dialect(conn), digest, account_id, known[account_id]),
-                           conn)
-    if not rows:
-        rows = await fetch(token_sql(dialect(conn), digest, account_id), conn)
+    rows = await _routed(conn, account_id, lambda *known: token_sql(
+        dialect(conn), digest, account_id, *known))
     if not rows or not access_tokens.matches(credential, rows[0]["t_secret_hash"]):
         raise AuthError("access token is not valid (no such token); check that it was "
                         "copied whole, or ask an admin of your account for a new one")
     row = rows[0]
     if account_id is not None:
-        known[account_id] = int(row["a_id"])
+        _account_ids.setdefault(conn, {})[account_id] = int(row["a_id"])
     name = f"access token {row['t_prefix']}…"
     if row["t_revoked_at_us"] is not None:
         raise AuthError(f"{name} was revoked at {_when(row['t_revoked_at_us'])}; ask an "
