@@ -187,10 +187,11 @@ class Demo:
         return answer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     """``gql-usage serve --demo`` on a fresh SQLite file, as the README says, with the
-    tokens it printed."""
+    tokens it printed. Session-scoped: on an xdist worker, another module's tests may run
+    between this module's, and a module-scoped server was seeded (~15 s) twice."""
     directory = tmp_path_factory.mktemp("docs-demo")
     database_url = f"sqlite://{directory / 'gql_usage.sqlite3'}"
     port, log = free_port(), directory / "serve.log"
