@@ -361,15 +361,17 @@ async def test_aliases_behind_fragment_spreads_count(client: httpx.AsyncClient) 
 # --- not an advisory yet: exponential fragment fan-out -----------------------------------
 
 FRAGMENT_FANOUT = textwrap.dedent("""
-    import asyncio, signal
+    import asyncio, signal, time
     from gql_usage.graphql.schema import schema
-    signal.alarm(2)  # SIGALRM ends the process if validation takes longer
+    signal.alarm(60)  # SIGALRM ends the process if validation never ends
     n = 24  # 2**24 paths through 25 fragments; the document is about 1 KB, 250 tokens
     frags = [f"fragment F{i} on User {{ ...F{i + 1} ...F{i + 1} }}" for i in range(n)]
     document = "query { viewer { ...F0 } } " + " ".join(frags) + \\
         f" fragment F{n} on User {{ name }}"
+    started = time.process_time()
     asyncio.run(schema.execute(document))  # refused, or executed (no viewer: an error)
-    print("done")
+    signal.alarm(0)
+    print(time.process_time() - started)
 """)
 
 
@@ -377,8 +379,11 @@ FRAGMENT_FANOUT = textwrap.dedent("""
 # repeated fragment spreads; gql_usage/graphql/limits/expansion.py refuses such a document
 # (QUERY_TOO_COSTLY, MAX_EXPANDED_FIELDS) before validation runs them.
 def test_fragment_fanout_is_refused_quickly() -> None:
+    """Measured in CPU seconds of the process (a loaded machine stretches wall time, not
+    the work: a 2 s wall-clock alarm once fired at exit on a starved machine)."""
     done = subprocess.run([sys.executable, "-c", FRAGMENT_FANOUT], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, f"validating a 1 KB document took more than 2 s {done}"
-    assert done.stdout.strip() == "done"
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"validating a 1 KB document never ended {done}"
+    cpu_s = float(done.stdout.strip())
+    assert cpu_s < 2, f"validating a 1 KB document took {cpu_s:.2f} CPU seconds"
 

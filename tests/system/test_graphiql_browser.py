@@ -218,7 +218,12 @@ def run_in_graphiql(page: Any, query: str) -> dict[str, Any]:
         page.click('button[aria-label="Execute query (Ctrl-Enter)"]')
     result = ("document.querySelector('.graphiql-response .CodeMirror')"
               ".CodeMirror.getValue()")
-    page.wait_for_function(f"{result}.includes('\"data\"')", timeout=WAIT_MS)
+    # A locator assertion, not ``wait_for_function``: when its predicate is false at first,
+    # Playwright polls it by evaluating a string in the page, which the page's CSP
+    # (script-src 'self', no 'unsafe-eval') refuses; the response came late on a loaded
+    # machine and the test failed with an EvalError.
+    playwright_api.expect(page.locator(".graphiql-response")).to_contain_text(
+        '"data"', timeout=WAIT_MS)
     shown: dict[str, Any] = json.loads(page.evaluate(result))
     return shown
 
