@@ -28,8 +28,9 @@ _PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" el
 #: Each key's ``last_used_at_us`` raised to its newest new event (``ApiKey.lastUsedAt``):
 #: only events inserted now count (a duplicate was counted when first stored; a
 #: conflicting resend never is). The batch's keys are locked in id order first
-#: (``locked``, which the update's filter evaluates before it updates any row), so that
-#: concurrent batches never deadlock on them; a row a concurrent batch changed meanwhile
+#: (``locked``, which the update's one-time filter counts whole before it updates any
+#: row; an ``EXISTS`` read, and so locked, only the first key), so that concurrent
+#: batches never deadlock on them; a row a concurrent batch changed meanwhile
 #: is read again by the update (READ COMMITTED), and GREATEST keeps the later instant of
 #: the two. The keys are read from the input (``$3``; key ids are unique across
 #: accounts), not from ``new``. (Citus runs ``store_citus``'s statements instead.)
@@ -42,7 +43,7 @@ LAST_USED_CTES = (
     f" newest.t) FROM newest WHERE api_key.account_id = {STATEMENT_ACCOUNTS}"
     " AND api_key.account_id = newest.account_id AND api_key.id = newest.api_key_id"
     " AND (api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t)"
-    " AND EXISTS (SELECT FROM locked))"
+    " AND (SELECT count(*) FROM locked) > 0)"
 )
 #: One statement: the new events, their pending copies, their keys' last use, the running
 #: totals and alerts they make (``gql_usage.alerts.record``), and the positions (1-based)

@@ -1,9 +1,10 @@
 """Distributed mode on a real Citus cluster (a coordinator and two workers that this
 module starts, tests/support/citus_server.py): the migrations place the tables as
-``gql_usage.storage.distribution`` declares, the numbers are exact across accounts, a
-statement about one account runs on one shard (analytics, compaction, viewer and
-access-token lookups), alerts are delivered, and a worker killed mid-ingestion loses and
-duplicates nothing. Skipped, saying why, without Citus."""
+``gql_usage.storage.distribution`` declares, the numbers are exact across accounts, every
+statement about one account runs on one shard (ingestion, analytics, compaction, viewer
+and access-token lookups, the alert outbox: recorded while one account is served, then
+EXPLAINed), compaction takes no cluster-wide lock, alerts are delivered, and a worker
+killed mid-ingestion loses and duplicates nothing. Skipped, saying why, without Citus."""
 
 from __future__ import annotations
 
@@ -460,6 +461,9 @@ async def test_every_statement_about_one_account_runs_on_one_shard(
     plans = await _plans(dsn, counter.calls)
     missing = [m for m in _EXERCISED if not any(m in sql for sql, _, _ in plans)]
     assert missing == [], f"not exercised: {missing}"
+    # Compaction's only lock is the account's own (no cluster-wide lock).
+    locks = [(sql, params) for sql, params in counter.calls if "advisory" in sql]
+    assert locks and all(params == [account_id] for _, params in locks), locks
     wrong = [(sql, why) for sql, _, plan in plans if (why := _one_shard(sql, plan))]
     assert wrong == [], wrong
     print(f"{len(plans)} distinct statements EXPLAINed, each on one shard; "
