@@ -444,6 +444,7 @@ async def test_every_statement_about_one_account_runs_on_one_shard(
         resent = [*batch[:5], {**batch[5], "credits": batch[5]["credits"] + 1}]
         response = await client.post("/v1/usage-events", json=resent, headers=SERVICE)
         assert response.json()["duplicates"] == 5, response.text
+        assert [r["index"] for r in response.json()["rejected"]] == [5], response.text
         await dashboards()  # the account raw
         assert await cube.compact_account(account_id, 0) == len(batch)  # it enters the cube
         more = [{**e, "id": "more-" + e["id"]} for e in _events(rng, "route", 30)]
