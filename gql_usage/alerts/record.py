@@ -24,7 +24,9 @@ back in that period, its total is made again from the events.
 
 Constant cost per batch: on PostgreSQL the recording is part of the one ingestion
 statement (``POSTGRES_ALERT_CTES``); on SQLite it is at most four statements in the
-ingestion's transaction (``record_sqlite``).
+ingestion's transaction (``record_sqlite``); on Citus at most two router statements per
+account (``gql_usage.ingest.store_citus``). SQLite and Citus share ``alert_candidates``
+and ``insert_alerts_sql``.
 """
 
 from __future__ import annotations
@@ -74,8 +76,7 @@ _UPSERT_TAIL = (f" ON CONFLICT ({_TOTAL_KEY}) DO UPDATE SET"
                 f" RETURNING {_TOTAL_KEY}, credits")
 
 #: The accounts the PostgreSQL ingestion statement is about (``$10``, comma-separated):
-#: every table it reads or writes is also filtered by them, so that on Citus, where the
-#: statement is sent once per account, it names the account's shard.
+#: every table it reads or writes is also filtered by them.
 STATEMENT_ACCOUNTS = "ANY(string_to_array($10, ',')::int[])"
 
 #: The CTEs that follow ``new`` (the inserted events, with ``RETURNING`` of ``account_id,
@@ -171,26 +172,50 @@ async def record_sqlite(conn: BaseDBAsyncClient, new: Sequence[Row], now_us: int
           f" CASE WHEN EXISTS ({_EXISTS.format(account='d.account_id')}) THEN d.credits"
           f" ELSE ({_BASELINE.format(account='d.account_id')}) END, d.credits"
           f" FROM d WHERE true{_UPSERT_TAIL}")
+    totals = [(int(a), int(k), int(ps), int(pe), int(t))
+              for a, k, ps, pe, t in await fetch_rows(q, conn)]
+    limits = {account_id: (granted, thresholds)
+              for account_id, (_, _, granted, thresholds) in settings.items()}
+    candidates = alert_candidates(totals, limits, budgets, now_us)
+    if not candidates:
+        return 0
+    q = insert_alerts_sql("sqlite", candidates)
+    return len(await conn.execute_query_dict(q.text, q.params))
+
+
+def alert_candidates(totals: Sequence[tuple[int, int, int, int, int]],
+                     limits: dict[int, tuple[int, tuple[int, ...]]],
+                     budgets: dict[int, int], now_us: int) -> list[tuple[Any, ...]]:
+    """The alerts (``_ALERT_COLUMNS`` values, in lock order) that running totals
+    (account, key or ``POOL``, period start, end, credits) have reached, given each
+    account's (credits granted, thresholds) and the keys' budgets; each gets a new uid.
+    ``thresholds.reached_thresholds``'s arithmetic, as ``POSTGRES_ALERT_CTES`` does in SQL."""
     candidates: list[tuple[Any, ...]] = []
-    for account_id, key_id, start, end, total in await fetch_rows(q, conn):
-        account_id, key_id, total = int(account_id), int(key_id), int(total)
-        granted, thresholds = settings[account_id][2:]
+    for account_id, key_id, start, end, total in totals:
+        granted, thresholds = limits[account_id]
         limit = granted if key_id == POOL else budgets[key_id]
         kind = POOL_THRESHOLD if key_id == POOL else KEY_BUDGET_THRESHOLD
         for t in reached_thresholds(total, limit, thresholds):
             candidates.append((str(uuid.uuid4()), account_id, key_id, kind, t, total, limit,
-                               int(start), int(end), now_us, now_us))
-    if not candidates:
-        return 0
-    q = Sql("sqlite", inline_ints=True).add(f"INSERT INTO usage_alert ({_ALERT_COLUMNS}) VALUES ")
-    for i, values in enumerate(sorted(candidates, key=lambda c: (c[1], c[2], c[4]))):
+                               start, end, now_us, now_us))
+    return sorted(candidates, key=lambda c: (c[1], c[2], c[4]))
+
+
+def insert_alerts_sql(dialect_name: str, candidates: Sequence[tuple[Any, ...]]) -> Sql:
+    """One multi-row ``INSERT`` of ``candidates`` (``alert_candidates``), each ignored if
+    its (account, key, threshold, period) has an alert already; returns a row per alert
+    recorded. Every value is written into the text (our own integers, uuids and kinds):
+    no bound parameter, whatever the count."""
+    q = Sql(dialect_name, inline_ints=True).add(
+        f"INSERT INTO usage_alert ({_ALERT_COLUMNS}) VALUES ")
+    for i, values in enumerate(candidates):
         q.add(", (" if i else "(")
         for j, v in enumerate(values):
             q.add(", " if j else "", v if isinstance(v, int) else _literal(v))
         q.add(")")
     q.add(" ON CONFLICT (account_id, api_key_id, threshold, period_start_us) DO NOTHING"
           " RETURNING id")
-    return len(await conn.execute_query_dict(q.text, q.params))
+    return q
 
 
 def _literal(text: str) -> str:

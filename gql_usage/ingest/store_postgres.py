@@ -13,8 +13,9 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from gql_usage.alerts.record import POSTGRES_ALERT_CTES, STATEMENT_ACCOUNTS
 from gql_usage.alerts.wakeup import alerts_recorded
 from gql_usage.ingest.rows import CONTENT_COLUMNS, EVENT_COLUMNS, Row, now_us
+from gql_usage.ingest.store_citus import store_account
 from gql_usage.storage import cube
-from gql_usage.storage.db import Sql, connection
+from gql_usage.storage.db import Sql, connection, raw_fetch
 from gql_usage.storage.distribution import distributed
 from gql_usage.storage.models import NO_USER
 
@@ -27,13 +28,12 @@ _PENDING_SELECT = ", ".join(f"coalesce(user_id, {NO_USER})" if c == "user_id" el
 #: Each key's ``last_used_at_us`` raised to its newest new event (``ApiKey.lastUsedAt``):
 #: only events inserted now count (a duplicate was counted when first stored; a
 #: conflicting resend never is). The batch's keys are locked in id order first
-#: (``locked``, which the update's filter evaluates before it updates any row), so that
-#: concurrent batches never deadlock on them; a row a concurrent batch changed meanwhile
+#: (``locked``, which the update's one-time filter counts whole before it updates any
+#: row; an ``EXISTS`` read, and so locked, only the first key), so that concurrent
+#: batches never deadlock on them; a row a concurrent batch changed meanwhile
 #: is read again by the update (READ COMMITTED), and GREATEST keeps the later instant of
 #: the two. The keys are read from the input (``$3``; key ids are unique across
-#: accounts), not from ``new``: on Citus a row lock of a subquery over another CTE's
-#: result fails ("PGCOPY"), a lock of the account's rows by a list of ids is routed to
-#: its shard.
+#: accounts), not from ``new``. (Citus runs ``store_citus``'s statements instead.)
 LAST_USED_CTES = (
     f" locked AS (SELECT id FROM api_key WHERE account_id = {STATEMENT_ACCOUNTS}"
     " AND id = ANY(string_to_array($3, ',')::int[]) ORDER BY id FOR NO KEY UPDATE),"
@@ -43,15 +43,15 @@ LAST_USED_CTES = (
     f" newest.t) FROM newest WHERE api_key.account_id = {STATEMENT_ACCOUNTS}"
     " AND api_key.account_id = newest.account_id AND api_key.id = newest.api_key_id"
     " AND (api_key.last_used_at_us IS NULL OR api_key.last_used_at_us < newest.t)"
-    " AND EXISTS (SELECT FROM locked))"
+    " AND (SELECT count(*) FROM locked) > 0)"
 )
 #: One statement: the new events, their pending copies, their keys' last use, the running
 #: totals and alerts they make (``gql_usage.alerts.record``), and the positions (1-based)
 #: of the rows that were *not* inserted (already stored), which is usually none, with the
 #: number of alerts recorded. ``$10`` lists the accounts of the rows, and every table the
-#: statement reads or writes is filtered by it as well: on PostgreSQL the statement
-#: stores a whole batch, whatever its accounts; on Citus ``store`` sends it once per
-#: account (so that each names one shard) in one transaction. Integer columns travel as
+#: statement reads or writes is filtered by it as well (phase 1 of issue 15 sent it once
+#: per account on Citus; Citus now runs ``store_citus``'s router statements, see there).
+#: It stores a whole batch, whatever its accounts. Integer columns travel as
 #: comma-separated text: asyncpg checks every element of a Python list against
 #: ``collections.abc`` when it encodes an array, which cost more than the insert.
 POSTGRES_STORE = (
@@ -88,8 +88,9 @@ def store_params(rows: Sequence[Row], received_us: int) -> list[Any]:
 async def store(rows: list[Row]) -> list[Row]:
     """Events (with their pending copies and their keys' last use); returns the rows that
     were already stored. One statement on PostgreSQL, whatever the batch's accounts; on
-    Citus the same statement once per account, in account order, in one transaction (all
-    or nothing: a retry after a deadlock stores the whole batch again)."""
+    Citus each account's router statements (``store_citus``: one to five), in account
+    order, in one transaction (all or nothing: a retry after a deadlock stores the whole
+    batch again)."""
     conn = connection()
     received = now_us()
     if not await distributed(conn):
@@ -107,11 +108,10 @@ async def store(rows: list[Row]) -> list[Row]:
     # their shards' rows in the same order.
     async with conn.acquire_connection() as raw, raw.transaction():
         for account_id in sorted(by_account):
-            group = by_account[account_id]
-            already, recorded = await raw.fetchrow(POSTGRES_STORE,
-                                                   *store_params(group, received))
+            already, recorded = await store_account(raw, account_id, by_account[account_id],
+                                                    received)
             alerts += recorded
-            stored += [group[n - 1] for n in already]
+            stored += already
     if alerts:
         alerts_recorded()
     return stored
@@ -145,12 +145,23 @@ def lookup_sql(rows: Sequence[Row]) -> Sql:
 async def stored_versions(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[Sequence[Any]]:
     """(account id, event id, *content) of the stored events among ``rows``.
 
-    The settings hold for this transaction only. On a pooled asyncpg connection of our
-    own, not Tortoise's ``in_transaction``: its context variable outlived a rollback that
-    failed in a database crash, and the task's next statements went to the dead
-    transaction's released connection (a 500 instead of a 503).
+    The settings hold for this transaction only. On Citus the lookup is made per account,
+    with ``u.account_id = <id>`` added, so that each names one shard. On a pooled asyncpg
+    connection of our own, not Tortoise's ``in_transaction``: its context variable
+    outlived a rollback that failed in a database crash, and the task's next statements
+    went to the dead transaction's released connection (a 500 instead of a 503).
     """
-    q = lookup_sql(rows)
+    if not await distributed(conn):
+        queries = [lookup_sql(rows)]
+    else:  # Citus: per account, naming it (one shard each), in one transaction
+        by_account: dict[int, list[Row]] = {}
+        for row in rows:
+            by_account.setdefault(row.account_id, []).append(row)
+        queries = [lookup_sql(group).add(" WHERE u.account_id = ", account_id)
+                   for account_id, group in sorted(by_account.items())]
+    found: list[Sequence[Any]] = []
     async with conn.acquire_connection() as raw, raw.transaction():
         await raw.execute(POSTGRES_LOOKUP_SETTINGS)
-        return await raw.fetch(q.text, *q.params)
+        for q in queries:
+            found += await raw_fetch(raw, q.text, *q.params)
+    return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -256,6 +257,17 @@ async def fetch_rows(sql: Sql, conn: BaseDBAsyncClient | None = None) -> list[Se
     return [tuple(r) for r in rows]
 
 
+#: Tortoise's statement log (``StatementCounter`` reads it).
+_STATEMENT_LOG = logging.getLogger("tortoise.db_client")
+
+
+async def raw_fetch(raw: asyncpg.Connection, sql: str, *params: Any) -> list[asyncpg.Record]:
+    """``raw.fetch`` on a pooled asyncpg connection of our own, logged as Tortoise logs
+    its statements (``"<sql>: <params>"``), so that ``StatementCounter`` sees it too."""
+    _STATEMENT_LOG.debug("%s: %s", sql, list(params))
+    return list(await raw.fetch(sql, *params))
+
+
 #: For Tortoise's own CLI: ``tortoise -c gql_usage.storage.db.TORTOISE_ORM makemigrations``.
 TORTOISE_ORM = tortoise_config("sqlite://:memory:")
 
@@ -268,9 +280,9 @@ class StatementCounter:
     """
 
     def __init__(self) -> None:
-        import logging
-
         self.statements: list[str] = []
+        #: (sql, parameters) of each statement, as sent (to run it again: ``EXPLAIN``).
+        self.calls: list[tuple[str, list[Any]]] = []
         self._logger = logging.getLogger("tortoise.db_client")
         counter = self
 
@@ -280,6 +292,11 @@ class StatementCounter:
                 if text.startswith(("Created connection", "Closed connection")):
                     return
                 counter.statements.append(record.getMessage())
+                args = record.args
+                if isinstance(args, tuple) and len(args) == 2:
+                    params = args[1]
+                    counter.calls.append((str(args[0]), list(params) if isinstance(
+                        params, list | tuple) else []))
 
         self._handler = _Handler(level=logging.DEBUG)
         self._old_level = self._logger.level
@@ -289,8 +306,6 @@ class StatementCounter:
         return len(self.statements)
 
     def __enter__(self) -> StatementCounter:
-        import logging
-
         self._logger.addHandler(self._handler)
         self._logger.setLevel(logging.DEBUG)
         return self

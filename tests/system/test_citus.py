@@ -1,15 +1,17 @@
 """Distributed mode on a real Citus cluster (a coordinator and two workers that this
 module starts, tests/support/citus_server.py): the migrations place the tables as
-``gql_usage.storage.distribution`` declares, the numbers are exact across accounts, a
-statement about one account runs on one shard (analytics, compaction, viewer and
-access-token lookups), alerts are delivered, and a worker killed mid-ingestion loses and
-duplicates nothing. Skipped, saying why, without Citus."""
+``gql_usage.storage.distribution`` declares, the numbers are exact across accounts, every
+statement about one account runs on one shard (ingestion, analytics, compaction, viewer
+and access-token lookups, the alert outbox: recorded while one account is served, then
+EXPLAINed), compaction takes no cluster-wide lock, alerts are delivered, and a worker
+killed mid-ingestion loses and duplicates nothing. Skipped, saying why, without Citus."""
 
 from __future__ import annotations
 
 import ast
 import asyncio
 import random
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -23,14 +25,17 @@ from support.citus_server import CitusCluster, citus_cluster, citus_missing
 from support.config import make_settings
 from support.database import connect
 from support.events import ENDPOINTS, KEYS, SOURCES, USERS
-from support.helpers import SERVICE, event, gid, gql, make_account
+from support.helpers import SERVICE, event, gid, gql, make_account, put, token
 from support.webhook_receiver import DEADLINE_S, webhook_receiver
 from tortoise import Tortoise
 
+from bench.dashboard import DASHBOARD, DASHBOARD_V2
+from gql_usage.alerts import outbox
 from gql_usage.alerts.delivery import AlertDelivery, DeliveryConfig
 from gql_usage.alerts.thresholds import DEFAULT_THRESHOLDS
 from gql_usage.app import create_app
-from gql_usage.ingest.store_postgres import POSTGRES_STORE
+from gql_usage.ingest import store_citus
+from gql_usage.ingest.rows import now_us
 from gql_usage.storage import cube
 from gql_usage.storage.db import StatementCounter, run_migrations
 from gql_usage.storage.distribution import (
@@ -247,22 +252,223 @@ async def test_the_access_token_lookup_runs_on_one_shard_once_the_account_is_kno
     assert refused["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED", refused
 
 
-@pytest.mark.xfail(strict=True, reason="not yet routed (issue 15): Citus plans the ingestion "
-                   "statement's CTEs as subplans (its INSERT ... SELECT from unnest is pulled "
-                   "to the coordinator)")
-async def test_the_ingestion_statement_runs_on_one_shard(client: httpx.AsyncClient,
-                                                         citus_url: str):
-    await make_account(client, "ingest1", users=USERS, keys=KEYS)
-    conn = await asyncpg.connect(_dsn(citus_url))
+#: Statements that are not about one account, each with why; every other statement the
+#: requests below send must run on one shard. Matched by how the statement begins.
+NOT_PER_ACCOUNT: dict[str, str] = {
+    cube.PENDING_ACCOUNTS:
+        "compaction's scheduling: which accounts have pending events (every shard, no lock);"
+        " each account's round is then routed",
+    "SELECT account_id FROM usage_alert WHERE delivered_at_us IS NULL":
+        "alert delivery's scheduling: which accounts have due alerts (every shard, no lock);"
+        " each account's claim is then routed",
+    "SELECT min(next_attempt_at_us) FROM usage_alert":
+        "alert delivery's timer: when the next alert of any account falls due",
+}
+#: Not sent below, and not per account either: the migrations and ``distribute`` (DDL),
+#: and the viewer / access-token lookup of an account the process does not know yet
+#: (the credential names only its external id; after it, ``u.account_id = <id>``).
+#: Session commands (``SET ...``) name no table.
+_SESSION = ("SET ", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE")
+_TABLES = re.compile(r"\b(" + "|".join((*DISTRIBUTED_TABLES, *REFERENCE_TABLES)) + r")\b")
+
+
+#: Statements the requests below must send (so that a change that stops sending one is
+#: seen): ingestion's five and the resend lookup, the cube's reads and rounds, the
+#: viewer's and access token's lookups, the service API, the outbox.
+_EXERCISED = ("INSERT INTO usage_event", store_citus.CITUS_PENDING, store_citus.CITUS_KEYS,
+              store_citus.CITUS_TOTALS, "INSERT INTO usage_alert", "FROM unnest(",
+              "FROM usage_cube", "INSERT INTO usage_cube ", "DELETE FROM usage_pending",
+              "FROM app_user u JOIN account a", "FROM access_token t JOIN account a",
+              'UPDATE "api_key"', "DELETE FROM usage_period_total",
+              "UPDATE usage_alert SET next_attempt_at_us", "UPDATE usage_alert SET delivered_at_us",
+              "UPDATE usage_alert SET attempts")
+
+
+async def _plans(dsn: str, calls: list[tuple[str, list[Any]]]
+                 ) -> list[tuple[str, list[Any], list[str]]]:
+    """Each distinct statement of ``calls`` with its Citus ``EXPLAIN`` (in a transaction
+    rolled back: nothing runs), except the listed and session ones."""
+    seen: set[str] = set()
+    out = []
+    conn = await asyncpg.connect(dsn)
     try:
-        account = await conn.fetchval("SELECT id FROM account WHERE external_id = 'ingest1'")
-        key = await conn.fetchval("SELECT id FROM api_key WHERE account_id = $1 LIMIT 1",
-                                  account)
+        for sql, params in calls:
+            if sql.lstrip().upper().startswith(_SESSION) or any(
+                    sql.lstrip().startswith(p) for p in NOT_PER_ACCOUNT):
+                continue
+            if (key := f"{sql} {params!r}") in seen:
+                continue
+            seen.add(key)
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                plan = [r[0] for r in await conn.fetch(f"EXPLAIN (COSTS off) {sql}", *params)]
+            finally:
+                await tx.rollback()
+            out.append((sql, params, plan))
     finally:
         await conn.close()
-    params = [str(account), ["e1"], str(key), "1", "1", "", "5", "1767225600000000",
-              1767225600000000, str(account)]
-    assert await _tasks(_dsn(citus_url), POSTGRES_STORE, params) == 1
+    return out
+
+
+def _one_shard(sql: str, plan: list[str]) -> str | None:
+    """Why ``plan`` is not a one-shard (router) plan, or None."""
+    if not any("Citus" in line for line in plan):
+        # Planned by PostgreSQL alone: it must name no table of the cluster (a catalogue
+        # check, an advisory lock).
+        names = _TABLES.findall(sql)
+        return f"a plain plan naming {names}" if names else None
+    counts = [int(line.split(":")[1]) for line in plan if "Task Count:" in line]
+    if counts != [1] or any("Subplan" in line or "pull to coordinator" in line
+                            or "repartition" in line for line in plan):
+        return f"tasks {counts}"
+    return None
+
+
+async def _account_ids(dsn: str, account: str) -> tuple[int, dict[str, int]]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        account_id = await conn.fetchval("SELECT id FROM account WHERE external_id = $1",
+                                         account)
+        keys = {r["external_id"]: r["id"] for r in await conn.fetch(
+            "SELECT external_id, id FROM api_key WHERE account_id = $1", account_id)}
+    finally:
+        await conn.close()
+    return int(account_id), keys
+
+
+def _store_statements(calls: list[tuple[str, list[Any]]]) -> list[str]:
+    """The ingestion statements among ``calls`` (what ``store_citus`` sends)."""
+    marks = ("INSERT INTO usage_event", store_citus.CITUS_PENDING, store_citus.CITUS_KEYS,
+             store_citus.CITUS_TOTALS, "INSERT INTO usage_alert")
+    return [next(m for m in marks if sql.startswith(m)) for sql, _ in calls
+            if any(sql.startswith(m) for m in marks)]
+
+
+async def test_a_batch_is_routed_per_account_in_at_most_five_statements(
+        client: httpx.AsyncClient, citus_url: str):
+    """A batch of two accounts whose credits reach thresholds: per account the events,
+    their pending copies, the keys (last use; period, pool and budgets read), the running
+    totals and the alerts, each one a router statement; a resend is one statement per
+    account. The totals and alerts are exact (``expected_alerts``, computed here)."""
+    dsn = _dsn(citus_url)
+    accounts = ["ingest1", "ingest2"]
+    for account in accounts:
+        await make_account(client, account, users=[("admin", "ADMIN")], keys=["k1", "k2"],
+                           granted=1000, period=(PERIOD[0].isoformat(), PERIOD[1].isoformat()))
+    sent = {a: [ev(f"{a}-{i}", 150 + i, at(2 + i), account=a, key=("k1", "k2")[i % 2])
+                for i in range(6)] for a in accounts}
+    mixed = [e for pair in zip(*sent.values(), strict=True) for e in pair]
+    assert "errors" not in await gql(client, "{ viewer { name } }", account=accounts[0])
+    with StatementCounter() as counter:
+        response = await client.post("/v1/usage-events", json=mixed, headers=SERVICE)
+    assert response.json() == {"accepted": 12, "duplicates": 0, "rejected": []}
+    per_account = ["INSERT INTO usage_event", store_citus.CITUS_PENDING,
+                   store_citus.CITUS_KEYS, store_citus.CITUS_TOTALS, "INSERT INTO usage_alert"]
+    assert _store_statements(counter.calls) == per_account * 2
+    stored = [c for c in counter.calls if _store_statements([c])]
+    for sql, _, plan in await _plans(dsn, stored):
+        assert _one_shard(sql, plan) is None, (sql, plan)
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT a.external_id, u.threshold, u.used FROM usage_alert u"
+            " JOIN account a ON a.id = u.account_id WHERE a.external_id = ANY($1::text[])"
+            " AND u.api_key_id = 0", accounts)
+    finally:
+        await conn.close()
+    assert sorted(tuple(r) for r in rows) == sorted(
+        (a, x["threshold"], x["used"]) for a in accounts
+        for x in expected_alerts([sent[a]], granted=1000, thresholds=DEFAULT_THRESHOLDS))
+    with StatementCounter() as counter:
+        again = await client.post("/v1/usage-events", json=mixed, headers=SERVICE)
+    assert again.json() == {"accepted": 0, "duplicates": 12, "rejected": []}
+    assert _store_statements(counter.calls) == ["INSERT INTO usage_event"] * 2
+
+
+async def test_every_statement_about_one_account_runs_on_one_shard(
+        client: httpx.AsyncClient, citus_url: str):
+    """Every statement sent while one account is served (ingestion with alerts and a
+    conflicting resend, the v1 and v2 dashboards, breakdowns by every dimension, keys
+    and budgets, the pool and its forecast, spikes, alerts, access tokens, CSV exports,
+    the viewer and access-token lookups, service API upserts, compaction rounds entering
+    and then feeding the cube, the alert outbox's claim and outcomes) is recorded, then
+    run again under ``EXPLAIN`` on the cluster: each is a router plan of one task, but
+    the scheduling statements ``NOT_PER_ACCOUNT`` lists."""
+    dsn = _dsn(citus_url)
+    await make_account(client, "route", users=USERS, keys=KEYS, granted=2000)
+    assert "errors" not in await gql(client, "{ viewer { name } }", account="route")
+    made = await gql(client, 'mutation { createAccessToken(name: "ro") { token } }',
+                     account="route")
+    secret = made["data"]["createAccessToken"]["token"]
+    account_id, _ = await _account_ids(dsn, "route")
+    rng = random.Random(15)
+    batch = _events(rng, "route", 120)
+    variables = {"f": {"from": "2026-01-01T00:00:00Z", "to": "2026-02-01T00:00:00Z"}}
+    by_every = " ".join(f"{d.lower()}: breakdown(by: {d}, limit: 2, other: true)"
+                        " { key label calls credits isOther groupCount }"
+                        for d in ("ENDPOINT", "API_KEY", "SOURCE", "USER"))
+    report = (f"{{ account {{ usage(filter: {{{RANGE}}}) {{ calls credits"
+              f" series(granularity: HOUR) {{ calls }} {by_every}"
+              " spikes(granularity: DAY, by: USER) { score drivers { row { key } } }"
+              " previous { calls byKey: breakdown(by: API_KEY) { key } } } } }")
+    others = ("{ account { name creditPool { used remaining overage forecast"
+              " { burnRatePerDay projectedUsed exhaustsAt } }"
+              " apiKeys(includeRevoked: true) { id lastUsedAt createdBy { name }"
+              f" budget {{ limit used remaining }} usage(filter: {{{RANGE}}}) {{ calls }} }}"
+              " endpoints { path } sources { key } alerts(first: 5) { id used apiKey { name } }"
+              " accessTokens { name } } viewer { name role } }")
+
+    async def dashboards() -> None:
+        for query in (DASHBOARD, DASHBOARD_V2):
+            body = await gql(client, query, variables, account="route")
+            assert "errors" not in body, body
+        for query in (report, others):
+            body = await gql(client, query, account="route")
+            assert "errors" not in body, body
+        admin = {"Authorization": f"Bearer {token('admin', 'route')}"}
+        for by in ("", "&by=ENDPOINT", "&by=USER"):
+            response = await client.get(
+                "/export/usage.csv?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z"
+                f"&granularity=DAY{by}", headers=admin)
+            assert response.status_code == 200, response.text
+
+    with StatementCounter() as counter:
+        await put(client, "/v1/accounts/route/api-keys/k1", {
+            "name": "Key k1", "prefix": "pk_k1", "createdBy": "admin",
+            "createdAt": "2025-06-01T00:00:00Z", "revokedAt": None, "creditBudget": 300})
+        await put(client, "/v1/accounts/route/users/bob", {
+            "name": "Bob", "email": "bob@route.example", "role": "MEMBER"})
+        response = await client.post("/v1/usage-events", json=batch, headers=SERVICE)
+        assert response.json()["accepted"] == len(batch)
+        resent = [*batch[:5], {**batch[5], "credits": batch[5]["credits"] + 1}]
+        response = await client.post("/v1/usage-events", json=resent, headers=SERVICE)
+        assert response.json()["duplicates"] == 5, response.text
+        assert [r["index"] for r in response.json()["rejected"]] == [5], response.text
+        await dashboards()  # the account raw
+        assert await cube.compact_account(account_id, 0) == len(batch)  # it enters the cube
+        more = [{**e, "id": "more-" + e["id"]} for e in _events(rng, "route", 30)]
+        response = await client.post("/v1/usage-events", json=more, headers=SERVICE)
+        assert response.json()["accepted"] == len(more)
+        await dashboards()  # from the cube and pending events
+        assert await cube.compact_account(account_id, 0) == len(more)  # folded
+        body = await gql(client, "{ account { name } }", bearer=secret)
+        assert body == {"data": {"account": {"name": "Account route"}}}, body
+        claimed = [a for a in await outbox.claim(now_us(), 60_000_000, 100)
+                   if a.account == "route"]
+        assert claimed
+        await outbox.delivered(claimed[0], now_us())
+        await outbox.failed(claimed[-1], "refused", now_us() + 1)
+    plans = await _plans(dsn, counter.calls)
+    missing = [m for m in _EXERCISED if not any(m in sql for sql, _, _ in plans)]
+    assert missing == [], f"not exercised: {missing}"
+    # Compaction's only lock is the account's own (no cluster-wide lock).
+    locks = [(sql, params) for sql, params in counter.calls if "advisory" in sql]
+    assert locks and all(params == [account_id] for _, params in locks), locks
+    wrong = [(sql, why) for sql, _, plan in plans if (why := _one_shard(sql, plan))]
+    assert wrong == [], wrong
+    print(f"{len(plans)} distinct statements EXPLAINed, each on one shard; "
+          f"{sum(1 for p in plans if any('Citus' in line for line in p[2]))} routed by Citus")
 
 
 async def test_a_round_holds_only_its_accounts_lock(client: httpx.AsyncClient, citus_url: str):
