@@ -95,6 +95,10 @@ def _unavailable_one(exc: BaseException) -> bool:
         # is in progress"): a connection the server dropped, not a bug of ours. Real
         # concurrent use is refused earlier, as an InterfaceError.
         return "cannot switch to state" in str(exc)
+    if isinstance(exc, asyncpg.exceptions.InternalServerError):
+        # A Citus coordinator's backend that was waiting on its workers when the
+        # coordinator's postmaster died says so itself (XX000), before it is killed too.
+        return "postmaster was shut down" in str(exc)
     if isinstance(exc, asyncpg.exceptions.InterfaceError | sqlite3.OperationalError) or (
         type(exc).__name__ in ("OperationalError", "TransactionManagementError")
     ):

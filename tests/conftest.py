@@ -5,7 +5,12 @@ Speed (README, "Tests"): the suite runs on pytest-xdist workers (``-n 2`` in the
 options), each with its own PostgreSQL server and ONE shared database, emptied before
 each test by one statement (``_EMPTY_TABLES``); SQLite tests get a copy of a
 migrated template file. A test that changes more than rows (drops a table, alters
-storage parameters) asks for a database of its own with ``@pytest.mark.own_database``."""
+storage parameters) asks for a database of its own with ``@pytest.mark.own_database``.
+
+Tests marked ``citus`` (a whole module: ``pytestmark = pytest.mark.citus``) run on a third
+database, a Citus cluster (a coordinator and two workers) that each xdist worker starts on
+its first such test (``tests/support/citus_databases.py``); without Citus that
+parametrization skips, saying why (``citus_missing()``)."""
 
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.citus_databases import CitusDatabases
+from support.citus_server import citus_cluster, citus_missing
 from support.config import BACKENDS, make_settings
 from support.database import connect
 from support.pg_server import create_database, drop_database, start_postgres
@@ -58,6 +65,41 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group.addoption("--dist", dest="dist", default="no", help="ignored")
     group.addoption("--no-loadscope-reorder", dest="loadscopereorder", action="store_false",
                     help="ignored")
+
+
+#: The parametrization of ``db_url`` and ``module_database`` for tests marked ``citus``.
+WITH_CITUS = [*BACKENDS, pytest.param("citus", marks=pytest.mark.skipif(
+    citus_missing() is not None, reason=citus_missing() or ""))]
+
+
+def _parametrized(mark: pytest.Mark) -> set[str]:
+    names = mark.args[0] if mark.args else mark.kwargs.get("argnames", ())
+    if isinstance(names, str):
+        names = names.split(",")
+    return {name.strip() for name in names}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``citus`` gets ``db_url`` / ``module_database`` (and what is built on
+    them) on SQLite, PostgreSQL and Citus; a test parametrizing them itself keeps its own
+    list. (As a ``parametrize`` mark, which pytest's own hooks, run after this one, apply
+    in place of the fixtures' params.)"""
+    if metafunc.definition.get_closest_marker("citus") is None:
+        return
+    taken = set().union(*(_parametrized(m) for m in metafunc.definition.iter_markers(
+        "parametrize")))
+    for name, scope in (("db_url", "function"), ("module_database", "module")):
+        if name in metafunc.fixturenames and name not in taken:
+            metafunc.definition.add_marker(pytest.mark.parametrize(
+                name, WITH_CITUS, indirect=True, scope=scope))
+
+
+@pytest.fixture(scope="session")
+def citus_databases() -> Iterator[CitusDatabases]:
+    """This worker's Citus cluster (started on first use) and its databases."""
+    with citus_cluster(workers=2) as cluster:
+        yield CitusDatabases(cluster)
 
 
 @pytest.fixture(scope="session")
@@ -118,10 +160,18 @@ async def db_url(request: pytest.FixtureRequest, databases: Databases,
     """A migrated database with no rows, Tortoise connected to it."""
     backend = request.param
     root = tmp_path_factory.getbasetemp()
-    await _template(backend, databases, root, request)
+    if backend != "citus":
+        await _template(backend, databases, root, request)
     n = next(_numbers)
     path: Path | None = None
-    if backend == "sqlite":
+    if backend == "citus":
+        citus: CitusDatabases = request.getfixturevalue("citus_databases")
+        if request.node.get_closest_marker("own_database"):
+            url = await citus.fresh(f"test_{n}")
+            await connect(url)
+        else:
+            url = await citus.connect_shared()
+    elif backend == "sqlite":
         path = root / f"test_{n}.sqlite3"
         shutil.copy(root / "template.sqlite3", path)
         url = f"sqlite://{path}"
@@ -150,6 +200,9 @@ async def module_database(request: pytest.FixtureRequest, databases: Databases,
     per module (Tortoise is not connected: ``support.database.connect`` it per test, since
     ``db_url`` tests in between point it elsewhere). Its tests run on one xdist worker."""
     backend = request.param
+    if backend == "citus":
+        citus: CitusDatabases = request.getfixturevalue("citus_databases")
+        return await citus.fresh("module")
     root = tmp_path_factory.getbasetemp()
     await _template(backend, databases, root, request)
     n = next(_numbers)

@@ -51,6 +51,8 @@ from gql_usage.graphql.schema import Schema, schema
 from gql_usage.graphql.types import ApiKey, Node, Source
 from gql_usage.storage import models
 
+pytestmark = pytest.mark.citus
+
 FILTER = '{from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"}'
 
 #: (id, account, api key, user, endpoint, source, credits, occurred at)

@@ -11,6 +11,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 import support.events
 from support.events import KEYS, USERS, when
 from support.helpers import SERVICE, gid, gql, make_account
@@ -18,6 +19,8 @@ from test_exactness import expected_cells, stored_cells
 
 from gql_usage.storage.cube import compact
 from gql_usage.storage.db import connection
+
+pytestmark = pytest.mark.citus
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 FROM, TO = "2025-03-01T05:03:00Z", "2025-04-20T07:03:00Z"  # partial days at both ends

@@ -8,6 +8,7 @@ import random
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
+import pytest
 import support.events
 from support.events import KEYS, USERS
 from support.helpers import ingest, make_account
@@ -15,6 +16,8 @@ from support.helpers import ingest, make_account
 from gql_usage.storage.cube import compact_all
 from gql_usage.storage.db import connection
 from gql_usage.storage.models import CUBE_SETS
+
+pytestmark = pytest.mark.citus
 
 
 def random_events(rng: random.Random, n: int) -> list[dict]:
@@ -48,9 +51,11 @@ async def stored_cells() -> dict[tuple, tuple[int, int]]:
     _, rows = await connection().execute_query(
         "SELECT c.grain, c.dims, c.t, COALESCE(k.external_id, ''), COALESCE(e.path, ''), "
         "COALESCE(s.key, ''), COALESCE(u.external_id, ''), c.calls, c.credits "
-        "FROM usage_cube c LEFT JOIN api_key k ON k.id = c.api_key_id "
-        "LEFT JOIN endpoint e ON e.id = c.endpoint_id LEFT JOIN source s ON s.id = c.source_id "
-        "LEFT JOIN app_user u ON u.id = c.user_id")
+        "FROM usage_cube c"
+        # Joins of per-account tables name the account (Citus joins them shard by shard).
+        " LEFT JOIN api_key k ON k.account_id = c.account_id AND k.id = c.api_key_id"
+        " LEFT JOIN endpoint e ON e.id = c.endpoint_id LEFT JOIN source s ON s.id = c.source_id"
+        " LEFT JOIN app_user u ON u.account_id = c.account_id AND u.id = c.user_id")
     return {(int(r[0]), int(r[1]), int(r[2]), r[3], r[4], r[5], r[6]): (int(r[7]), int(r[8]))
             for r in rows}
 

@@ -8,10 +8,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from support.helpers import SERVICE, event, gid, gql, make_account
 
 from gql_usage.storage.cube import compact_all
 from gql_usage.storage.db import connection
+
+pytestmark = pytest.mark.citus
 
 T0 = datetime(2026, 1, 10, 0, 0, tzinfo=UTC)
 # Not slot-aligned: the edges are read from the raw events (the call at -67 h 07 min,

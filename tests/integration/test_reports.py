@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from support.events import when
 from support.helpers import event, gid, gql, ingest, make_account
 
+pytestmark = pytest.mark.citus
+
 KEYS = ["k1", "k2", "k3"]
 USERS = [("admin", "ADMIN"), ("u2", "MEMBER")]
 ENDPOINTS = ["/v2/person", "/v2/company", "prospecting/contact/enrich", "/v2/free"]

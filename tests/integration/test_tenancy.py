@@ -16,6 +16,8 @@ import httpx
 import pytest
 from support.helpers import event, gid, gql, ingest, make_account
 
+pytestmark = pytest.mark.citus
+
 RANGE = 'from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"'
 
 #: (id, account, api key, user, endpoint, source, credits, occurred at)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 from support.helpers import SERVICE
 
 from gql_usage.storage.db import connection
+
+pytestmark = pytest.mark.citus
 
 RACERS = 12
 PERIOD = {"periodStart": "2026-01-01T00:00:00Z", "periodEnd": "2026-02-01T00:00:00Z"}

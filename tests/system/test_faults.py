@@ -25,6 +25,7 @@ import asyncpg
 import h11
 import httpx
 import pytest
+from support.citus_server import citus_cluster, citus_missing
 from support.config import make_settings
 from support.events import KEYS, USERS, random_events
 from support.helpers import SERVICE, event, gid, gql, make_account, token
@@ -37,6 +38,8 @@ from gql_usage.app import create_app
 from gql_usage.faults import SERVICE_UNAVAILABLE, UNAVAILABLE_MESSAGE, is_unavailable
 from gql_usage.settings import MissingSetting, load_settings
 from gql_usage.storage.db import connection, run_migrations, tortoise_config
+
+pytestmark = pytest.mark.citus
 
 #: Every generated event lies in [WINDOW_START, WINDOW_START + 3 days); reports cover
 #: whole hours around it, so they read every event through the rollups.
@@ -126,9 +129,11 @@ async def run_clients(client: httpx.AsyncClient, plans: list[list[list[dict[str,
 
 # --- exactness ------------------------------------------------------------------------
 
+#: Per-account tables are joined on the account too (Citus joins them shard by shard).
 _JOINS = ("FROM usage_event e JOIN account a ON a.id = e.account_id "
-          "JOIN api_key k ON k.id = e.api_key_id JOIN endpoint en ON en.id = e.endpoint_id "
-          "JOIN source s ON s.id = e.source_id JOIN app_user u ON u.id = e.user_id "
+          "JOIN api_key k ON k.account_id = e.account_id AND k.id = e.api_key_id "
+          "JOIN endpoint en ON en.id = e.endpoint_id JOIN source s ON s.id = e.source_id "
+          "JOIN app_user u ON u.account_id = e.account_id AND u.id = e.user_id "
           "WHERE a.external_id = 'acme'")
 
 
@@ -279,6 +284,27 @@ async def test_postgres_sigkill_during_ingestion_loses_and_duplicates_nothing():
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                          base_url="http://testserver") as client:
                 await _postgres_outage(client, pg, url)
+        finally:
+            await Tortoise.close_connections()
+
+
+@pytest.mark.skipif(citus_missing() is not None, reason=citus_missing() or "")
+async def test_citus_coordinator_sigkill_during_ingestion_loses_and_duplicates_nothing():
+    """Citus's analogue of the test above: the server the app talks to, the coordinator of
+    a dedicated cluster (a coordinator and two workers), is killed and restarted with
+    crash recovery, mid-ingestion and then under a waiting report; the same outcome. (A
+    *worker* killed mid-ingestion: tests/system/test_citus.py.)"""
+    with citus_cluster(workers=2) as cluster:
+        url = cluster.create_database("faults")
+        await run_migrations(url)
+        EXECUTOR_CACHE.clear()
+        await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
+        try:
+            app = create_app(make_settings(url, retry_after_seconds=RETRY_AFTER),
+                             manage_db=False)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://testserver") as client:
+                await _postgres_outage(client, cluster.coordinator, url)
         finally:
             await Tortoise.close_connections()
 
@@ -586,6 +612,8 @@ def test_classification_of_database_exceptions():
         OperationalError("the database system is shutting down"),
         asyncpg.exceptions.InternalClientError(
             "cannot switch to state 12; another operation (2) is in progress"),
+        # A Citus coordinator killed while a backend waited on a worker (its COMMIT).
+        asyncpg.exceptions.InternalServerError("postmaster was shut down, exiting"),
     ]
     wrapped = OperationalError("wrapper")
     wrapped.__cause__ = asyncpg.exceptions.CrashShutdownError("crash")
@@ -600,6 +628,8 @@ def test_classification_of_database_exceptions():
         asyncpg.exceptions.UndefinedTableError('relation "x" does not exist'),
         asyncpg.exceptions.InternalClientError("unexpected error while performing "
                                                "authentication"),
+        asyncpg.exceptions.InternalServerError("the query contains a join that requires "
+                                               "repartitioning"),
     ]
     assert [is_unavailable(e) for e in unavailable] == [True] * len(unavailable)
     assert [is_unavailable(e) for e in available] == [False] * len(available)
