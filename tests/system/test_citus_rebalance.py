@@ -53,7 +53,7 @@ RANGE = 'from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"'
 #: Accounts enter the cube once compaction has seen this many of their events: some are
 #: in it from the start, some enter it during the rebalance, some stay raw.
 CUBE_AFTER = 500
-#: What the workload must complete, each kind, while the first transfer is held.
+#: What the workload must complete, each kind, while a transfer is held.
 HELD_OPERATIONS = 2
 #: Longest wait for any one step (a loaded 2-core machine).
 DEADLINE_S = 90
@@ -253,7 +253,20 @@ async def _rebalance_under_load(client: httpx.AsyncClient, cluster: CitusCluster
         await conn.close()
     shard_of = await _accounts_on_every_shard(client, dsn)
     accounts = sorted(shard_of, key=shard_of.__getitem__)
-    mixed, owned = accounts[0::2], accounts[1::2]  # each on both old workers
+    conn = await asyncpg.connect(dsn)
+    try:
+        node_of = {a: await conn.fetchval("SELECT nodeport FROM pg_dist_shard_placement"
+                                          " WHERE shardid = $1", shard_of[a]) for a in accounts}
+    finally:
+        await conn.close()
+    # The sender's accounts and the readers' each on both old workers.
+    mixed, owned = [], []
+    for worker in cluster.workers:
+        on_worker = [a for a in accounts if node_of[a] == worker.port]
+        mixed += on_worker[0::2]
+        owned += on_worker[1::2]
+    assert {node_of[a] for a in mixed} == {node_of[a] for a in owned} == {
+        w.port for w in cluster.workers}, node_of
     work = Workload()
     rng = random.Random(1504)
     for account in accounts:  # history: some accounts in the cube already, some raw
@@ -364,10 +377,11 @@ async def _rebalance_under_load(client: httpx.AsyncClient, cluster: CitusCluster
     failures = sorted({str(r.exc_info[1]).splitlines()[0] for r in caplog.records
                        if r.exc_info and r.exc_info[1]})
     print(f"\nrebalance onto a third worker: {len(groups)} of {len(shard_of)} shard groups "
-          f"moved ({len(moved)} shard placements), accounts now on it: {on_new}; "
+          f"moved ({len(moved)} shard placements), accounts now on it: {on_new} (sender's: "
+          f"{sorted(set(on_new) & set(mixed))}); "
           f"{ended - started:.1f} s from citus_rebalance_start to the end of "
           f"citus_rebalance_wait, {ended - released:.1f} s of it after the held transfer was "
-          f"let go; completed within it: {during} (while the first transfer was held: {held}; "
+          f"let go; completed within it: {during} (while a transfer was held: {held}; "
           f"after: {after}); events: {preloaded} before, {total} in all, "
           f"{len(work.refused)} refused attempts, resent (the server's errors: {failures})")
 
