@@ -23,6 +23,15 @@ unique (they come from one sequence); the statements are the same on SQLite, Pos
 and Citus. On plain PostgreSQL and SQLite nothing changes: the step finds no ``citus``
 extension and returns.
 
+Shards move between nodes (``citus_rebalance_start`` after ``citus_add_node``) by logical
+replication, which must find the row an ``UPDATE`` or ``DELETE`` changes on the new node:
+Citus refuses to move a table that has neither a primary key nor a replica identity.
+``usage_pending`` has no key on purpose (appended to, drained by compaction, never looked
+up: an index would cost every ingestion), so ``distribute`` gives each distributed table
+without a key ``REPLICA IDENTITY FULL`` (the whole old row identifies it; only written to
+the WAL with ``wal_level = logical``, which Citus needs anyway). On PostgreSQL nothing
+changes.
+
 A table that a later migration adds must be listed here: ``distribute`` refuses to finish
 while a table of the schema is neither listed nor ``LOCAL_TABLES``.
 """
@@ -176,6 +185,21 @@ async def _lead_keys_with_account(conn: asyncpg.Connection, table: str) -> None:
                 f"add {DISTRIBUTION_COLUMN} to it in its migration")
 
 
+async def _identify_rows(conn: asyncpg.Connection, tables: list[str]) -> list[str]:
+    """``REPLICA IDENTITY FULL`` for each of ``tables`` that has no primary key and no
+    replica identity, so that its shards can be moved by logical replication (Citus
+    propagates the setting to every shard); returns the tables changed."""
+    changed = []
+    for r in await conn.fetch(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace"
+            " AND c.relname = ANY($1::text[]) AND (c.relreplident = 'n' OR"
+            " (c.relreplident = 'd' AND NOT EXISTS (SELECT FROM pg_constraint k"
+            "  WHERE k.conrelid = c.oid AND k.contype = 'p'))) ORDER BY c.relname", tables):
+        await conn.execute(f'ALTER TABLE "{r["relname"]}" REPLICA IDENTITY FULL')
+        changed.append(str(r["relname"]))
+    return changed
+
+
 async def distribute(conn: asyncpg.Connection) -> list[str]:
     """Place the tables as declared, if the database has Citus; returns what was done
     (``[]`` on plain PostgreSQL, or when everything is placed already)."""
@@ -220,6 +244,10 @@ async def distribute(conn: asyncpg.Connection) -> list[str]:
                 done.append(f"{table}: distributed by {DISTRIBUTION_COLUMN}")
             for fk in foreign:
                 await conn.execute(fk.with_account())
+        # Also on a cluster distributed before this step existed: runs whenever a
+        # distributed table lacks a replica identity.
+        for table in await _identify_rows(conn, [t for t in DISTRIBUTED_TABLES if t in tables]):
+            done.append(f"{table}: replica identity full (no primary key; shard moves)")
     return done
 
 

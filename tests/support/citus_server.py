@@ -108,6 +108,22 @@ class CitusCluster:
         self.databases.append(name)
         return url
 
+    def add_worker(self) -> CrashablePostgres:
+        """Start one more worker with the same settings, make every database of the
+        cluster on it (with the citus extension), ``citus_add_node`` it in each, and return
+        it. It holds no shards until they are moved to it (``citus_rebalance_start``)."""
+        worker = CrashablePostgres()
+        worker.settings = list(NODE_SETTINGS)
+        self.workers.append(worker)  # removed with the others by close(), even if it fails
+        worker.init()
+        worker.start()
+        for name in self.databases:
+            psql(worker.url, f'CREATE DATABASE "{name}"')
+            psql(_with_database(worker.url, name), "CREATE EXTENSION citus")
+            psql(_with_database(self.coordinator.url, name),
+                 f"SELECT citus_add_node('127.0.0.1', {worker.port})")
+        return worker
+
     def node_url(self, node: CrashablePostgres, name: str) -> str:
         """URL of database ``name`` on one node (to look at a worker's shards directly)."""
         return _with_database(node.url, name)
