@@ -270,22 +270,27 @@ def dedicated_postgres() -> Iterator[tuple[CrashablePostgres, str]]:
 # --- 1. PostgreSQL killed and restarted during ingestion --------------------------------
 
 
+async def _outage_in_process(server: CrashablePostgres, url: str) -> None:
+    """``_postgres_outage`` against the app run in-process on ``url``, whose database
+    server ``server`` the outage kills and restarts."""
+    await run_migrations(url)
+    EXECUTOR_CACHE.clear()
+    await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
+    try:
+        app = create_app(make_settings(url, retry_after_seconds=RETRY_AFTER), manage_db=False)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://testserver") as client:
+            await _postgres_outage(client, server, url)
+    finally:
+        await Tortoise.close_connections()
+
+
 async def test_postgres_sigkill_during_ingestion_loses_and_duplicates_nothing():
     """PostgreSQL only: the fault is the PostgreSQL server crashing (SIGKILL of the
     postmaster and its backends) and restarting with crash recovery; a dedicated server,
     so that the suite's shared one is never killed. The app runs in-process."""
     with dedicated_postgres() as (pg, url):
-        await run_migrations(url)
-        EXECUTOR_CACHE.clear()
-        await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
-        try:
-            app = create_app(make_settings(url, retry_after_seconds=RETRY_AFTER),
-                             manage_db=False)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://testserver") as client:
-                await _postgres_outage(client, pg, url)
-        finally:
-            await Tortoise.close_connections()
+        await _outage_in_process(pg, url)
 
 
 @pytest.mark.skipif(citus_missing() is not None, reason=citus_missing() or "")
@@ -296,17 +301,7 @@ async def test_citus_coordinator_sigkill_during_ingestion_loses_and_duplicates_n
     *worker* killed mid-ingestion: tests/system/test_citus.py.)"""
     with citus_cluster(workers=2) as cluster:
         url = cluster.create_database("faults")
-        await run_migrations(url)
-        EXECUTOR_CACHE.clear()
-        await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
-        try:
-            app = create_app(make_settings(url, retry_after_seconds=RETRY_AFTER),
-                             manage_db=False)
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                         base_url="http://testserver") as client:
-                await _postgres_outage(client, cluster.coordinator, url)
-        finally:
-            await Tortoise.close_connections()
+        await _outage_in_process(cluster.coordinator, url)
 
 
 async def _postgres_outage(client: httpx.AsyncClient, pg: CrashablePostgres, url: str) -> None:
