@@ -511,7 +511,11 @@ async def load(client: httpx.AsyncClient, token: str, clients: int, requests: in
 
 @contextlib.asynccontextmanager
 async def http(base_url: str, connections: int) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # Idle connections are dropped after 2 s, before the server's 5 s keep-alive timeout
+    # (uvicorn's): at httpx's default of 5 s both ends closed and reused the same idle
+    # connection at once, and a PUT failed with ReadError on the loaded machine.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         yield client
 
