@@ -1,7 +1,7 @@
 """The benchmark: ingestion and dashboard latency on a realistic dataset, side by side with
 baselines, in one run.
 
-    python -m bench [--events 10000000] [--db postgres|sqlite] [--runs 30]
+    python -m bench [--events 10000000] [--db postgres|sqlite|citus] [--runs 30]
 
 One run, one process tree: starts PostgreSQL in a temporary directory
 (``tests/support/pg_server.py``; or uses a SQLite file), runs ``gql-usage serve`` on 127.0.0.1,
@@ -33,6 +33,12 @@ and then
 5. reports the server's peak RSS.
 
 Prints a table, then one line of JSON.
+
+``--db citus`` runs the same workload twice in one invocation, on single-node PostgreSQL
+and then on a throwaway Citus cluster (``tests/support/citus_server.py``: a coordinator and
+``--worker-nodes`` workers on loopback), and prints one table with a column per database;
+the JSON line holds the PostgreSQL run's fields as ``--db postgres`` does, plus a ``citus``
+object with the same fields for the cluster.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from support.pg_server import create_database, start_postgres  # noqa: E402
+from support.citus_server import citus_cluster, citus_missing  # noqa: E402
+from support.pg_server import create_database, psql, start_postgres  # noqa: E402
 
 from bench import dashboard, pending  # noqa: E402
 from bench.data import END, AccountSpec, Dataset, SparseMix  # noqa: E402
@@ -69,6 +76,10 @@ from gql_usage.auth import issue_token  # noqa: E402
 from gql_usage.storage.db import run_migrations  # noqa: E402
 
 RANGES = (30, 90, 365)
+#: The benchmark measures, it does not shed load: a request slower than the server's
+#: default 30 s timeout (a batch mixing hundreds of accounts on Citus takes about that
+#: on this machine) would abort the run with a 503 instead of being measured.
+SERVER_ENV = {"GQL_USAGE_REQUEST_TIMEOUT_SECONDS": "600"}
 SERVICE = {"Authorization": f"Bearer {SERVICE_TOKEN}"}
 
 
@@ -78,16 +89,51 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+@dataclass(frozen=True)
+class Db:
+    """A fresh, empty benchmark database: its Tortoise URL, its asyncpg DSN (``None`` on
+    SQLite) and, on Citus, the DSN of the database on every node (coordinator first)."""
+
+    kind: str  # postgres | sqlite | citus
+    url: str
+    dsn: str | None
+    nodes: tuple[str, ...] = ()
+
+    @property
+    def dialect(self) -> str:
+        """The SQL dialect gql_usage speaks to it (Citus is PostgreSQL to the client)."""
+        return "sqlite" if self.kind == "sqlite" else "postgres"
+
+    @property
+    def distributed(self) -> bool:
+        return self.kind == "citus"
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
 @contextlib.contextmanager
-def database(kind: str) -> Iterator[tuple[str, str | None]]:
-    """(Tortoise URL, asyncpg DSN or None) of a fresh, empty database."""
+def database(kind: str, worker_nodes: int = 2) -> Iterator[Db]:
+    """A fresh, empty database of ``kind``, removed on exit. On Citus: a coordinator and
+    ``worker_nodes`` workers (``support.citus_server``, as the tests start them), with
+    ``synchronous_commit=off`` like the single PostgreSQL server, so both runs make the
+    same durability trade-off."""
     if kind == "postgres":
         with start_postgres() as base:
             url = create_database(base, "bench")
-            yield url, url.replace("postgres://", "postgresql://", 1)
+            yield Db(kind, url, _dsn(url))
+    elif kind == "citus":
+        with citus_cluster(workers=worker_nodes) as cluster:
+            for node in cluster.nodes:
+                psql(node.url, "ALTER SYSTEM SET synchronous_commit = off")
+                psql(node.url, "SELECT pg_reload_conf()")
+            url = cluster.create_database("bench")
+            yield Db(kind, url, _dsn(url),
+                     tuple(_dsn(cluster.node_url(n, "bench")) for n in cluster.nodes))
     else:
         with tempfile.TemporaryDirectory(prefix="gql_usage_bench_") as tmp:
-            yield f"sqlite://{tmp}/bench.sqlite3", None
+            yield Db(kind, f"sqlite://{tmp}/bench.sqlite3", None)
 
 
 async def put_reference_data(client: httpx.AsyncClient, accounts: list[AccountSpec],
@@ -247,17 +293,19 @@ async def ingest_and_fold(client: httpx.AsyncClient, bodies: list[bytes], client
     return FoldFigures(figures, drain_s, timeline)
 
 
-async def settle(url: str, dsn: str | None) -> None:
+async def settle(url: str, dsn: str | None, nodes: tuple[str, ...] = ()) -> None:
     """``VACUUM ANALYZE`` before timing, as after any bulk load: the compactor's own
     vacuum of the cube and autovacuum of 10 million new events would otherwise run during
     the timed queries, ours and the baselines alike (a first 10M run measured the 30-day
-    page at 389 ms during them, 32 ms after)."""
+    page at 389 ms during them, 32 ms after). On Citus on every node (``nodes``), where
+    the shards are: a database-wide ``VACUUM`` on the coordinator stays local."""
     if dsn:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute("VACUUM ANALYZE")
-        finally:
-            await conn.close()
+        for target in nodes or (dsn,):
+            conn = await asyncpg.connect(target)
+            try:
+                await conn.execute("VACUUM ANALYZE")
+            finally:
+                await conn.close()
     else:
         import sqlite3
 
@@ -265,14 +313,18 @@ async def settle(url: str, dsn: str | None) -> None:
             c.execute("ANALYZE")
 
 
-async def copy_floor(dsn: str) -> float:
-    """Rows per second of a binary ``COPY`` of the stored events into a bare table."""
+async def copy_floor(dsn: str, distributed: bool = False) -> float:
+    """Rows per second of a binary ``COPY`` of the stored events into a bare table (on
+    Citus a bare table distributed like ``usage_event``: the cluster's own ``COPY``)."""
     conn = await asyncpg.connect(dsn)
     try:
         buffer = io.BytesIO()
         await conn.copy_from_table("usage_event", output=buffer, format="binary")
         rows = int(await conn.fetchval("SELECT COUNT(*) FROM usage_event"))
         await conn.execute("CREATE TABLE copy_floor (LIKE usage_event)")
+        if distributed:
+            await conn.execute("SELECT create_distributed_table('copy_floor', 'account_id',"
+                               " colocate_with => 'usage_event')")
         await conn.execute("CHECKPOINT")
         buffer.seek(0)
         started = time.perf_counter()
@@ -459,23 +511,53 @@ async def load(client: httpx.AsyncClient, token: str, clients: int, requests: in
 
 @contextlib.asynccontextmanager
 async def http(base_url: str, connections: int) -> AsyncIterator[httpx.AsyncClient]:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # Idle connections are dropped after 2 s, before the server's 5 s keep-alive timeout
+    # (uvicorn's): at httpx's default of 5 s both ends closed and reused the same idle
+    # connection at once, and a PUT failed with ReadError on the loaded machine.
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections,
+                          keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=600, limits=limits) as client:
         yield client
 
 
+def databases(db: str) -> list[str]:
+    """The databases one invocation runs on: ``citus`` is compared with single-node
+    PostgreSQL in the same run (PostgreSQL first)."""
+    return ["postgres", "citus"] if db == "citus" else [db]
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every database of ``databases(args.db)`` in turn, on the same dataset; the first
+    run's figures at the top level of the result, the others' under their name."""
+    if args.db == "citus":
+        missing = citus_missing()
+        if missing:
+            raise SystemExit(f"--db citus: {missing}")
+    result: dict[str, Any] = {}
+    for kind in databases(args.db):
+        figures = await run_one(args, kind)
+        if result:
+            result[kind] = figures
+        else:
+            result = figures
+    return result
+
+
+async def run_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """The whole workload on a fresh database of ``kind``; its figures."""
     data = Dataset(events=args.events, seed=args.seed)
     sparse = SparseMix(accounts=args.sparse_accounts, per_account=args.sparse_events,
                        seed=args.seed)
     log = print if not args.quiet else (lambda *a, **k: None)
     started = time.perf_counter()
+    # Generated again for each database rather than kept: 10M events' bodies are GBs.
     bodies = list(data.batches())
-    log(f"generated {data.total_events:,} events ({len(data.accounts):,} accounts) in "
-        f"{len(bodies):,} batches in {time.perf_counter() - started:.1f} s")
-    with database(args.db) as (url, dsn):
+    log(f"{kind}: generated {data.total_events:,} events ({len(data.accounts):,} accounts) "
+        f"in {len(bodies):,} batches in {time.perf_counter() - started:.1f} s")
+    with database(kind, args.worker_nodes) as db:
+        url, dsn = db.url, db.dsn
         await run_migrations(url)
-        server = Server(url, workers=args.workers)
+        server = Server(url, workers=args.workers, env=SERVER_ENV)
         async with server.running(), http(server.url, max(args.clients, args.load_clients)
                                           ) as client:
             await put_reference_data(client, data.accounts, data.start)
@@ -486,12 +568,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if figures.accepted != data.total_events:
                 raise SystemExit(f"accepted {figures.accepted:,} events, expected "
                                  f"{data.total_events:,}")
-            log(f"ingested {figures.events_posted:,} events ({figures.duplicates:,} "
+            log(f"{kind}: ingested {figures.events_posted:,} events ({figures.duplicates:,} "
                 f"duplicates) in {figures.seconds:.1f} s: {figures.per_s:,.0f} events/s")
             drain_s = folding.drain_s
-            log(f"compaction finished {drain_s:.1f} s after the last batch; pending "
+            log(f"{kind}: compaction finished {drain_s:.1f} s after the last batch; pending "
                 f"events every 5 s from the first batch:\n{folding.timeline.text()}")
-            sizes = await pending.table_sizes(url, dsn)
+            sizes = await pending.table_sizes(url, dsn, db.distributed)
             sparse_folding = None
             if sparse.total_events:
                 await create_accounts(url, sparse.specs, data.start)
@@ -500,19 +582,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if sparse_folding.ingest.accepted != sparse.total_events:
                     raise SystemExit(f"accepted {sparse_folding.ingest.accepted:,} sparse "
                                      f"events, expected {sparse.total_events:,}")
-                log(f"sparse mix: {sparse.total_events:,} events of {sparse.accounts:,} "
+                log(f"{kind}: sparse mix: {sparse.total_events:,} events of {sparse.accounts:,} "
                     f"accounts ingested in {sparse_folding.ingest.seconds:.1f} s, folded "
                     f"{sparse_folding.drain_s:.1f} s after the last batch; pending every 5 s:"
                     f"\n{sparse_folding.timeline.text()}")
-            await settle(url, dsn)
-            copy_rate = await copy_floor(dsn) if dsn else None
+            await settle(url, dsn, db.nodes)
+            copy_rate = await copy_floor(dsn, db.distributed) if dsn else None
             token = issue_token(SECRET, data.large.users[0], data.large.external_id, 86_400)
             account_id = await _account_id(url, dsn)
             ranges = []
             for days in RANGES:
-                r = await measure_range(client, token, days, args.runs, args.db, url, dsn,
-                                        account_id)
-                log(f"{days}-day dashboard: verified; p50 {r.graphql_p50_ms:.1f} ms")
+                r = await measure_range(client, token, days, args.runs, db.dialect, url,
+                                        dsn, account_id)
+                log(f"{kind}: {days}-day dashboard: verified; p50 {r.graphql_p50_ms:.1f} ms")
                 ranges.append(r)
             v1_p50, v2_p50 = await measure_v2(client, token, RANGES[-1], args.runs)
             log(f"{RANGES[-1]}-day dashboard, v1 and v2 alternating: p50 {v1_p50:.1f} ms "
@@ -525,7 +607,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("the measured floor SQL is not the statement the server sends")
     main_range = ranges[-1]
     result: dict[str, Any] = {
-        "db": args.db,
+        "db": kind,
+        **({"worker_nodes": args.worker_nodes} if db.distributed else {}),
         "events": data.total_events,
         "large_account_events": data.events,
         "accounts": len(data.accounts),
@@ -537,8 +620,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "ingest_folded_events_per_s": round(folding.folded_per_s),
         "sparse_accounts": sparse.accounts,
         "sparse_events": sparse.total_events,
-        "sparse_ingest_s": _round(sparse_folding and sparse_folding.ingest.seconds, 1),
-        "sparse_drain_s": _round(sparse_folding and sparse_folding.drain_s, 1),
+        "sparse_ingest_s": _round(sparse_folding.ingest.seconds if sparse_folding else None, 1),
+        "sparse_drain_s": _round(sparse_folding.drain_s if sparse_folding else None, 1),
         "sparse_folded_events_per_s": (round(sparse_folding.folded_per_s) if sparse_folding
                                        else None),
         "events_rows": sizes.events_rows,
@@ -620,11 +703,56 @@ def print_table(result: dict[str, Any]) -> None:
           f"p99 {result['load_p99_ms']} ms; server peak RSS {result['server_peak_rss_mib']} MiB")
 
 
+#: The side-by-side table: (label, figure of one run).
+COMPARED: tuple[tuple[str, Any], ...] = (
+    ("ingest events/s (4 clients)", lambda r: f"{r['ingest_events_per_s']:,}"),
+    ("COPY floor events/s", lambda r: f"{r['copy_events_per_s']:,}"),
+    ("ingest / COPY", lambda r: r["ingest_vs_copy"]),
+    ("batch of 1,000: p50 / p99 ms",
+     lambda r: f"{r['ingest_batch_p50_ms']} / {r['ingest_batch_p99_ms']}"),
+    ("resend: p50 / p99 ms", lambda r: f"{r['resend_p50_ms']} / {r['resend_p99_ms']}"),
+    ("ingest s + drain s", lambda r: f"{r['ingest_s']} + {r['drain_s']}"),
+    ("folded events/s", lambda r: f"{r['ingest_folded_events_per_s']:,}"),
+    ("sparse mix: ingest s + drain s",
+     lambda r: f"{r['sparse_ingest_s']} + {r['sparse_drain_s']}"),
+    ("sparse mix folded events/s", lambda r: r["sparse_folded_events_per_s"]),
+    ("events MB / cube MB", lambda r: f"{r['events_mb']} / {r['cube_mb']}"),
+    *((f"{d}d page p50 / p99 ms", lambda r, d=d: f"{r['ranges'][d]['graphql_p50_ms']} / "
+       f"{r['ranges'][d]['graphql_p99_ms']}") for d in map(str, RANGES)),
+    *((f"{d}d floor SQL ms (ratio)", lambda r, d=d: f"{r['ranges'][d]['floor_sql_ms']} "
+       f"({r['ranges'][d]['overhead_vs_floor']})") for d in map(str, RANGES)),
+    *((f"{d}d raw SQL ms", lambda r, d=d: r["ranges"][d]["raw_sql_ms"]) for d in map(str, RANGES)),
+    (f"{RANGES[-1]}d v1 / v2 p50 ms",
+     lambda r: f"{r['dashboard_v1_p50_ms']} / {r['dashboard_v2_p50_ms']}"),
+    ("statements/request v1 / v2",
+     lambda r: f"{r['statements_per_request']} / {r['statements_per_request_v2']}"),
+    ("load req/s, p99 ms", lambda r: f"{r['requests_per_s']}, {r['load_p99_ms']}"),
+    ("server peak RSS MiB", lambda r: r["server_peak_rss_mib"]),
+)
+
+
+def print_comparison(result: dict[str, Any]) -> None:
+    """One row per figure, one column per database of the run."""
+    runs = [result] + [result[k] for k in ("citus",) if k in result]
+    names = [r["db"] + (f" ({r['worker_nodes']} workers)" if "worker_nodes" in r else "")
+             for r in runs]
+    print(f"\n{result['events']:,} events, {result['accounts']:,} accounts "
+          f"({result['machine']}); each database in turn, same run")
+    width = max(len(label) for label, _ in COMPARED)
+    print(f"  {'':<{width}}" + "".join(f" {n:>22}" for n in names))
+    for label, figure in COMPARED:
+        print(f"  {label:<{width}}" + "".join(f" {figure(r)!s:>22}" for r in runs))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000_000,
                         help="events of the large account (small accounts add 5%%)")
-    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--db", choices=("postgres", "sqlite", "citus"), default="postgres",
+                        help="citus: the same workload on single-node PostgreSQL and then on "
+                             "a local Citus cluster, side by side")
+    parser.add_argument("--worker-nodes", type=int, default=2,
+                        help="Citus workers besides the coordinator (--db citus)")
     parser.add_argument("--runs", type=int, default=30, help="timed runs per range")
     parser.add_argument("--clients", type=int, default=4, help="concurrent ingest clients")
     parser.add_argument("--resends", type=int, default=50,
@@ -646,7 +774,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     result = asyncio.run(run(args))
     if not args.quiet:
-        print_table(result)
+        if "citus" in result:
+            print_comparison(result)
+        else:
+            print_table(result)
     print(json.dumps(result))
 
 

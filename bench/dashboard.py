@@ -140,8 +140,11 @@ RAW_POSTGRES = {
     "by_endpoint": "SELECT p.path, COUNT(*), SUM(e.credits) FROM usage_event e "
                    "JOIN endpoint p ON p.id = e.endpoint_id {where} GROUP BY p.path",
     "by_key": "SELECT k.external_id, COUNT(*), SUM(e.credits) FROM usage_event e "
-              "JOIN api_key k ON k.id = e.api_key_id {where} GROUP BY k.external_id",
+              "JOIN api_key k ON k.account_id = e.account_id AND k.id = e.api_key_id {where} "
+              "GROUP BY k.external_id",
 }
+#: The key join names the account too: on Citus ``api_key`` and ``usage_event`` are
+#: distributed by ``account_id`` and may only be joined on it (the same rows everywhere).
 WHERE = ("WHERE e.account_id = (SELECT id FROM account WHERE external_id = '" + LARGE + "') "
          "AND e.occurred_at_us >= {lo} AND e.occurred_at_us < {hi}")
 

@@ -90,13 +90,14 @@ async def export_once(client: httpx.AsyncClient, server: Server, token: str,
 async def run_size(db: str, events: int, ranges: list[int], log: Any) -> dict[str, Any]:
     data = Dataset(events=events, small_accounts=20)
     bodies = list(data.batches())
-    with database(db) as (url, dsn):
+    with database(db) as target:
+        url, dsn = target.url, target.dsn
         await run_migrations(url)
         server = Server(url)
         limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
         async with server.running(), httpx.AsyncClient(base_url=server.url, timeout=600,
                                                        limits=limits) as client:
-            await put_reference_data(client, data)
+            await put_reference_data(client, data.accounts, data.start)
             figures = await ingest(client, bodies, 4)
             del bodies
             await wait_until_folded(url, dsn)

@@ -81,18 +81,21 @@ class Sizes:
     cube_mb: float
 
 
-def _size_sql(dsn: str | None, table: str) -> str:
+def _size_sql(dsn: str | None, table: str, distributed: bool = False) -> str:
+    if distributed:  # the shards on the workers, not the coordinator's empty shell
+        return f"SELECT citus_total_relation_size('{table}')"
     if dsn:
         return f"SELECT pg_total_relation_size('{table}')"
     return ("SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name IN "
             f"(SELECT name FROM sqlite_master WHERE tbl_name = '{table}')")
 
 
-async def table_sizes(url: str, dsn: str | None) -> Sizes:
+async def table_sizes(url: str, dsn: str | None, distributed: bool = False) -> Sizes:
+    """Sizes now; ``distributed``: a Citus coordinator (every shard counted)."""
     mb = 1_000_000
     return Sizes(
         await scalar(url, dsn, "SELECT COUNT(*) FROM usage_event"),
-        await scalar(url, dsn, _size_sql(dsn, "usage_event")) / mb,
+        await scalar(url, dsn, _size_sql(dsn, "usage_event", distributed)) / mb,
         await scalar(url, dsn, "SELECT COUNT(*) FROM usage_cube"),
-        await scalar(url, dsn, _size_sql(dsn, "usage_cube")) / mb,
+        await scalar(url, dsn, _size_sql(dsn, "usage_cube", distributed)) / mb,
     )
