@@ -107,9 +107,11 @@ _distributed: weakref.WeakKeyDictionary[BaseDBAsyncClient, bool] = weakref.WeakK
 
 
 async def distributed(conn: BaseDBAsyncClient) -> bool:
-    """Whether the (PostgreSQL) database of Tortoise client ``conn`` is in distributed
-    mode; asked once per client (a database does not change mode while it is used)."""
+    """Whether the database of Tortoise client ``conn`` is in distributed mode (never on
+    SQLite); asked once per client (a database does not change mode while it is used)."""
     known = _distributed.get(conn)
+    if known is None and conn.capabilities.dialect != "postgres":
+        known = _distributed[conn] = False
     if known is None:
         _, rows = await conn.execute_query(_CITUS_SQL)
         known = _distributed[conn] = bool(rows[0][0])
