@@ -55,8 +55,10 @@ RANGE = 'from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"'
 CUBE_AFTER = 500
 #: What the workload must complete, each kind, while a transfer is held.
 HELD_OPERATIONS = 2
-#: Longest wait for any one step (a loaded 2-core machine).
-DEADLINE_S = 90
+#: Longest wait for any one step. Each step waits for progress, not for time, so this only
+#: bounds a hang: a fresh-clone run beside a 10M-event benchmark (load ~6) needed over 90 s
+#: for the workload to complete two of each operation while a transfer was held.
+DEADLINE_S = 300
 
 
 def _dsn(url: str) -> str:
