@@ -85,6 +85,14 @@ def store_params(rows: Sequence[Row], received_us: int) -> list[Any]:
             joined(sorted(set(account)))]
 
 
+def _by_account(rows: Sequence[Row]) -> dict[int, list[Row]]:
+    """``rows`` grouped by account, each group in the batch's order (Citus: one shard each)."""
+    groups: dict[int, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(row.account_id, []).append(row)
+    return groups
+
+
 async def store(rows: list[Row]) -> list[Row]:
     """Events (with their pending copies and their keys' last use); returns the rows that
     were already stored. One statement on PostgreSQL, whatever the batch's accounts; on
@@ -98,9 +106,7 @@ async def store(rows: list[Row]) -> list[Row]:
         if result[0][1]:
             alerts_recorded()
         return [rows[n - 1] for n in result[0][0]]
-    by_account: dict[int, list[Row]] = {}
-    for row in rows:
-        by_account.setdefault(row.account_id, []).append(row)
+    by_account = _by_account(rows)
     stored: list[Row] = []
     alerts = 0
     # A pooled asyncpg connection of our own (see ``stored_versions`` for why not
@@ -154,11 +160,8 @@ async def stored_versions(conn: BaseDBAsyncClient, rows: Sequence[Row]) -> list[
     if not await distributed(conn):
         queries = [lookup_sql(rows)]
     else:  # Citus: per account, naming it (one shard each), in one transaction
-        by_account: dict[int, list[Row]] = {}
-        for row in rows:
-            by_account.setdefault(row.account_id, []).append(row)
         queries = [lookup_sql(group).add(" WHERE u.account_id = ", account_id)
-                   for account_id, group in sorted(by_account.items())]
+                   for account_id, group in sorted(_by_account(rows).items())]
     found: list[Sequence[Any]] = []
     async with conn.acquire_connection() as raw, raw.transaction():
         await raw.execute(POSTGRES_LOOKUP_SETTINGS)

@@ -283,7 +283,7 @@ class StatementCounter:
         self.statements: list[str] = []
         #: (sql, parameters) of each statement, as sent (to run it again: ``EXPLAIN``).
         self.calls: list[tuple[str, list[Any]]] = []
-        self._logger = logging.getLogger("tortoise.db_client")
+        self._logger = _STATEMENT_LOG
         counter = self
 
         class _Handler(logging.Handler):
