@@ -88,13 +88,20 @@ def _handler(receiver: Receiver) -> type[http.server.BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    #: socketserver listens with a backlog of 5: a burst of concurrent deliveries (two
+    #: workers' batches) would overflow it, and the dropped connections be retried by the
+    #: client's TCP only after a second.
+    request_queue_size = 128
+
+
 @contextlib.contextmanager
 def webhook_receiver(port: int | None = None, statuses: list[int] | None = None,
                      ) -> Iterator[Receiver]:
     """A receiver listening on ``port`` (default: a free one) until the block ends."""
     receiver = Receiver(port or free_port(), list(statuses or []))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", receiver.port), _handler(receiver))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", receiver.port), _handler(receiver))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
