@@ -46,7 +46,7 @@ from gql_usage.alerts.thresholds import (
     parse_thresholds,
     reached_thresholds,
 )
-from gql_usage.calendar import to_us
+from gql_usage.calendar import US, to_us
 from gql_usage.ingest.rows import Row
 from gql_usage.storage.db import Sql, fetch_rows
 from gql_usage.storage.db import dialect as dialect_of
@@ -90,8 +90,8 @@ STATEMENT_ACCOUNTS = "ANY(string_to_array($10, ',')::int[])"
 #: ``thresholds.reached_thresholds``'s.
 POSTGRES_ALERT_CTES = (
     " periods AS MATERIALIZED (SELECT a.id AS account_id,"
-    " (extract(epoch FROM a.period_start) * 1000000)::bigint AS ps,"
-    " (extract(epoch FROM a.period_end) * 1000000)::bigint AS pe"
+    f" (extract(epoch FROM a.period_start) * {US})::bigint AS ps,"
+    f" (extract(epoch FROM a.period_end) * {US})::bigint AS pe"
     f" FROM account a WHERE a.id = {STATEMENT_ACCOUNTS}),"
     " counted AS (SELECT n.account_id, n.api_key_id, n.credits, p.ps, p.pe FROM new n"
     " JOIN periods p ON p.account_id = n.account_id"
