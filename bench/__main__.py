@@ -29,8 +29,18 @@ and then
    baseline) and gql_usage's own analytics statement sent directly through the driver
    (``floor_sql_ms``), the request and the statement alternating run by run;
 3. counts the SQL statements of one dashboard request (in-process, from Tortoise's log);
-4. sends the 365-day dashboard from 32 concurrent clients (``requests_per_s``, p99);
-5. reports the server's peak RSS.
+4. sends the 365-day dashboard from 32 concurrent clients (``requests_per_s``,
+   ``requests_p50_ms``/``p99``);
+5. reports the server's peak RSS;
+6. the mixed run, the realistic case: a server of ``--load-workers`` processes (2) on the
+   same database, the 365-day page from the same 32 clients while new events arrive at
+   half the top rate measured in 1 (``--mixed-ingest-share``): ``load_workers``,
+   ``load_requests_per_s``, ``load_p50_ms``/``load_p99_ms``, and the rate reached,
+   ``load_ingest_events_per_s`` against ``load_ingest_target_per_s``.
+
+Every timed dashboard request (2, 4, 6) asks for a range of its own: "the last N days"
+ended a different number of hours, minutes and seconds ago (``dashboard.window``), so
+that no cache of answers could serve them.
 
 Prints a table, then one line of JSON.
 
@@ -354,9 +364,11 @@ class RangeFigures:
 
 
 async def post_dashboard(client: httpx.AsyncClient, token: str, days: int,
-                         query: str = dashboard.DASHBOARD) -> dict[str, Any]:
+                         query: str = dashboard.DASHBOARD, shift: int = 0) -> dict[str, Any]:
+    """The page over the last ``days`` days, ended ``shift`` steps earlier
+    (``dashboard.window``)."""
     r = await client.post("/graphql", json={"query": query,
-                                            "variables": dashboard.variables(days)},
+                                            "variables": dashboard.variables(days, shift)},
                           headers={"Authorization": f"Bearer {token}"})
     return dict(r.json())
 
@@ -373,10 +385,11 @@ async def measure_v2(client: httpx.AsyncClient, token: str, days: int, runs: int
         raise SystemExit("the v2 dashboard's shared fields differ from the v1 dashboard's")
     plain: list[float] = []
     full: list[float] = []
-    for _ in range(runs):
-        plain += await timed_ms(lambda: post_dashboard(client, token, days), 1)
-        full += await timed_ms(
-            lambda: post_dashboard(client, token, days, dashboard.DASHBOARD_V2), 1)
+    for i in range(1, runs + 1):  # each pair on a range of its own
+        plain += await timed_ms(
+            lambda i=i: post_dashboard(client, token, days, shift=i), 1)
+        full += await timed_ms(lambda i=i: post_dashboard(
+            client, token, days, dashboard.DASHBOARD_V2, i), 1)
     return statistics.median(plain), statistics.median(full)
 
 
@@ -391,16 +404,58 @@ async def timed_ms(coro_factory: Any, runs: int) -> list[float]:
 
 async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: int,
                         db: str, url: str, dsn: str | None, account_id: int) -> RangeFigures:
-    """Verify the answer, then time our request and the floor statement side by side
-    (alternating, so that anything else the machine does weighs on both alike), then
-    the raw SQL."""
-    ours = dashboard.graphql_answer(await post_dashboard(client, token, days))
-    if dsn:
-        conn = await asyncpg.connect(dsn)
-        raw = await dashboard.raw_answer_postgres(conn, days)
+    """Verify the answer (on the whole local days and on a range ended at another minute
+    and second), then time our request and the floor statement side by side
+    (alternating, so that anything else the machine does weighs on both alike), each
+    run on a range of its own (``dashboard.window``'s shift), then the raw SQL."""
+    path = url.removeprefix("sqlite://")
+    conn = await asyncpg.connect(dsn) if dsn else None
+    try:
+        for shift in (0, runs + 1):
+            await _verify(client, token, days, shift, conn, path)
+        floors = [dashboard.floor_sql(account_id, days, db, shift)
+                  for shift in range(1, runs + 1)]
+        raw_runs = 3 if days >= 365 else 5
+        if conn is not None:
+            pg = conn
+
+            def floor(i: int) -> Any:
+                return pg.fetch(floors[i][0], *floors[i][1])
+
+            def naive() -> Any:
+                return dashboard.raw_answer_postgres(pg, days)
+        else:
+            def floor(i: int) -> Any:
+                return asyncio.to_thread(_sqlite_fetch, path, *floors[i])
+
+            def naive() -> Any:
+                return asyncio.to_thread(dashboard.raw_answer_sqlite, path, days)
+        for _ in range(3):  # warm-up (ranges of their own, not timed)
+            await post_dashboard(client, token, days, shift=runs + 2)
+            await floor(0)
+        graphql: list[float] = []
+        floor_ms: list[float] = []
+        for i in range(runs):
+            graphql += await timed_ms(lambda i=i: post_dashboard(
+                client, token, days, shift=i + 1), 1)
+            floor_ms += await timed_ms(lambda i=i: floor(i), 1)
+        await naive()  # warm-up
+        raw_ms = statistics.median(await timed_ms(naive, raw_runs))
+    finally:
+        if conn is not None:
+            await conn.close()
+    return RangeFigures(days, statistics.median(graphql), percentile(graphql, 99),
+                        raw_ms, statistics.median(floor_ms))
+
+
+async def _verify(client: httpx.AsyncClient, token: str, days: int, shift: int,
+                  conn: asyncpg.Connection | None, path: str) -> None:
+    """The page's numbers equal hand-written SQL over the raw events, or the run stops."""
+    ours = dashboard.graphql_answer(await post_dashboard(client, token, days, shift=shift))
+    if conn is not None:
+        raw = await dashboard.raw_answer_postgres(conn, days, shift)
     else:
-        conn = None
-        raw = dashboard.raw_answer_sqlite(url.removeprefix("sqlite://"), days)
+        raw = dashboard.raw_answer_sqlite(path, days, shift)
         raw.days = ours.days
         series_sum = (sum(c for c, _ in ours.days.values()),
                       sum(cr for _, cr in ours.days.values()))
@@ -409,41 +464,8 @@ async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: 
                              f"raw totals {raw.totals}")
     problems = ours.differences(raw)
     if problems:
-        raise SystemExit(f"MISMATCH on the {days}-day dashboard, run aborted:\n"
-                         + "\n".join(problems))
-    text, params = dashboard.floor_sql(account_id, days, db)
-    path = url.removeprefix("sqlite://")
-    raw_runs = 3 if days >= 365 else 5
-    try:
-        if conn is not None:
-            pg = conn
-
-            def floor() -> Any:
-                return pg.fetch(text, *params)
-
-            def naive() -> Any:
-                return dashboard.raw_answer_postgres(pg, days)
-        else:
-            def floor() -> Any:
-                return asyncio.to_thread(_sqlite_fetch, path, text, params)
-
-            def naive() -> Any:
-                return asyncio.to_thread(dashboard.raw_answer_sqlite, path, days)
-        for _ in range(3):  # warm-up
-            await post_dashboard(client, token, days)
-            await floor()
-        graphql: list[float] = []
-        floor_ms: list[float] = []
-        for _ in range(runs):
-            graphql += await timed_ms(lambda: post_dashboard(client, token, days), 1)
-            floor_ms += await timed_ms(floor, 1)
-        await naive()  # warm-up
-        raw_ms = statistics.median(await timed_ms(naive, raw_runs))
-    finally:
-        if conn is not None:
-            await conn.close()
-    return RangeFigures(days, statistics.median(graphql), percentile(graphql, 99),
-                        raw_ms, statistics.median(floor_ms))
+        raise SystemExit(f"MISMATCH on the {days}-day dashboard (shift {shift}), run "
+                         "aborted:\n" + "\n".join(problems))
 
 
 def _sqlite_fetch(path: str, text: str, params: list[Any]) -> list[Any]:
@@ -490,15 +512,17 @@ async def statements_per_request(url: str, token: str, days: int
 
 async def load(client: httpx.AsyncClient, token: str, clients: int, requests: int
                ) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) of the 365-day dashboard from ``clients`` at once."""
+    """(requests/s, p50 ms, p99 ms) of the 365-day dashboard from ``clients`` at once,
+    every request on a range of its own."""
     latencies: list[float] = []
     remaining = [requests]
 
     async def worker() -> None:
         while remaining[0] > 0:
+            shift = remaining[0]
             remaining[0] -= 1
             started = time.perf_counter()
-            body = await post_dashboard(client, token, 365)
+            body = await post_dashboard(client, token, 365, shift=shift)
             latencies.append((time.perf_counter() - started) * 1000)
             if body.get("errors"):
                 raise RuntimeError(f"errors under load: {body['errors']}")
@@ -507,6 +531,75 @@ async def load(client: httpx.AsyncClient, token: str, clients: int, requests: in
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - started
     return len(latencies) / elapsed, percentile(latencies, 50), percentile(latencies, 99)
+
+
+@dataclass(frozen=True)
+class MixedFigures:
+    """The mixed run: the 365-day page from many clients while ingestion runs at a share
+    of its top rate, on a server of ``workers`` processes."""
+
+    workers: int
+    clients: int
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    ingest_target_per_s: float
+    ingest_accepted: int
+    ingest_per_s: float
+
+
+async def paced_ingest(client: httpx.AsyncClient, bodies: Iterator[bytes], rate: float,
+                       stop: asyncio.Event) -> tuple[int, float]:
+    """Sends ``bodies`` at ``rate`` events/s (two senders, each batch when its time comes)
+    until ``stop`` is set or they run out; (events accepted, seconds)."""
+    started = time.perf_counter()
+    scheduled = [0]  # events whose sending time has been given out
+    accepted = [0]
+
+    async def sender() -> None:
+        while not stop.is_set():
+            body = next(bodies, None)
+            if body is None:
+                return
+            due = started + scheduled[0] / rate
+            scheduled[0] += body.count(b'"id":')
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, due - time.perf_counter()))
+            if stop.is_set():
+                return
+            r = await client.post("/v1/usage-events", content=body,
+                                  headers={**SERVICE, "Content-Type": "application/json"})
+            result = r.json()
+            if r.status_code != 200 or result["rejected"]:
+                raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
+            accepted[0] += result["accepted"]
+
+    await asyncio.gather(sender(), sender())
+    return accepted[0], time.perf_counter() - started
+
+
+async def mixed_load(url: str, args: argparse.Namespace, token: str, top_rate: float
+                     ) -> MixedFigures:
+    """The realistic case: ``serve --workers args.load_workers`` on the same database,
+    ``args.load_clients`` clients sending the 365-day page (every request on a range of
+    its own) while new events (``Dataset(id_prefix="mixed-")``) arrive at
+    ``args.mixed_ingest_share`` of the top rate measured before."""
+    data = Dataset(events=args.events, seed=args.seed + 1000, id_prefix="mixed-")
+    target = top_rate * args.mixed_ingest_share
+    server = Server(url, workers=args.load_workers, env=SERVER_ENV)
+    async with server.running(), http(server.url, args.load_clients + 2) as client:
+        await post_dashboard(client, token, 365)  # every worker's first request out of the way
+        stop = asyncio.Event()
+        ingesting = asyncio.create_task(paced_ingest(client, iter(data.batches()), target,
+                                                     stop))
+        try:
+            rps, p50, p99 = await load(client, token, args.load_clients, args.load_requests)
+        finally:
+            stop.set()
+        accepted, seconds = await ingesting
+    return MixedFigures(args.load_workers, args.load_clients, args.load_requests, rps, p50,
+                        p99, target, accepted, accepted / seconds if seconds else 0.0)
 
 
 @contextlib.asynccontextmanager
@@ -605,6 +698,10 @@ async def run_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
             url, token, 365)
         if not floor_matches:
             raise SystemExit("the measured floor SQL is not the statement the server sends")
+        mixed = await mixed_load(url, args, token, figures.accepted / figures.seconds)
+        log(f"{kind}: mixed run, {mixed.workers} workers: {mixed.requests_per_s:.1f} "
+            f"requests/s, p99 {mixed.p99_ms:.0f} ms, while {mixed.ingest_per_s:,.0f} "
+            f"events/s were ingested (target {mixed.ingest_target_per_s:,.0f})")
     main_range = ranges[-1]
     result: dict[str, Any] = {
         "db": kind,
@@ -646,10 +743,19 @@ async def run_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         "dashboard_v1_p50_ms": round(v1_p50, 2),
         "dashboard_v2_p50_ms": round(v2_p50, 2),
         "statements_per_request_v2": statements_v2,
+        # The page alone from load_clients clients on the one-worker server ...
         "requests_per_s": round(rps, 1),
-        "load_clients": args.load_clients,
-        "load_p50_ms": round(load_p50, 1),
-        "load_p99_ms": round(load_p99, 1),
+        "requests_p50_ms": round(load_p50, 1),
+        "requests_p99_ms": round(load_p99, 1),
+        # ... and the mixed run: the same on --load-workers workers while ingesting.
+        "load_workers": mixed.workers,
+        "load_clients": mixed.clients,
+        "load_requests": mixed.requests,
+        "load_requests_per_s": round(mixed.requests_per_s, 1),
+        "load_p50_ms": round(mixed.p50_ms, 1),
+        "load_p99_ms": round(mixed.p99_ms, 1),
+        "load_ingest_target_per_s": round(mixed.ingest_target_per_s),
+        "load_ingest_events_per_s": round(mixed.ingest_per_s),
         "server_peak_rss_mib": round(server.peak_rss_kib / 1024, 1),
         "ranges": {str(r.days): {
             "graphql_p50_ms": round(r.graphql_p50_ms, 2),
@@ -699,8 +805,13 @@ def print_table(result: dict[str, Any]) -> None:
           f"{result['dashboard_v2_p50_ms']} ms; statements "
           f"{result['statements_per_request']} vs {result['statements_per_request_v2']}")
     print(f"  statements/request {result['statements_per_request']}; "
-          f"{result['load_clients']} clients: {result['requests_per_s']} req/s, "
-          f"p99 {result['load_p99_ms']} ms; server peak RSS {result['server_peak_rss_mib']} MiB")
+          f"{result['load_clients']} clients, 1 worker: {result['requests_per_s']} req/s, "
+          f"p99 {result['requests_p99_ms']} ms; server peak RSS "
+          f"{result['server_peak_rss_mib']} MiB")
+    print(f"  mixed run, {result['load_workers']} workers: {result['load_clients']} clients "
+          f"{result['load_requests_per_s']} req/s, p50 {result['load_p50_ms']} ms, p99 "
+          f"{result['load_p99_ms']} ms, while ingesting {result['load_ingest_events_per_s']:,}"
+          f" events/s (target {result['load_ingest_target_per_s']:,})")
 
 
 #: The side-by-side table: (label, figure of one run).
@@ -726,7 +837,12 @@ COMPARED: tuple[tuple[str, Any], ...] = (
      lambda r: f"{r['dashboard_v1_p50_ms']} / {r['dashboard_v2_p50_ms']}"),
     ("statements/request v1 / v2",
      lambda r: f"{r['statements_per_request']} / {r['statements_per_request_v2']}"),
-    ("load req/s, p99 ms", lambda r: f"{r['requests_per_s']}, {r['load_p99_ms']}"),
+    ("load, 1 worker: req/s, p99 ms", lambda r: f"{r['requests_per_s']}, "
+     f"{r['requests_p99_ms']}"),
+    ("mixed run: workers, req/s, p99 ms",
+     lambda r: f"{r['load_workers']}, {r['load_requests_per_s']}, {r['load_p99_ms']}"),
+    ("mixed run: ingested / target events/s",
+     lambda r: f"{r['load_ingest_events_per_s']:,} / {r['load_ingest_target_per_s']:,}"),
     ("server peak RSS MiB", lambda r: r["server_peak_rss_mib"]),
 )
 
@@ -760,6 +876,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--load-clients", type=int, default=32)
     parser.add_argument("--load-requests", type=int, default=320)
     parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--load-workers", type=int, default=2,
+                        help="server worker processes of the mixed run")
+    parser.add_argument("--mixed-ingest-share", type=float, default=0.5,
+                        help="the mixed run's ingestion rate, as a share of the top rate")
     parser.add_argument("--sparse-accounts", type=int, default=10_000,
                         help="accounts of the sparse mix, sent after the dataset is folded "
                              "(0: none)")

@@ -72,15 +72,24 @@ DASHBOARD_V2 = """query DashboardV2($f: UsageFilter!) {
 ZONE = "Europe/Berlin"
 
 
-def window(days: int) -> tuple[datetime, datetime]:
-    """The last ``days`` whole local days before the data's end (Berlin midnights)."""
+#: Timed requests are "the last N days" asked at different moments: request ``i`` ends
+#: ``i`` times this many seconds before the data's end (an hour and 7 s: every range
+#: edge falls at another minute and second), so that no two timed requests are alike
+#: and no cache of answers could serve them.
+SHIFT_S = 3_607
+
+
+def window(days: int, shift: int = 0) -> tuple[datetime, datetime]:
+    """The last ``days`` whole local days before the data's end (Berlin midnights), both
+    ends moved ``shift * SHIFT_S`` seconds earlier."""
     end_local = END.astimezone(BERLIN)
     start_local = (end_local - timedelta(days=days)).replace(tzinfo=None)
-    return start_local.replace(tzinfo=BERLIN).astimezone(UTC), END
+    back = timedelta(seconds=shift * SHIFT_S)
+    return start_local.replace(tzinfo=BERLIN).astimezone(UTC) - back, END - back
 
 
-def variables(days: int) -> dict[str, Any]:
-    start, end = window(days)
+def variables(days: int, shift: int = 0) -> dict[str, Any]:
+    start, end = window(days, shift)
     return {"f": {"from": start.isoformat(), "to": end.isoformat()}}
 
 
@@ -149,8 +158,8 @@ WHERE = ("WHERE e.account_id = (SELECT id FROM account WHERE external_id = '" + 
          "AND e.occurred_at_us >= {lo} AND e.occurred_at_us < {hi}")
 
 
-def _raw_sql(days: int) -> dict[str, str]:
-    start, end = window(days)
+def _raw_sql(days: int, shift: int) -> dict[str, str]:
+    start, end = window(days, shift)
     where = WHERE.format(lo=to_us(start), hi=to_us(end))
     return {name: sql.format(where=where) for name, sql in RAW_POSTGRES.items()}
 
@@ -165,16 +174,17 @@ def _answer_from_rows(rows: dict[str, list[Any]]) -> Answer:
                   table("by_endpoint"), by_key, dict(by_key))
 
 
-async def raw_answer_postgres(conn: asyncpg.Connection, days: int) -> Answer:
-    rows = {name: list(await conn.fetch(sql)) for name, sql in _raw_sql(days).items()}
+async def raw_answer_postgres(conn: asyncpg.Connection, days: int, shift: int = 0
+                              ) -> Answer:
+    rows = {name: list(await conn.fetch(sql)) for name, sql in _raw_sql(days, shift).items()}
     return _answer_from_rows(rows)
 
 
-def raw_answer_sqlite(path: str, days: int) -> Answer:
+def raw_answer_sqlite(path: str, days: int, shift: int = 0) -> Answer:
     """SQLite has no time zone support: the per-day check is left to the series' sum."""
     with sqlite3.connect(path) as conn:
         rows = {name: conn.execute(sql).fetchall()
-                for name, sql in _raw_sql(days).items() if name != "days"}
+                for name, sql in _raw_sql(days, shift).items() if name != "days"}
     return _answer_from_rows(rows)
 
 
@@ -183,9 +193,10 @@ def dashboard_specs() -> list[Spec]:
             GroupSpec(Dimension.API_KEY)]
 
 
-def floor_sql(account_id: int, days: int, dialect: str) -> tuple[str, list[Any]]:
+def floor_sql(account_id: int, days: int, dialect: str, shift: int = 0
+              ) -> tuple[str, list[Any]]:
     """The analytics statement gql_usage sends for the dashboard (all its aggregates)."""
-    start, end = window(days)
+    start, end = window(days, shift)
     query = UsageQuery(account_id, to_us(start), to_us(end), ZONE)
     prepared = prepare(query, sorted(dashboard_specs(), key=spec_order), dialect)
     assert prepared.sql is not None

@@ -61,6 +61,9 @@ class Dataset:
     small_accounts: int = 1_000
     small_share: float = 0.05
     batch_size: int = 1_000
+    #: Starts every event id: a second dataset with another prefix (and seed) holds new
+    #: events for the same accounts (the benchmark's mixed run).
+    id_prefix: str = ""
 
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
@@ -139,7 +142,8 @@ class Dataset:
             credits = COSTS[e]
             for i in range(n):
                 pending.append(
-                    f'{{"id":"e{serial + i}","accountId":"{LARGE}","apiKeyId":"{acc.keys[k[i]]}",'
+                    f'{{"id":"{self.id_prefix}e{serial + i}","accountId":"{LARGE}",'
+                    f'"apiKeyId":"{acc.keys[k[i]]}",'
                     f'"userId":"{acc.users[u[i]]}","endpoint":"{ENDPOINTS[e[i]]}",'
                     f'"source":"{SOURCES[s[i]]}","credits":{credits[i]},'
                     f'"occurredAt":"{stamps[i]}Z"}}')
@@ -170,7 +174,7 @@ class Dataset:
             for i in range(per):
                 key = a.keys[i % 2]
                 pending.append(
-                    f'{{"id":"s{i}","accountId":"{a.external_id}","apiKeyId":"{key}",'
+                    f'{{"id":"{self.id_prefix}s{i}","accountId":"{a.external_id}","apiKeyId":"{key}",'
                     f'"userId":"{a.key_owner[key]}","endpoint":"{ENDPOINTS[e[i]]}",'
                     f'"source":"api","credits":{COSTS[e[i]]},"occurredAt":"{stamps[i]}Z"}}')
                 if len(pending) == self.batch_size:

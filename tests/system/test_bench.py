@@ -21,7 +21,11 @@ FIELDS = ("ingest_events_per_s", "copy_events_per_s", "graphql_p50_ms", "graphql
           "dashboard_v1_p50_ms", "dashboard_v2_p50_ms", "statements_per_request_v2",
           # issue 14: compaction keeping pace (dense dataset and sparse mix), sizes
           "ingest_s", "drain_s", "ingest_folded_events_per_s", "sparse_folded_events_per_s",
-          "events_rows", "events_mb", "cube_rows", "cube_mb")
+          "events_rows", "events_mb", "cube_rows", "cube_mb",
+          # issue 14: the mixed run (the page from many clients on 2 workers, ingesting)
+          "load_workers", "load_clients", "load_requests", "load_requests_per_s",
+          "load_p50_ms", "load_p99_ms", "load_ingest_target_per_s", "load_ingest_events_per_s",
+          "requests_p50_ms", "requests_p99_ms")
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
@@ -50,6 +54,9 @@ def test_the_benchmark_runs_at_its_smallest_size(db: str) -> None:
     assert result["sparse_events"] == 20 * 10
     assert result["sparse_folded_events_per_s"] > 0 and result["ingest_folded_events_per_s"] > 0
     assert result["ingest_s"] > 0 and result["drain_s"] >= 0
+    assert result["load_workers"] == 2 and result["load_requests"] == 8
+    assert result["load_requests_per_s"] > 0 and result["load_p99_ms"] >= result["load_p50_ms"]
+    assert result["load_ingest_target_per_s"] > 0
 
 
 def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
