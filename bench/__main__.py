@@ -83,7 +83,7 @@ from bench.data import END, AccountSpec, Dataset, SparseMix  # noqa: E402
 from bench.pending import scalar  # noqa: E402
 from bench.server import SECRET, SERVICE_TOKEN, Server  # noqa: E402
 from gql_usage.auth import issue_token  # noqa: E402
-from gql_usage.storage.db import run_migrations  # noqa: E402
+from gql_usage.storage.db import POSTGRES_SESSION, run_migrations  # noqa: E402
 
 RANGES = (30, 90, 365)
 #: The benchmark measures, it does not shed load: a request slower than the server's
@@ -410,17 +410,20 @@ async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: 
     run on a range of its own (``dashboard.window``'s shift), then the raw SQL."""
     path = url.removeprefix("sqlite://")
     conn = await asyncpg.connect(dsn) if dsn else None
+    # The floor statement runs with the session settings of the server's pool (JIT off);
+    # the raw SQL, a user's hand-written query, on a connection as it comes.
+    floor_conn = await asyncpg.connect(dsn, server_settings=POSTGRES_SESSION) if dsn else None
     try:
         for shift in (0, runs + 1):
             await _verify(client, token, days, shift, conn, path)
         floors = [dashboard.floor_sql(account_id, days, db, shift)
                   for shift in range(1, runs + 1)]
         raw_runs = 3 if days >= 365 else 5
-        if conn is not None:
-            pg = conn
+        if conn is not None and floor_conn is not None:
+            pg, floor_pg = conn, floor_conn
 
             def floor(i: int) -> Any:
-                return pg.fetch(floors[i][0], *floors[i][1])
+                return floor_pg.fetch(floors[i][0], *floors[i][1])
 
             def naive() -> Any:
                 return dashboard.raw_answer_postgres(pg, days)
@@ -442,8 +445,9 @@ async def measure_range(client: httpx.AsyncClient, token: str, days: int, runs: 
         await naive()  # warm-up
         raw_ms = statistics.median(await timed_ms(naive, raw_runs))
     finally:
-        if conn is not None:
-            await conn.close()
+        for c in (conn, floor_conn):
+            if c is not None:
+                await c.close()
     return RangeFigures(days, statistics.median(graphql), percentile(graphql, 99),
                         raw_ms, statistics.median(floor_ms))
 
@@ -550,9 +554,9 @@ class MixedFigures:
 
 
 async def paced_ingest(client: httpx.AsyncClient, bodies: Iterator[bytes], rate: float,
-                       stop: asyncio.Event) -> tuple[int, float]:
-    """Sends ``bodies`` at ``rate`` events/s (two senders, each batch when its time comes)
-    until ``stop`` is set or they run out; (events accepted, seconds)."""
+                       senders: int, stop: asyncio.Event) -> tuple[int, float]:
+    """Sends ``bodies`` at ``rate`` events/s (``senders`` at once, each batch when its time
+    comes) until ``stop`` is set or they run out; (events accepted, seconds)."""
     started = time.perf_counter()
     scheduled = [0]  # events whose sending time has been given out
     accepted = [0]
@@ -575,7 +579,7 @@ async def paced_ingest(client: httpx.AsyncClient, bodies: Iterator[bytes], rate:
                 raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
             accepted[0] += result["accepted"]
 
-    await asyncio.gather(sender(), sender())
+    await asyncio.gather(*(sender() for _ in range(senders)))
     return accepted[0], time.perf_counter() - started
 
 
@@ -584,15 +588,17 @@ async def mixed_load(url: str, args: argparse.Namespace, token: str, top_rate: f
     """The realistic case: ``serve --workers args.load_workers`` on the same database,
     ``args.load_clients`` clients sending the 365-day page (every request on a range of
     its own) while new events (``Dataset(id_prefix="mixed-")``) arrive at
-    ``args.mixed_ingest_share`` of the top rate measured before."""
+    ``args.mixed_ingest_share`` of the top rate measured before, from as many senders as
+    measured it (``args.clients``)."""
     data = Dataset(events=args.events, seed=args.seed + 1000, id_prefix="mixed-")
     target = top_rate * args.mixed_ingest_share
     server = Server(url, workers=args.load_workers, env=SERVER_ENV)
-    async with server.running(), http(server.url, args.load_clients + 2) as client:
+    async with server.running(), http(server.url, args.load_clients + args.clients
+                                      ) as client:
         await post_dashboard(client, token, 365)  # every worker's first request out of the way
         stop = asyncio.Event()
         ingesting = asyncio.create_task(paced_ingest(client, iter(data.batches()), target,
-                                                     stop))
+                                                     args.clients, stop))
         try:
             rps, p50, p99 = await load(client, token, args.load_clients, args.load_requests)
         finally:
