@@ -219,6 +219,20 @@ class IngestFigures:
         return self.events_posted / self.seconds
 
 
+async def post_batch(client: httpx.AsyncClient, body: bytes) -> httpx.Response:
+    """One batch (a JSON array body) sent to the ingestion API."""
+    return await client.post("/v1/usage-events", content=body,
+                             headers={**SERVICE, "Content-Type": "application/json"})
+
+
+def stored(r: httpx.Response) -> dict[str, Any]:
+    """The answer to a batch, which must have rejected nothing (else the run stops)."""
+    result: dict[str, Any] = r.json()
+    if r.status_code != 200 or result["rejected"]:
+        raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
+    return result
+
+
 async def ingest(client: httpx.AsyncClient, bodies: list[bytes], clients: int) -> IngestFigures:
     """Every body once, every 50th twice (a producer retrying), from ``clients`` senders."""
     sends: list[tuple[bytes, bool]] = []  # (body, resent)
@@ -237,12 +251,9 @@ async def ingest(client: httpx.AsyncClient, bodies: list[bytes], clients: int) -
         while not queue.empty():
             body, resent = queue.get_nowait()
             sent = time.perf_counter()
-            r = await client.post("/v1/usage-events", content=body,
-                                  headers={**SERVICE, "Content-Type": "application/json"})
+            r = await post_batch(client, body)
             (resend_ms if resent else first_ms).append((time.perf_counter() - sent) * 1000)
-            result = r.json()
-            if r.status_code != 200 or result["rejected"]:
-                raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
+            result = stored(r)
             totals[0] += result["accepted"] + result["duplicates"]
             totals[1] += result["accepted"]
             totals[2] += result["duplicates"]
@@ -261,8 +272,7 @@ async def resend(client: httpx.AsyncClient, bodies: list[bytes], count: int) -> 
     for i in range(count):
         body = bodies[(i * 7919) % len(bodies)]
         sent = time.perf_counter()
-        r = await client.post("/v1/usage-events", content=body,
-                              headers={**SERVICE, "Content-Type": "application/json"})
+        r = await post_batch(client, body)
         latencies.append((time.perf_counter() - sent) * 1000)
         result = r.json()
         if r.status_code != 200 or result["accepted"] or result["rejected"]:
@@ -572,12 +582,7 @@ async def paced_ingest(client: httpx.AsyncClient, bodies: Iterator[bytes], rate:
                 await asyncio.wait_for(stop.wait(), max(0.0, due - time.perf_counter()))
             if stop.is_set():
                 return
-            r = await client.post("/v1/usage-events", content=body,
-                                  headers={**SERVICE, "Content-Type": "application/json"})
-            result = r.json()
-            if r.status_code != 200 or result["rejected"]:
-                raise RuntimeError(f"ingestion failed: {r.status_code} {str(result)[:500]}")
-            accepted[0] += result["accepted"]
+            accepted[0] += stored(await post_batch(client, body))["accepted"]
 
     await asyncio.gather(*(sender() for _ in range(senders)))
     return accepted[0], time.perf_counter() - started
