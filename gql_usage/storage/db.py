@@ -48,8 +48,13 @@ class PooledConnection(asyncpg.connection.Connection):  # type: ignore[misc]
 #: branches that never run and whose estimated cost (a scan of an account's raw events)
 #: passes ``jit_above_cost``; PostgreSQL then compiled every such statement, 130-150 ms of
 #: a 190 ms 365-day page (EXPLAIN ANALYZE at 1M events: JIT 154 ms, the rest 37 ms).
-#: Compaction and ingestion also set it in their transactions.
-POSTGRES_SESSION = {"jit": "off"}
+#: Compaction and ingestion also set it in their transactions. ``plan_cache_mode``:
+#: every statement planned for its own parameters. After five runs PostgreSQL may switch
+#: a prepared statement to a generic plan, and the ingestion statement's generic plan is
+#: bad for batches of many accounts: 1,000 events of 1,000 accounts took 100-118 ms
+#: instead of 24 ms, and the sparse mix was ingested at 4,165 instead of 29,457 events/s
+#: (/work/wt/probes, stop 21; to be measured with ``python -m bench``).
+POSTGRES_SESSION = {"jit": "off", "plan_cache_mode": "force_custom_plan"}
 
 
 def connection_config(url: str) -> str | dict[str, Any]:

@@ -42,6 +42,8 @@ async def test_pool_connections_never_jit_compile(db_url: str) -> None:
     # The same on the service's pool: never compiled, on any of its connections.
     _, rows = await connection().execute_query("SHOW jit")
     assert rows[0][0] == "off"
+    _, rows = await connection().execute_query("SHOW plan_cache_mode")
+    assert rows[0][0] == "force_custom_plan"
     for _ in range(3):
         async with in_transaction("default") as tx:
             await tx.execute_script("SET LOCAL jit_above_cost = 0")
