@@ -7,6 +7,7 @@ refused before any zone lookup. See README, 'Architecture' (Exactness) and 'Limi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -20,6 +21,9 @@ HOUR_S = 3_600
 MAX_BUCKETS = 2_000
 EPOCH_DATE = date(1970, 1, 1)
 _SCAN_STEP_S = 6 * HOUR_S
+#: Local midnights kept (``_local_midnight_us``): 16,384 (zone, day) pairs, about 2 MB:
+#: 45 years of days in one zone, or the last year in 45 zones.
+MIDNIGHTS_CACHED = 16_384
 
 
 class Granularity(StrEnum):
@@ -155,7 +159,11 @@ class Bucket:
     key: int
 
 
+@functools.lru_cache(maxsize=MIDNIGHTS_CACHED)
 def _local_midnight_us(tz: ZoneInfo, day: date) -> int:
+    """When ``day`` begins in ``tz`` (µs). Cached: dashboards ask for the same days again
+    and again (a 365-day DAY series on a new range looked up 365 zone offsets twice, a
+    fifth of a page's CPU)."""
     # In a gap (midnight skipped by a DST change) fold=0 resolves to the transition
     # instant, which is when that local day begins.
     return to_us(datetime(day.year, day.month, day.day, tzinfo=tz))
@@ -197,19 +205,21 @@ def buckets(tz: ZoneInfo, start_us: int, end_us: int, granularity: Granularity,
         return _hour_buckets(segments or offset_segments(tz, start_us, end_us), start_us, end_us)
     first_local = from_us(start_us, tz).date()
     day = _floor_date(first_local, granularity)
+    midnight = _local_midnight_us(tz, day)
     out: list[Bucket] = []
     while True:
         nxt = _next_start(day, granularity)
-        b_start = max(_local_midnight_us(tz, day), start_us)
         # A bucket starting after 9999-12-31 local starts after any representable end.
-        b_end = end_us if nxt is None else min(_local_midnight_us(tz, nxt), end_us)
+        next_midnight = None if nxt is None else _local_midnight_us(tz, nxt)
+        b_start = max(midnight, start_us)
+        b_end = end_us if next_midnight is None else min(next_midnight, end_us)
         if b_start < b_end:
             if len(out) == MAX_BUCKETS:
                 raise TooManyBuckets(_too_many(granularity))
             out.append(Bucket(b_start, b_end, (day - EPOCH_DATE).days))
-        if b_end >= end_us or nxt is None:
+        if b_end >= end_us or nxt is None or next_midnight is None:
             return out
-        day = nxt
+        day, midnight = nxt, next_midnight
 
 
 #: The longest a bucket lasts: its calendar length plus a day (an offset change, such as
