@@ -142,17 +142,14 @@ def _granularity(granularity: object) -> calendar.Granularity | None:
 def bucket_count(rng: _Range | None, granularity: object) -> int:
     """Buckets of a series, as ``gql_usage.calendar`` lays them out; raises
     ``calendar.TooManyBuckets`` past 2,000. A range sure to be too long is refused by
-    arithmetic alone (``calendar.min_buckets``); DAY/WEEK/MONTH buckets are counted without
-    scanning the zone's offsets, HOUR ones (then at most ~2,000 hours) with the layout the
-    resolver and the loader use."""
+    arithmetic alone (``calendar.min_buckets``); any other is counted with the layout the
+    resolver and the loader then use (``bucket_layout``, kept by range: laid out once
+    per request)."""
     g = _granularity(granularity)
     if rng is None or g is None:
         return 1
     calendar.check_bucket_limit(rng.start_us, rng.end_us, g)
-    if g is calendar.Granularity.HOUR:
-        return len(bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
-    tz = calendar.zone(rng.tz_name)
-    return len(calendar.buckets(tz, rng.start_us, rng.end_us, g))
+    return len(bucket_layout(rng.tz_name, rng.start_us, rng.end_us, g).buckets)
 
 
 @dataclass(frozen=True)
