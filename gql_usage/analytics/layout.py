@@ -34,8 +34,8 @@ class SeriesLayout:
         return f"CASE {branches} ELSE {expr(last, self.segments[-1])} END"
 
     def bucket_key(self, sql_key: int) -> int:
-        if self.granularity is Granularity.HOUR:
-            return sql_key
+        if self.granularity is Granularity.HOUR or self.granularity is Granularity.DAY:
+            return sql_key  # a DAY bucket's key is its day
         return calendar.day_to_bucket_start(sql_key, self.granularity)
 
     def cut_points(self) -> list[int]:

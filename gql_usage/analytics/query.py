@@ -10,7 +10,7 @@ question; ``aggregate`` runs it and shapes the answers. See README, 'Architectur
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from gql_usage.analytics.dimensions import ACCOUNT_IDS, ORDER_KEYS
@@ -32,7 +32,7 @@ from gql_usage.analytics.specs import (
     WindowSpec,
 )
 from gql_usage.caches import MIB, byte_lru_cache
-from gql_usage.calendar import US
+from gql_usage.calendar import US, Granularity
 from gql_usage.storage.db import Sql, dialect, fetch_rows, read_connection
 from gql_usage.storage.distribution import DISTRIBUTED_TABLES
 from gql_usage.storage.models import DIM_BITS, NO_USER
@@ -151,7 +151,7 @@ async def aggregate_many(asked: Sequence[tuple[UsageQuery, Sequence[Spec]]]
     prepared = prepare_many(asked, dialect(conn))
     rows: list[Sequence[int]] = []
     if prepared.sql is not None:
-        rows = [tuple(int(v) for v in row) for row in await fetch_rows(prepared.sql, conn)]
+        rows = await fetch_rows(prepared.sql, conn)  # integers (``_int``)
     count = sum(len(specs) for _, specs in asked)
     grouped: dict[int, dict[int, tuple[int, int]]] = {i: {} for i in range(count)}
     # Per TopSpec: (groups, total calls, total credits), the same on each of its rows.
@@ -194,12 +194,17 @@ def _answer(spec: Spec, got: dict[int, tuple[int, int]], overall: tuple[int, int
         return Top({k: Totals(c, cr) for k, (c, cr) in top}, groups,
                    Totals(total_calls, total_credits))
     assert layout is not None
-    per_bucket: dict[int, list[int]] = {}
-    for key, (calls, credits) in got.items():
-        acc = per_bucket.setdefault(layout.bucket_key(key), [0, 0])
-        acc[0] += calls
-        acc[1] += credits
-    return [SeriesPoint(b.start_us, b.end_us, *per_bucket.get(b.key, (0, 0)))
+    if layout.granularity is Granularity.DAY or layout.granularity is Granularity.HOUR:
+        per_bucket: Mapping[int, Sequence[int]] = got  # the statement's key is the bucket's
+    else:
+        summed: dict[int, list[int]] = {}
+        for key, (calls, credits) in got.items():
+            acc = summed.setdefault(layout.bucket_key(key), [0, 0])
+            acc[0] += calls
+            acc[1] += credits
+        per_bucket = summed
+    zero = (0, 0)
+    return [SeriesPoint(b.start_us, b.end_us, *per_bucket.get(b.key, zero))
             for b in layout.buckets]
 
 
@@ -224,6 +229,13 @@ def _units_sql(q: Sql, grain: int, ranges: Sequence[tuple[int, int]]) -> None:
         _ranges_sql(q, "t", ranges)
 
 
+def _int(total: str) -> str:
+    """A sum as an integer: PostgreSQL sums a BIGINT column as NUMERIC, which arrives as a
+    ``Decimal`` (converting every value back was a tenth of a long page's Python time). A
+    sum past the BIGINT range fails the statement; it is never rounded."""
+    return f"CAST({total} AS BIGINT)"
+
+
 def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
               sets: dict[int, int], layout: SeriesLayout | None) -> None:
     """One spec: cube units (plus the pending events in their time) and raw pieces."""
@@ -242,10 +254,12 @@ def _spec_sql(q: Sql, index: int, query: UsageQuery, spec: Spec, reads: Reads,
         if q.dialect == "postgres":
             order += ' COLLATE "C"'  # code point order, as Python compares the keys
         q.add(f"SELECT {index} AS spec, k, c, cr, n, tc, tcr FROM (SELECT g.k, g.c, g.cr, "
-              "COUNT(*) OVER () AS n, SUM(g.c) OVER () AS tc, SUM(g.cr) OVER () AS tcr "
-              f"FROM (SELECT {key} AS k, SUM(c) AS c, SUM(cr) AS cr FROM (")
+              f"COUNT(*) OVER () AS n, {_int('SUM(g.c) OVER ()')} AS tc, "
+              f"{_int('SUM(g.cr) OVER ()')} AS tcr "
+              f"FROM (SELECT {key} AS k, {_int('SUM(c)')} AS c, {_int('SUM(cr)')} AS cr FROM (")
     else:
-        q.add(f"SELECT {index} AS spec, {key} AS k, SUM(c), SUM(cr), 0, 0, 0 FROM (")
+        q.add(f"SELECT {index} AS spec, {key} AS k, {_int('SUM(c)')}, {_int('SUM(cr)')}, 0, 0, 0"
+              " FROM (")
     _reads_sql(q, query, reads, sets)
     q.add(") b")
     q.add(f" GROUP BY {key}" if key != "0" else " HAVING COUNT(*) > 0")
@@ -320,7 +334,7 @@ def _drivers_sql(q: Sql, index: int, query: UsageQuery, spec: SpikeDriversSpec, 
                         enumerate(spec.spikes) for k in (own, *window))
     column = spec.dimension.column
     q.add(f"SELECT {index} AS spec, x.k, x.c, x.cr, x.g, x.s, 0 FROM (WITH d AS (SELECT "
-          f"{bucket} AS k, {column} AS g, SUM(c) AS c, SUM(cr) AS cr FROM (")
+          f"{bucket} AS k, {column} AS g, {_int('SUM(c)')} AS c, {_int('SUM(cr)')} AS cr FROM (")
     _reads_sql(q, query, reads, sets)
     q.add(f") b GROUP BY 1, 2), w(s, k, sp) AS (VALUES {members}), "
           "r AS (SELECT w.s, d.g, ROW_NUMBER() OVER (PARTITION BY w.s ORDER BY d.cr DESC, "

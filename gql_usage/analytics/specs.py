@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from gql_usage import calendar
@@ -134,8 +135,9 @@ class Top:
     totals: Totals
 
 
-@dataclass(frozen=True)
-class SeriesPoint:
+class SeriesPoint(NamedTuple):
+    """One bucket's numbers (a tuple: a series answers hundreds per request)."""
+
     start_us: int
     end_us: int
     calls: int

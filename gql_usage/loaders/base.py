@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import TypeVar
 
 from aiodataloader import DataLoader as _DataLoader
@@ -21,3 +22,9 @@ class DataLoader(_DataLoader[K, V]):
 
     def load(self, key: K) -> asyncio.Future[V]:
         return asyncio.shield(super().load(key))
+
+    def load_many(self, keys: Iterable[K]) -> asyncio.Future[list[V]]:
+        """One shield for the whole batch (a breakdown loads every row's object at once:
+        a shield per key cost more than the lookups)."""
+        return asyncio.shield(asyncio.gather(*[super(DataLoader, self).load(key)
+                                               for key in keys]))

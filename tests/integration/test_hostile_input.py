@@ -675,3 +675,28 @@ async def test_a_cancelled_caller_does_not_cancel_a_shared_load():
     release.set()
     assert await wanted == 10
     assert doomed.cancelled() and calls == [[1]]
+
+
+async def test_a_cancelled_batch_caller_does_not_cancel_a_shared_load():
+    """The same for ``load_many`` (a breakdown's rows load their objects at once): the
+    cancelled caller's batch is shielded as a whole, and the keys it shares with a
+    caller still waiting are answered to that caller."""
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def batch(keys: list[int]) -> list[int]:
+        calls.append(list(keys))
+        await release.wait()
+        return [k * 10 for k in keys]
+
+    loader: DataLoader[int, int] = DataLoader(batch)
+    doomed = asyncio.ensure_future(loader.load_many([1, 2, 3]))
+    wanted = asyncio.ensure_future(loader.load_many([3, 1]))
+    single = asyncio.ensure_future(loader.load(2))
+    await asyncio.sleep(0)
+    doomed.cancel()
+    release.set()
+    assert await wanted == [30, 10]
+    assert await single == 20
+    assert await loader.load_many([]) == []
+    assert doomed.cancelled() and calls == [[1, 2, 3]]

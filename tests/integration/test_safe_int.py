@@ -9,6 +9,7 @@ execution of plain objects answers exactly like graphql-core's own for SafeInt v
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import graphql
@@ -17,9 +18,26 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 from support.helpers import event, gid, gql, ingest, make_account
 
+from gql_usage.analytics.dimensions import Dimension
+from gql_usage.analytics.query import aggregate
+from gql_usage.analytics.specs import (
+    GroupSpec,
+    SeriesPoint,
+    SeriesSpec,
+    SpikeDriversSpec,
+    Top,
+    TopSpec,
+    Totals,
+    TotalsSpec,
+    UsageQuery,
+    WindowSpec,
+)
+from gql_usage.calendar import Granularity, to_us
 from gql_usage.graphql import scalars
 from gql_usage.graphql.execution import FastExecutionContext
 from gql_usage.graphql.scalars import MAX_SAFE_INT, SCALAR_MAP, SafeInt
+from gql_usage.storage.cube import compact_all
+from gql_usage.storage.models import Account
 
 FILTER = '{from: "2026-01-01T00:00:00Z", to: "2026-02-01T00:00:00Z"}'
 GRANTED = 5_000_000_007  # itself past 2^31
@@ -77,6 +95,50 @@ async def test_usage_totals_series_and_breakdowns_are_exact(client):
     assert usage["byKey"] == sorted(by_key, key=lambda r: -r["credits"])
     # The numbers travel as JSON integers, not strings or floats.
     assert all(type(r["credits"]) is int for r in usage["byKey"])
+
+
+async def test_every_aggregate_is_a_python_int_raw_and_cubed(client):
+    """The analytics statement's sums arrive as ``int`` (PostgreSQL sums a BIGINT column
+    as NUMERIC: a ``Decimal`` that compares equal but is not an int), for every kind of
+    answer, both while the account is answered from raw events and once it is cubed."""
+    await _setup(client)
+    account = await Account.get(external_id="acme")
+    start = to_us(datetime(2026, 1, 1, tzinfo=UTC))
+    end = to_us(datetime(2026, 2, 1, tzinfo=UTC))
+    day = 86_400 * 1_000_000
+    query = UsageQuery(account.id, start, end)
+    specs = [TotalsSpec(), SeriesSpec(Granularity.DAY), GroupSpec(Dimension.ENDPOINT),
+             TopSpec(Dimension.API_KEY, 1), WindowSpec(start + 2 * day, start + 4 * day),
+             SpikeDriversSpec(Dimension.ENDPOINT, ((start + 2 * day, start + 3 * day),
+                                                   (start + 3 * day, start + 4 * day)),
+                              ((1, (0,)),), 2)]
+
+    def numbers(answer: object) -> list[object]:
+        if isinstance(answer, Totals):
+            return [answer.calls, answer.credits]
+        if isinstance(answer, Top):
+            return [answer.groups, *numbers(answer.totals),
+                    *(n for t in answer.rows.values() for n in numbers(t))]
+        if isinstance(answer, dict):
+            return [n for v in answer.values() for n in numbers(v)]
+        if isinstance(answer, list):
+            return [n for v in answer for n in
+                    ([v.calls, v.credits] if isinstance(v, SeriesPoint) else numbers(v))]
+        if isinstance(answer, tuple):  # a driver's (calls, credits)
+            return list(answer)
+        raise AssertionError(f"unexpected answer {answer!r}")
+
+    for cube_after_events in (None, 0):
+        if cube_after_events is not None:
+            await compact_all(cube_after_events=cube_after_events)
+        answers = await aggregate(query, specs)
+        values = [n for a in answers for n in numbers(a)]
+        assert values and all(type(n) is int for n in values), answers
+        totals, _, by_endpoint, top, window, _ = answers
+        assert (totals.calls, totals.credits) == tuple(_sum().values())
+        assert top.totals == totals and top.groups == 2
+        assert window == Totals(3, 1_200_000_001 + 1_200_000_002 + 2_147_483_647)  # e1-e3
+        assert sum(t.credits for t in by_endpoint.values()) == _sum()["credits"]
 
 
 async def test_credit_pool_is_exact(client):
