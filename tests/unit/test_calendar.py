@@ -10,7 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from gql_usage import calendar
 from gql_usage.calendar import (
+    US,
     Bucket,
     Granularity,
     Segment,
@@ -19,6 +21,7 @@ from gql_usage.calendar import (
     min_buckets,
     offset_segments,
     representable,
+    zone,
 )
 
 HOUR, DAY, WEEK, MONTH = Granularity.HOUR, Granularity.DAY, Granularity.WEEK, Granularity.MONTH
@@ -291,3 +294,24 @@ def test_more_than_2000_buckets_are_refused() -> None:
         buckets(UTC_ZONE, start, start + 2001 * 3600 * 10**6, HOUR)
     with pytest.raises(TooManyBuckets, match="more than 2,000 DAY buckets"):
         buckets(UTC_ZONE, start, start + 2001 * 86_400 * 10**6, DAY)
+
+
+@pytest.mark.parametrize("name", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe",
+                                  "Pacific/Apia", "Asia/Kathmandu", "UTC"])
+def test_kept_block_segments_equal_a_scan_of_the_range_itself(name: str) -> None:
+    """``offset_segments`` joins the kept segments of 48-day UTC blocks: over ranges
+    that start and end anywhere (within a block, across many, at a block's edge), the
+    result is the scan of that range alone, with each offset change to the second, and
+    no two neighbours share an offset."""
+    tz = zone(name)
+    block_s = calendar._BLOCK_S
+    base = (1_300_000_000 // block_s) * block_s  # 2011, Apia's skipped day among them
+    starts = [base, base + 1, base + block_s - 1, base + 37 * 86_400 + 12_345]
+    lengths = [1, 3_600, block_s, block_s + 1, 3 * block_s + 7, 400 * 86_400 + 7]
+    for start_s in starts:
+        for length in lengths:
+            lo, hi = start_s * US + 250_000, (start_s + length) * US
+            got = calendar.offset_segments(tz, lo, hi)
+            assert got == calendar._scan_segments(tz, lo // US, -(-hi // US))
+            assert all(a.end_s == b.start_s and a.offset_s != b.offset_s
+                       for a, b in zip(got, got[1:], strict=False))
