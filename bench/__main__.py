@@ -57,6 +57,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import itertools
 import json
 import os
 import platform
@@ -561,6 +562,8 @@ class MixedFigures:
     ingest_target_per_s: float
     ingest_accepted: int
     ingest_per_s: float
+    #: Before the mixed run, on the same server: new events at full speed, then folded.
+    top: FoldFigures
 
 
 async def paced_ingest(client: httpx.AsyncClient, bodies: Iterator[bytes], rate: float,
@@ -588,29 +591,40 @@ async def paced_ingest(client: httpx.AsyncClient, bodies: Iterator[bytes], rate:
     return accepted[0], time.perf_counter() - started
 
 
-async def mixed_load(url: str, args: argparse.Namespace, token: str, top_rate: float
+#: Events the mixed run's server ingests at full speed before the mixed run (its top
+#: rate on ``--load-workers`` workers, and how fast that is folded).
+TOP_RATE_EVENTS = 1_000_000
+
+
+async def mixed_load(url: str, dsn: str | None, args: argparse.Namespace, token: str
                      ) -> MixedFigures:
-    """The realistic case: ``serve --workers args.load_workers`` on the same database,
-    ``args.load_clients`` clients sending the 365-day page (every request on a range of
-    its own) while new events (``Dataset(id_prefix="mixed-")``) arrive at
-    ``args.mixed_ingest_share`` of the top rate measured before, from as many senders as
-    measured it (``args.clients``)."""
+    """The realistic case: ``serve --workers args.load_workers`` on the same database.
+
+    First its top ingestion rate: up to ``TOP_RATE_EVENTS`` new events
+    (``Dataset(id_prefix="mixed-")``) sent at full speed from ``args.clients`` senders per
+    worker, then folded (the drain timed). Then ``args.load_clients`` clients send the
+    365-day page (every request on a range of its own) while the dataset's next events
+    arrive at ``args.mixed_ingest_share`` of that top rate."""
     data = Dataset(events=args.events, seed=args.seed + 1000, id_prefix="mixed-")
-    target = top_rate * args.mixed_ingest_share
+    bodies = iter(data.batches())
+    first = list(itertools.islice(bodies, max(1, min(args.events, TOP_RATE_EVENTS)
+                                              // data.batch_size)))
+    senders = args.clients * args.load_workers
     server = Server(url, workers=args.load_workers, env=SERVER_ENV)
-    async with server.running(), http(server.url, args.load_clients + args.clients
-                                      ) as client:
+    async with server.running(), http(server.url, args.load_clients + senders) as client:
         await post_dashboard(client, token, 365)  # every worker's first request out of the way
+        top = await ingest_and_fold(client, first, senders, url, dsn)
+        del first
+        target = top.ingest.accepted / top.ingest.seconds * args.mixed_ingest_share
         stop = asyncio.Event()
-        ingesting = asyncio.create_task(paced_ingest(client, iter(data.batches()), target,
-                                                     args.clients, stop))
+        ingesting = asyncio.create_task(paced_ingest(client, bodies, target, senders, stop))
         try:
             rps, p50, p99 = await load(client, token, args.load_clients, args.load_requests)
         finally:
             stop.set()
         accepted, seconds = await ingesting
     return MixedFigures(args.load_workers, args.load_clients, args.load_requests, rps, p50,
-                        p99, target, accepted, accepted / seconds if seconds else 0.0)
+                        p99, target, accepted, accepted / seconds if seconds else 0.0, top)
 
 
 @contextlib.asynccontextmanager
@@ -709,7 +723,10 @@ async def run_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
             url, token, 365)
         if not floor_matches:
             raise SystemExit("the measured floor SQL is not the statement the server sends")
-        mixed = await mixed_load(url, args, token, figures.accepted / figures.seconds)
+        mixed = await mixed_load(url, dsn, args, token)
+        log(f"{kind}: {mixed.workers} workers ingested {mixed.top.ingest.accepted:,} new "
+            f"events at {mixed.top.ingest.per_s:,.0f} events/s, folded "
+            f"{mixed.top.drain_s:.1f} s after the last batch")
         log(f"{kind}: mixed run, {mixed.workers} workers: {mixed.requests_per_s:.1f} "
             f"requests/s, p99 {mixed.p99_ms:.0f} ms, while {mixed.ingest_per_s:,.0f} "
             f"events/s were ingested (target {mixed.ingest_target_per_s:,.0f})")
@@ -765,6 +782,12 @@ async def run_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         "load_requests_per_s": round(mixed.requests_per_s, 1),
         "load_p50_ms": round(mixed.p50_ms, 1),
         "load_p99_ms": round(mixed.p99_ms, 1),
+        "load_ingest_top_events": mixed.top.ingest.accepted,
+        "load_ingest_top_events_per_s": round(mixed.top.ingest.per_s),
+        "load_ingest_top_accepted_per_s": round(mixed.top.ingest.accepted
+                                                / mixed.top.ingest.seconds),
+        "load_ingest_top_drain_s": round(mixed.top.drain_s, 1),
+        "load_ingest_top_folded_events_per_s": round(mixed.top.folded_per_s),
         "load_ingest_target_per_s": round(mixed.ingest_target_per_s),
         "load_ingest_events_per_s": round(mixed.ingest_per_s),
         "server_peak_rss_mib": round(server.peak_rss_kib / 1024, 1),
@@ -819,6 +842,11 @@ def print_table(result: dict[str, Any]) -> None:
           f"{result['load_clients']} clients, 1 worker: {result['requests_per_s']} req/s, "
           f"p99 {result['requests_p99_ms']} ms; server peak RSS "
           f"{result['server_peak_rss_mib']} MiB")
+    print(f"  ingest on {result['load_workers']} workers: "
+          f"{result['load_ingest_top_events_per_s']:,} events/s "
+          f"({result['load_ingest_top_events']:,} new events), drain "
+          f"{result['load_ingest_top_drain_s']} s -> "
+          f"{result['load_ingest_top_folded_events_per_s']:,} events/s folded")
     print(f"  mixed run, {result['load_workers']} workers: {result['load_clients']} clients "
           f"{result['load_requests_per_s']} req/s, p50 {result['load_p50_ms']} ms, p99 "
           f"{result['load_p99_ms']} ms, while ingesting {result['load_ingest_events_per_s']:,}"
@@ -850,6 +878,9 @@ COMPARED: tuple[tuple[str, Any], ...] = (
      lambda r: f"{r['statements_per_request']} / {r['statements_per_request_v2']}"),
     ("load, 1 worker: req/s, p99 ms", lambda r: f"{r['requests_per_s']}, "
      f"{r['requests_p99_ms']}"),
+    ("ingest on load workers: events/s, folded",
+     lambda r: f"{r['load_ingest_top_events_per_s']:,}, "
+     f"{r['load_ingest_top_folded_events_per_s']:,}"),
     ("mixed run: workers, req/s, p99 ms",
      lambda r: f"{r['load_workers']}, {r['load_requests_per_s']}, {r['load_p99_ms']}"),
     ("mixed run: ingested / target events/s",

@@ -286,9 +286,9 @@ def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) ->
         # range scan per value (the edges of a 30-day breakdown by key: 100 scans for
         # 1,150 seeks).
         valued = any(cube_set & bit for bit in DIM_BITS.values())
-        pieces = ([[r] for r in ranges] if valued and 1 < len(ranges) <= MAX_RANGE_READS
-                  else [ranges])
-        for piece in pieces:
+        scans = ([[r] for r in ranges] if valued and 1 < len(ranges) <= MAX_RANGE_READS
+                 else [ranges])
+        for scan in scans:
             q.add(" UNION ALL " if parts else "",
                   f"SELECT t, {dims}, calls AS c, credits AS cr FROM usage_cube"
                   " WHERE account_id = ", query.account_id, " AND grain = ", grain,
@@ -303,7 +303,7 @@ def _reads_sql(q: Sql, query: UsageQuery, reads: Reads, sets: dict[int, int]) ->
                           query.account_id, "))")
                 else:
                     q.add(f" AND {column} IN ({ACCOUNT_IDS[column]}", query.account_id, ")")
-            _units_sql(q, grain, piece)
+            _units_sql(q, grain, scan)
             parts += 1
     covered = merge([(lo * US, hi * US) for ranges in reads.units.values() for lo, hi in ranges])
     # An account not in the cube (``gql_usage.storage.cube``: usage_cube_account) has no

@@ -25,7 +25,11 @@ FIELDS = ("ingest_events_per_s", "copy_events_per_s", "graphql_p50_ms", "graphql
           # issue 14: the mixed run (the page from many clients on 2 workers, ingesting)
           "load_workers", "load_clients", "load_requests", "load_requests_per_s",
           "load_p50_ms", "load_p99_ms", "load_ingest_target_per_s", "load_ingest_events_per_s",
-          "requests_p50_ms", "requests_p99_ms")
+          "requests_p50_ms", "requests_p99_ms",
+          # issue 14, point 5: ingestion at full speed on the mixed run's workers, folded
+          "load_ingest_top_events", "load_ingest_top_events_per_s",
+          "load_ingest_top_accepted_per_s", "load_ingest_top_drain_s",
+          "load_ingest_top_folded_events_per_s")
 
 
 @pytest.mark.parametrize("db", ["sqlite", "postgres"])
@@ -57,6 +61,13 @@ def test_the_benchmark_runs_at_its_smallest_size(db: str) -> None:
     assert result["load_workers"] == 2 and result["load_requests"] == 8
     assert result["load_requests_per_s"] > 0 and result["load_p99_ms"] >= result["load_p50_ms"]
     assert result["load_ingest_target_per_s"] > 0
+    # The mixed dataset's first batches (up to 3,000 events here) at full speed on 2
+    # workers; the paced run is half of that accepted rate.
+    assert 0 < result["load_ingest_top_events"] <= 3000
+    assert result["load_ingest_top_folded_events_per_s"] > 0
+    assert result["load_ingest_top_drain_s"] >= 0
+    assert result["load_ingest_target_per_s"] == pytest.approx(
+        result["load_ingest_top_accepted_per_s"] / 2, abs=1)
 
 
 def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
