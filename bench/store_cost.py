@@ -33,7 +33,7 @@ from support.pg_server import create_database, start_postgres  # noqa: E402
 
 from gql_usage.ingest.rows import Row  # noqa: E402
 from gql_usage.ingest.store_postgres import POSTGRES_STORE, store_params  # noqa: E402
-from gql_usage.storage.db import run_migrations  # noqa: E402
+from gql_usage.storage.db import POSTGRES_SESSION, run_migrations  # noqa: E402
 
 BATCH = 1_000
 T0_US = 1_760_000_000_000_000
@@ -86,7 +86,8 @@ async def _account(conn: asyncpg.Connection, n: int, endpoint: int,
 
 async def measure(dsn: str, batches: int, preload: int, accounts: int,
                   per_account: bool = False) -> dict[str, float]:
-    conn = await asyncpg.connect(dsn)
+    # The server pool's session settings (JIT off, custom plans), as the server sends it.
+    conn = await asyncpg.connect(dsn, server_settings=dict(POSTGRES_SESSION))
     try:
         endpoint = await conn.fetchval(
             "INSERT INTO endpoint (path, listed) VALUES ('/v2/cost', false) RETURNING id")
