@@ -19,6 +19,10 @@ from gql_usage.untrusted import echo
 US = 1_000_000
 DAY_S = 86_400
 HOUR_S = 3_600
+#: Seven days: the coarsest cube grain (``gql_usage.storage.models.CUBE_SETS``). Its units are
+#: epoch-aligned like the others, so they start on Thursdays 00:00 UTC (1970-01-01 was
+#: one), not on the Mondays a ``WEEK`` bucket starts on: a week series cuts them.
+WEEK_S = 7 * DAY_S
 MAX_BUCKETS = 2_000
 EPOCH_DATE = date(1970, 1, 1)
 _SCAN_STEP_S = 6 * HOUR_S
@@ -51,7 +55,7 @@ class TooManyBuckets(ValueError):
 #: Longest bucket of each granularity, in seconds, as local calendar time: a local hour is
 #: cut at every offset change, so an HOUR bucket is never longer than 3,600 s.
 _LONGEST_S = {Granularity.HOUR: HOUR_S, Granularity.DAY: DAY_S,
-              Granularity.WEEK: 7 * DAY_S, Granularity.MONTH: 31 * DAY_S}
+              Granularity.WEEK: WEEK_S, Granularity.MONTH: 31 * DAY_S}
 #: What offset changes can add to a range beyond its calendar buckets: UTC offsets lie
 #: within +-16 h (so the offsets at its two ends differ by under 32 h), and a day skipped
 #: by a date-line change (Samoa 2011, Kwajalein 1993) is an empty bucket, at most one per

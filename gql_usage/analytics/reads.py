@@ -1,9 +1,10 @@
 """Which cube units and raw-event pieces answer a spec: pure arithmetic, no database.
 
-A spec reads whole cube units (UTC days, hours, 15-minute slots) that no bucket or
-offset boundary cuts, from the smallest grouping set holding its filters and dimension,
-and the raw events for the rest; the parts never overlap and together cover exactly
-``[from, to)``. See README, 'Architecture' (Exactness), and ``gql_usage.storage.models``.
+A spec reads whole cube units (7-day units, UTC days, hours, 15-minute slots) that no
+bucket or offset boundary cuts, from the smallest grouping set holding its filters and
+dimension, and the raw events for the rest; the parts never overlap and together cover
+exactly ``[from, to)``. See README, 'Architecture' (Exactness), and
+``gql_usage.storage.models``.
 """
 
 from __future__ import annotations

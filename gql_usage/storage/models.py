@@ -14,7 +14,7 @@ from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
 
-from gql_usage.calendar import DAY_S, HOUR_S
+from gql_usage.calendar import DAY_S, HOUR_S, WEEK_S
 from gql_usage.storage import thresholds
 
 #: The finest cube grain: a 15-minute UTC slot (seconds).
@@ -28,12 +28,17 @@ NO_USER = 0
 DIM_BITS = {"api_key_id": 1, "endpoint_id": 2, "source_id": 4, "user_id": 8}
 _SINGLE_SETS = (0, 1, 2, 4, 8)
 _ALL_SETS = (*_SINGLE_SETS, 1 | 2, 1 | 4, 1 | 8)
-#: Grouping sets kept per grain, coarsest grain first: all keys or one key, by any single
+#: Grouping sets kept per grain, coarsest grain first: totals and each single dimension
+#: per 7-day unit (epoch-aligned: Thursday to Thursday, UTC), so that a long range's
+#: totals and breakdowns read a row per week, not per day, in its middle (a 365-day
+#: breakdown by key: 52 units instead of 365); all keys or one key, by any single
 #: dimension, per UTC day; totals and each single dimension per UTC hour (the edges of a
 #: range); totals and per-key totals per 15-minute slot (series in half- and
 #: quarter-hour zones). Each set is a row per event in sparse data, so fine grains keep
 #: few sets; a one-key breakdown reads its partial-day edges from the raw events.
+#: Migration 0008 built the week rows of cubes that existed before they did.
 CUBE_SETS: dict[int, tuple[int, ...]] = {
+    WEEK_S: _SINGLE_SETS,
     DAY_S: _ALL_SETS,
     HOUR_S: _SINGLE_SETS,
     SLOT_S: (0, 1),

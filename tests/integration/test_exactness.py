@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import support.events
@@ -19,6 +19,8 @@ from gql_usage.storage.models import CUBE_SETS
 
 pytestmark = pytest.mark.citus
 
+THURSDAY = 3  # datetime.weekday()
+
 
 def random_events(rng: random.Random, n: int) -> list[dict]:
     return support.events.random_events(rng, n, start=datetime(2025, 1, 1, tzinfo=UTC),
@@ -26,9 +28,10 @@ def random_events(rng: random.Random, n: int) -> list[dict]:
 
 
 def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
-    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC hour
-    and day) and each of its grouping sets, per (unit start, key, endpoint, source, user),
-    with "" standing for a dimension summed over."""
+    """Calls and credits per cube row, by hand: for each grain (15-minute slot, UTC hour,
+    UTC day and 7 days from a Thursday, as 1970-01-01 was one) and each of its grouping
+    sets, per (unit start, key, endpoint, source, user), with "" standing for a dimension
+    summed over."""
     cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for e in events:
         t = datetime.fromisoformat(e["occurredAt"]).astimezone(UTC)
@@ -36,7 +39,8 @@ def expected_cells(events: list[dict]) -> dict[tuple, tuple[int, int]]:
         day = t.replace(hour=0, minute=0, second=0, microsecond=0)
         values = (e["apiKeyId"], e["endpoint"], e["source"], e["userId"])
         hour = t.replace(minute=0, second=0, microsecond=0)
-        for grain, start in ((900, slot), (3600, hour), (86400, day)):
+        week = day - timedelta(days=(day.weekday() - THURSDAY) % 7)
+        for grain, start in ((900, slot), (3600, hour), (86400, day), (604800, week)):
             for dims in CUBE_SETS[grain]:
                 kept = tuple(v if dims & (1 << i) else "" for i, v in enumerate(values))
                 cell = cells[(grain, dims, int(start.timestamp()), *kept)]

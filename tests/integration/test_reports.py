@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from support.events import when
 from support.helpers import event, gid, gql, ingest, make_account
 
+from gql_usage.storage.db import StatementCounter, connection
+
 pytestmark = pytest.mark.citus
 
 KEYS = ["k1", "k2", "k3"]
@@ -206,6 +208,38 @@ async def test_breakdown_limit_keeps_the_top_rows_with_whole_report_shares(clien
     top = sorted(by_endpoint.items(), key=lambda kv: (-kv[1], kv[0]))[:2]
     assert [(r["key"], r["credits"]) for r in rows] == top
     assert rows[0]["shareOfCredits"] == pytest.approx(100 * top[0][1] / usage["credits"])
+
+
+async def test_a_long_breakdown_reads_week_rows_and_equals_sql_over_the_raw_events(client):
+    """273 days by key and by endpoint, nothing cutting them: the statement reads whole
+    7-day cube units (grain 604800) in the middle, and every row equals what the test's
+    own SQL over ``usage_event`` gives."""
+    await seed(client)
+    start, end = SPAN_START + timedelta(hours=5, minutes=7), SPAN_END - timedelta(hours=3)
+    with StatementCounter() as counter:
+        body = await gql(client, """query($f: UsageFilter!) { account { usage(filter: $f) {
+            calls credits byKey: breakdown(by: API_KEY) { key calls credits }
+            byEndpoint: breakdown(by: ENDPOINT) { key calls credits } } } }""",
+                         {"f": {"from": start.isoformat(), "to": end.isoformat()}})
+    assert "errors" not in body, body
+    [statement] = [s for s in counter.statements if "usage_cube" in s]
+    assert statement.count("grain = 604800") == 3  # totals, by key, by endpoint
+    lo, hi = (int(t.timestamp() * 1_000_000) for t in (start, end))
+    by: dict[str, list[tuple[str, int, int]]] = {}
+    for name, label in (("byKey", "k.external_id"), ("byEndpoint", "p.path")):
+        _, found = await connection().execute_query(
+            f"SELECT {label}, COUNT(*), SUM(e.credits) FROM usage_event e"
+            " JOIN api_key k ON k.account_id = e.account_id AND k.id = e.api_key_id"
+            " JOIN endpoint p ON p.id = e.endpoint_id"
+            f" WHERE e.occurred_at_us >= {lo} AND e.occurred_at_us < {hi} GROUP BY {label}")
+        by[name] = sorted(((gid("ApiKey", r[0]) if name == "byKey" else r[0]), int(r[1]),
+                           int(r[2])) for r in found)
+    usage = body["data"]["account"]["usage"]
+    for name in by:
+        assert sorted((r["key"], r["calls"], r["credits"]) for r in usage[name]) == by[name]
+    assert usage["calls"] == sum(c for _, c, _ in by["byKey"]) == len(
+        matching(EVENTS, start, end))
+    assert usage["credits"] == sum(cr for _, _, cr in by["byKey"])
 
 
 ranges = st.tuples(

@@ -1,9 +1,10 @@
 """How a range and a granularity are split into cube reads and raw-event pieces
 (``gql_usage.analytics.reads``): pure arithmetic, checked against segments written by hand.
 
-Grains: a UTC day (86,400 s), a UTC hour (3,600 s), a 15-minute slot (900 s). A spec
-reads the coarsest whole units between cut points (bucket and offset boundaries), then
-finer ones, then raw events for what is left.
+Grains: 7 days (604,800 s, from a Thursday 00:00 UTC: 1970-01-01 was one), a UTC day
+(86,400 s), a UTC hour (3,600 s), a 15-minute slot (900 s). A spec reads the coarsest
+whole units between cut points (bucket and offset boundaries), then finer ones, then raw
+events for what is left.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from gql_usage.analytics.reads import MAX_RAW_PIECES, Reads, spec_reads
 from gql_usage.analytics.specs import GroupSpec, SeriesSpec, Spec, TotalsSpec, UsageQuery
 from gql_usage.calendar import Granularity
 
-DAY, HOUR, SLOT = 86_400, 3_600, 900
+WEEK, DAY, HOUR, SLOT = 604_800, 86_400, 3_600, 900
 
 
 def s(*args: int) -> int:
@@ -45,7 +46,39 @@ def test_totals_unaligned_range_takes_days_then_hours_then_slots_then_raw():
         SLOT: [(s(2026, 1, 1, 10, 15), s(2026, 1, 1, 11))],
     }
     assert got.raw_pieces == [(us(2026, 1, 1, 10, 7, 30), us(2026, 1, 1, 10, 15))]
-    assert sets == {DAY: 0, HOUR: 0, SLOT: 0}
+    assert sets == {WEEK: 0, DAY: 0, HOUR: 0, SLOT: 0}  # weeks: none lies inside
+
+
+def test_long_breakdown_reads_whole_weeks_then_days_then_hours():
+    """2026-01-03 10:00 (a Saturday) to 2026-03-10 05:00 by key, nothing cuts it: the
+    weeks from Thursday 2026-01-08 to Thursday 2026-03-05 (8 weeks), whole days around
+    them, hours at the ends; every grain reads its per-key set."""
+    got, sets = reads(us(2026, 1, 3, 10), us(2026, 3, 10, 5), GroupSpec(Dimension.API_KEY))
+    assert got.units == {
+        WEEK: [(s(2026, 1, 8), s(2026, 3, 5))],
+        DAY: [(s(2026, 1, 4), s(2026, 1, 8)), (s(2026, 3, 5), s(2026, 3, 10))],
+        HOUR: [(s(2026, 1, 3, 10), s(2026, 1, 4)), (s(2026, 3, 10), s(2026, 3, 10, 5))],
+    }
+    assert got.raw_pieces == []
+    assert sets == {WEEK: 1, DAY: 1, HOUR: 1, SLOT: 1}
+
+
+def test_breakdown_no_week_set_holds_reads_days():
+    """By endpoint for one key needs both dimensions (set 1 | 2): weeks keep single
+    dimensions only, so the same range reads days (and its partial days raw)."""
+    got, sets = reads(us(2026, 1, 3, 10), us(2026, 3, 10, 5), GroupSpec(Dimension.ENDPOINT),
+                      api_key_ids=(7,))
+    assert sets == {DAY: 1 | 2}
+    assert got.units == {DAY: [(s(2026, 1, 4), s(2026, 3, 10))]}
+    assert got.raw_pieces == [(us(2026, 1, 3, 10), us(2026, 1, 4)),
+                              (us(2026, 3, 10), us(2026, 3, 10, 5))]
+
+
+def test_day_series_in_utc_over_two_months_reads_days_not_weeks():
+    """Every UTC day is a bucket, so no week unit lies inside one."""
+    got, _ = reads(us(2026, 1, 3), us(2026, 3, 10), SeriesSpec(Granularity.DAY))
+    assert got.units == {DAY: [(s(2026, 1, 3), s(2026, 3, 10))]}
+    assert got.raw_pieces == []
 
 
 def test_day_series_in_utc_with_ragged_edges():
@@ -76,7 +109,7 @@ def test_breakdown_over_the_same_range_reads_whole_utc_days():
                          HOUR: [(s(2026, 1, 4, 23), s(2026, 1, 5)),
                                 (s(2026, 1, 7), s(2026, 1, 7, 23))]}
     assert got.raw_pieces == []
-    assert sets == {DAY: 2, HOUR: 2}  # the endpoint set; slots keep no endpoint set
+    assert sets == {WEEK: 2, DAY: 2, HOUR: 2}  # the endpoint set; slots keep none
 
 
 def test_day_series_across_new_york_spring_forward():
@@ -107,7 +140,8 @@ def test_hour_series_across_lord_howe_half_hour_dst_end():
 
 
 def test_week_series_starting_mid_week():
-    """Weeks start on Monday (2026-01-05, 12, 19); the range starts Wednesday noon."""
+    """Weeks start on Monday (2026-01-05, 12, 19); the range starts Wednesday noon. The
+    7-day cube units start on Thursdays: a Monday cuts each, so none is read."""
     got, _ = reads(us(2026, 1, 7, 12), us(2026, 1, 21), SeriesSpec(Granularity.WEEK))
     assert got.units == {DAY: [(s(2026, 1, 8), s(2026, 1, 21))],
                          HOUR: [(s(2026, 1, 7, 12), s(2026, 1, 8))]}
@@ -116,11 +150,14 @@ def test_week_series_starting_mid_week():
 
 def test_month_series_in_kolkata():
     """+05:30: months start at 18:30 UTC the day before, which cuts a UTC day and a UTC
-    hour: each month edge is hours, then two slots, around 18:30."""
+    hour: each month edge is hours, then two slots, around 18:30. Inside each month, whole
+    weeks from a Thursday (2026-01-15 to 29, 2026-02-05 to 26), days around them."""
     got, _ = reads(us(2026, 1, 14, 18, 30), us(2026, 2, 28, 18, 30),
                    SeriesSpec(Granularity.MONTH), "Asia/Kolkata")
     assert got.units == {
-        DAY: [(s(2026, 1, 15), s(2026, 1, 31)), (s(2026, 2, 1), s(2026, 2, 28))],
+        WEEK: [(s(2026, 1, 15), s(2026, 1, 29)), (s(2026, 2, 5), s(2026, 2, 26))],
+        DAY: [(s(2026, 1, 29), s(2026, 1, 31)), (s(2026, 2, 1), s(2026, 2, 5)),
+              (s(2026, 2, 26), s(2026, 2, 28))],
         HOUR: [(s(2026, 1, 14, 19), s(2026, 1, 15)), (s(2026, 1, 31), s(2026, 1, 31, 18)),
                (s(2026, 1, 31, 19), s(2026, 2, 1)), (s(2026, 2, 28), s(2026, 2, 28, 18))],
         SLOT: [(s(2026, 1, 14, 18, 30), s(2026, 1, 14, 19)),
