@@ -654,6 +654,17 @@ async def test_refused_series_next_to_shared_loads_answers_the_rest(world):
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "granularity"}
 
 
+def _held_loader(release: asyncio.Event, calls: list[list[int]]) -> DataLoader[int, int]:
+    """A loader whose batch (each key times 10) is recorded in ``calls`` and answers
+    only once ``release`` is set."""
+    async def batch(keys: list[int]) -> list[int]:
+        calls.append(list(keys))
+        await release.wait()
+        return [k * 10 for k in keys]
+
+    return DataLoader(batch)
+
+
 async def test_a_cancelled_caller_does_not_cancel_a_shared_load():
     """When a field fails during execution and its parent is nulled, graphql-core cancels
     the parent's other pending fields; a loader answer they share with fields still
@@ -661,13 +672,7 @@ async def test_a_cancelled_caller_does_not_cancel_a_shared_load():
     shared future was cancelled and the whole request failed with ``CancelledError``."""
     release = asyncio.Event()
     calls: list[list[int]] = []
-
-    async def batch(keys: list[int]) -> list[int]:
-        calls.append(list(keys))
-        await release.wait()
-        return [k * 10 for k in keys]
-
-    loader: DataLoader[int, int] = DataLoader(batch)
+    loader = _held_loader(release, calls)
     doomed = asyncio.ensure_future(loader.load(1))
     wanted = asyncio.ensure_future(loader.load(1))
     await asyncio.sleep(0)  # both wait on the one batch
@@ -683,13 +688,7 @@ async def test_a_cancelled_batch_caller_does_not_cancel_a_shared_load():
     caller still waiting are answered to that caller."""
     release = asyncio.Event()
     calls: list[list[int]] = []
-
-    async def batch(keys: list[int]) -> list[int]:
-        calls.append(list(keys))
-        await release.wait()
-        return [k * 10 for k in keys]
-
-    loader: DataLoader[int, int] = DataLoader(batch)
+    loader = _held_loader(release, calls)
     doomed = asyncio.ensure_future(loader.load_many([1, 2, 3]))
     wanted = asyncio.ensure_future(loader.load_many([3, 1]))
     single = asyncio.ensure_future(loader.load(2))
