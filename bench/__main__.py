@@ -600,14 +600,16 @@ async def mixed_load(url: str, dsn: str | None, args: argparse.Namespace, token:
                      ) -> MixedFigures:
     """The realistic case: ``serve --workers args.load_workers`` on the same database.
 
-    First its top ingestion rate: up to ``TOP_RATE_EVENTS`` new events
+    First its top ingestion rate: up to ``TOP_RATE_EVENTS`` new events (at most half of
+    the dataset's large account)
     (``Dataset(id_prefix="mixed-")``) sent at full speed from ``args.clients`` senders per
     worker, then folded (the drain timed). Then ``args.load_clients`` clients send the
     365-day page (every request on a range of its own) while the dataset's next events
     arrive at ``args.mixed_ingest_share`` of that top rate."""
     data = Dataset(events=args.events, seed=args.seed + 1000, id_prefix="mixed-")
     bodies = iter(data.batches())
-    first = list(itertools.islice(bodies, max(1, min(args.events, TOP_RATE_EVENTS)
+    # At most half the large account's batches: the rest are the mixed run's to pace.
+    first = list(itertools.islice(bodies, max(1, min(args.events // 2, TOP_RATE_EVENTS)
                                               // data.batch_size)))
     senders = args.clients * args.load_workers
     server = Server(url, workers=args.load_workers, env=SERVER_ENV)

@@ -26,17 +26,17 @@ WEEK_S = 7 * DAY_S
 MAX_BUCKETS = 2_000
 EPOCH_DATE = date(1970, 1, 1)
 _SCAN_STEP_S = 6 * HOUR_S
-#: Local midnights kept (``_local_midnight_us``): 16,384 (zone, day) pairs, about 2 MB:
+#: Local midnights kept (``_local_midnight_us``): 16,384 (zone, day) pairs, about 3.5 MB:
 #: 45 years of days in one zone, or the last year in 45 zones.
 MIDNIGHTS_CACHED = 16_384
 #: Offset segments are scanned a UTC block of 2^22 s (48.5 days) at a time and kept
 #: (``_block_segments``): a dashboard's range moves by seconds from one request to the
-#: next, its blocks not at all. 4,096 blocks (a few hundred bytes each, about 1 MB):
+#: next, its blocks not at all. 4,096 blocks (about 400 bytes each, 1.6 MB):
 #: 545 years in one zone, or the last year in 500 zones.
 _BLOCK_S = 1 << 22
 SEGMENT_BLOCKS_CACHED = 4_096
 #: DAY buckets read local midnights a block of 64 days at a time (``_midnight_block``):
-#: 1,024 blocks, about 0.6 MB: 180 years in one zone, or the last year in 170 zones.
+#: 1,024 blocks, about 3 MB: 180 years in one zone, or the last year in 170 zones.
 _DAYS_PER_BLOCK = 64
 MIDNIGHT_BLOCKS_CACHED = 1_024
 
