@@ -600,12 +600,12 @@ async def mixed_load(url: str, dsn: str | None, args: argparse.Namespace, token:
                      ) -> MixedFigures:
     """The realistic case: ``serve --workers args.load_workers`` on the same database.
 
-    First its top ingestion rate: up to ``TOP_RATE_EVENTS`` new events (at most half of
-    the dataset's large account)
-    (``Dataset(id_prefix="mixed-")``) sent at full speed from ``args.clients`` senders per
-    worker, then folded (the drain timed). Then ``args.load_clients`` clients send the
-    365-day page (every request on a range of its own) while the dataset's next events
-    arrive at ``args.mixed_ingest_share`` of that top rate."""
+    First its top ingestion rate: up to ``TOP_RATE_EVENTS`` new events
+    (``Dataset(id_prefix="mixed-")``, at most half of its large account) sent at full
+    speed from ``args.clients`` senders per worker, then folded (the drain timed). Then
+    ``args.load_clients`` clients send the 365-day page (every request on a range of its
+    own) while the dataset's next events arrive at ``args.mixed_ingest_share`` of that
+    top rate."""
     data = Dataset(events=args.events, seed=args.seed + 1000, id_prefix="mixed-")
     bodies = iter(data.batches())
     # At most half the large account's batches: the rest are the mixed run's to pace.

@@ -33,9 +33,14 @@ class SeriesLayout:
         last = len(self.segments) - 1
         return f"CASE {branches} ELSE {expr(last, self.segments[-1])} END"
 
+    @property
+    def keyed_by_sql(self) -> bool:
+        """Whether the SQL key is the bucket's own key (HOUR; DAY: a day is its bucket)."""
+        return self.granularity is Granularity.HOUR or self.granularity is Granularity.DAY
+
     def bucket_key(self, sql_key: int) -> int:
-        if self.granularity is Granularity.HOUR or self.granularity is Granularity.DAY:
-            return sql_key  # a DAY bucket's key is its day
+        if self.keyed_by_sql:
+            return sql_key
         return calendar.day_to_bucket_start(sql_key, self.granularity)
 
     def cut_points(self) -> list[int]:

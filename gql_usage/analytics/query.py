@@ -32,7 +32,7 @@ from gql_usage.analytics.specs import (
     WindowSpec,
 )
 from gql_usage.caches import MIB, byte_lru_cache
-from gql_usage.calendar import US, Granularity
+from gql_usage.calendar import US
 from gql_usage.storage.db import Sql, dialect, fetch_rows, read_connection
 from gql_usage.storage.distribution import DISTRIBUTED_TABLES
 from gql_usage.storage.models import DIM_BITS, NO_USER
@@ -194,8 +194,8 @@ def _answer(spec: Spec, got: dict[int, tuple[int, int]], overall: tuple[int, int
         return Top({k: Totals(c, cr) for k, (c, cr) in top}, groups,
                    Totals(total_calls, total_credits))
     assert layout is not None
-    if layout.granularity is Granularity.DAY or layout.granularity is Granularity.HOUR:
-        per_bucket: Mapping[int, Sequence[int]] = got  # the statement's key is the bucket's
+    if layout.keyed_by_sql:
+        per_bucket: Mapping[int, Sequence[int]] = got
     else:
         summed: dict[int, list[int]] = {}
         for key, (calls, credits) in got.items():
