@@ -2,13 +2,16 @@
 
 A usage series is hundreds of plain objects, and graphql-core's per-field execution was
 most of the GraphQL layer's time: ``FastExecutionContext`` completes an object in one step
-when every selected field is a plain leaf (no resolver, arguments or extension); anything
-else, or any surprise, takes the general path. It also checks ``@guarded_type`` rules on
-every object completed, however reached. See README, 'Architecture' (Access).
+when every selected field is a plain leaf (no resolver, arguments or extension). In an
+object that also selects other fields (an API key's ``id name usage(...)``), the plain
+leaves are read directly and only the others go through graphql-core. Anything else, or
+any surprise, takes the general path. It also checks ``@guarded_type`` rules on every
+object completed, however reached. See README, 'Architecture' (Access).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from graphql import (
@@ -29,9 +32,16 @@ _BACKREF = "strawberry-definition"
 #: (Python type, lowest, highest): a value of exactly this type (within these bounds, for
 #: an int) is its own output value.
 _Own = tuple[type, int, int]
-#: How to read each field of an object selected only with plain leaves: (response name,
-#: attribute name, named leaf type, non-null?, own output or None).
-_LeafFields = tuple[tuple[str, str, Any, bool, _Own | None], ...]
+#: How to read a plain leaf field: (response name, attribute name, named leaf type,
+#: non-null?, own output or None).
+_Leaf = tuple[str, str, Any, bool, _Own | None]
+#: How to read each field of an object selected only with plain leaves.
+_LeafFields = tuple[_Leaf, ...]
+#: A group with both kinds: each field's ``_Leaf``, or None for a field graphql-core runs.
+_MixedFields = tuple[_Leaf | None, ...]
+#: What a group of fields is: all plain leaves, some (mixed), or none worth a shortcut.
+_Plan = tuple[_LeafFields | None, _MixedFields | None]
+_MISSING = object()
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -39,18 +49,45 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         # Per request: field groups are shared by all objects of one list, so each
         # group is examined once. The group is kept alive with its answer (ids are keys).
-        self._leaf_fields_by_group: dict[int, tuple[object, _LeafFields | None]] = {}
+        self._plan_by_group: dict[int, tuple[object, _Plan]] = {}
 
     def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any,
                        path: Path | None, grouped_field_set: Any,
                        position_context: Any) -> Any:
-        leaves = self._leaf_fields(parent_type, grouped_field_set)
+        leaves, mixed = self._plan(parent_type, grouped_field_set)
         if leaves is not None:
             results = _plain_values(leaves, source_value)
             if results is not None:
                 return results
+        elif mixed is not None:
+            return self._execute_mixed(parent_type, source_value, path, grouped_field_set,
+                                       position_context, mixed)
         return super().execute_fields(parent_type, source_value, path, grouped_field_set,
                                       position_context)
+
+    def _execute_mixed(self, parent_type: GraphQLObjectType, source_value: Any,
+                       path: Path | None, grouped_field_set: Any, position_context: Any,
+                       mixed: _MixedFields) -> Any:
+        """The plain leaves read directly; every other field (and a plain leaf with a
+        surprising value) executed by graphql-core, in one call; the answer in the
+        selection's order."""
+        plain: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for (response_name, field_details_list), leaf in zip(grouped_field_set.items(), mixed,
+                                                             strict=True):
+            value = _MISSING if leaf is None else _plain_value(leaf, source_value)
+            if value is _MISSING:
+                rest[response_name] = field_details_list
+            else:
+                plain[response_name] = value
+        executed = super().execute_fields(parent_type, source_value, path, rest,
+                                          position_context)
+        if isinstance(executed, dict):
+            return _in_order(grouped_field_set, plain, executed)
+
+        async def merged(awaited: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+            return _in_order(grouped_field_set, plain, await awaited)
+        return merged(executed)
 
     def complete_iterable_value(self, item_type: Any, field_details_list: Any, info: Any,
                                 path: Path, items: Any, position_context: Any) -> Any:
@@ -87,7 +124,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                                                                           field_details_list)
         if new_defer_usages:
             return None
-        leaves = self._leaf_fields(named, grouped_field_set)
+        leaves, _ = self._plan(named, grouped_field_set)
         if leaves is None:
             return None
         completed = []
@@ -98,18 +135,23 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             completed.append(values)
         return completed
 
-    def _leaf_fields(self, parent_type: GraphQLObjectType,
-                     grouped_field_set: Any) -> _LeafFields | None:
-        """The group's fields if all are plain leaves (else None), examined once."""
+    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan:
+        """(the group's fields if all are plain leaves, else None; each field's leaf or
+        None if some but not all are), examined once per group."""
         key = id(grouped_field_set)
-        cached = self._leaf_fields_by_group.get(key)
+        cached = self._plan_by_group.get(key)
         if cached is not None and cached[0] is grouped_field_set:
             return cached[1]
         middleware = self.middleware_manager  # a schema middleware must see every field
-        leaves = None if middleware is not None and middleware.middlewares else _plain_leaves(
-            self, parent_type, grouped_field_set)
-        self._leaf_fields_by_group[key] = (grouped_field_set, leaves)
-        return leaves
+        plan: _Plan = (None, None)
+        if middleware is None or not middleware.middlewares:
+            fields = _plain_leaves(self, parent_type, grouped_field_set)
+            if all(leaf is not None for leaf in fields):
+                plan = (tuple(leaf for leaf in fields if leaf is not None), None)
+            elif any(leaf is not None for leaf in fields):
+                plan = (None, fields)
+        self._plan_by_group[key] = (grouped_field_set, plan)
+        return plan
 
 
 _INT = (int, -(2**31), 2**31 - 1)
@@ -129,52 +171,68 @@ def _own_output(named: Any) -> _Own | None:
 
 
 def _plain_values(leaves: _LeafFields, source: Any) -> dict[str, Any] | None:
-    """The object's fields read as ``leaves`` says, or None to take the general path.
+    """The object's fields read as ``leaves`` says, or None to take the general path."""
+    results: dict[str, Any] = {}
+    for leaf in leaves:
+        value = _plain_value(leaf, source)
+        if value is _MISSING:
+            return None
+        results[leaf[0]] = value
+    return results
+
+
+def _plain_value(leaf: _Leaf, source: Any) -> Any:
+    """One plain leaf's output value, or ``_MISSING`` to take the general path.
 
     A value that is exactly an ``int`` in the scalar's range (32-bit for ``Int``,
     ±(2^53 − 1) for ``SafeInt``) or a ``str`` (for ``String``) is its own output value;
     anything else goes through the scalar's own coercion, and anything that fails it
     takes the general path, which reports the error as it always does."""
-    results: dict[str, Any] = {}
-    for response_name, attribute, named, non_null, own in leaves:
-        try:
-            value: Any = getattr(source, attribute)
-            if value is None:
-                if non_null:
-                    return None  # let the general path raise the non-null error
-                results[response_name] = None
-                continue
-            kind = type(value)
-            if own is not None and kind is own[0] and (
-                    kind is str or own[1] <= value <= own[2]):
-                results[response_name] = value
-                continue
-            coerced = named.coerce_output_value(value)
-        except Exception:  # noqa: BLE001 - the general path reports it
-            return None
-        if coerced is Undefined or coerced is None:
-            return None
-        results[response_name] = coerced
-    return results
+    _, attribute, named, non_null, own = leaf
+    try:
+        value: Any = getattr(source, attribute)
+        if value is None:
+            # A null in a non-null field: the general path raises the error.
+            return _MISSING if non_null else None
+        kind = type(value)
+        if own is not None and kind is own[0] and (kind is str or own[1] <= value <= own[2]):
+            return value
+        coerced = named.coerce_output_value(value)
+    except Exception:  # noqa: BLE001 - the general path reports it
+        return _MISSING
+    if coerced is Undefined or coerced is None:
+        return _MISSING
+    return coerced
+
+
+def _in_order(grouped_field_set: Any, plain: dict[str, Any],
+              executed: dict[str, Any]) -> dict[str, Any]:
+    """The two parts of an object's answer, in the selection's order."""
+    return {name: plain[name] if name in plain else executed[name]
+            for name in grouped_field_set if name in plain or name in executed}
 
 
 def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
-                  grouped_field_set: Any) -> _LeafFields | None:
-    leaves = []
-    for response_name, field_details_list in grouped_field_set.items():
-        node = field_details_list[0].node
-        field_def = context.schema.get_field(parent_type, node.name.value)
-        if (field_def is None or field_def.args or node.arguments
-                or not getattr(field_def.resolve, "_is_default", False)):
-            return None
-        named = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) \
-            else field_def.type
-        strawberry_field = (field_def.extensions or {}).get(_BACKREF)
-        # A field extension (a permission) must run: Strawberry marks an attribute
-        # field with extensions ``_is_default`` all the same.
-        if (not is_leaf_type(named) or strawberry_field is None
-                or strawberry_field.extensions):
-            return None
-        leaves.append((response_name, strawberry_field.python_name, named,
-                     isinstance(field_def.type, GraphQLNonNull), _own_output(named)))
-    return tuple(leaves)
+                  grouped_field_set: Any) -> _MixedFields:
+    """Each field's ``_Leaf`` if it is a plain leaf (no resolver, arguments or
+    extension), else None."""
+    return tuple(_plain_leaf(context, parent_type, response_name, field_details_list)
+                 for response_name, field_details_list in grouped_field_set.items())
+
+
+def _plain_leaf(context: FastExecutionContext, parent_type: GraphQLObjectType,
+                response_name: str, field_details_list: Any) -> _Leaf | None:
+    node = field_details_list[0].node
+    field_def = context.schema.get_field(parent_type, node.name.value)
+    if (field_def is None or field_def.args or node.arguments
+            or not getattr(field_def.resolve, "_is_default", False)):
+        return None
+    named = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) \
+        else field_def.type
+    strawberry_field = (field_def.extensions or {}).get(_BACKREF)
+    # A field extension (a permission) must run: Strawberry marks an attribute
+    # field with extensions ``_is_default`` all the same.
+    if not is_leaf_type(named) or strawberry_field is None or strawberry_field.extensions:
+        return None
+    return (response_name, strawberry_field.python_name, named,
+            isinstance(field_def.type, GraphQLNonNull), _own_output(named))

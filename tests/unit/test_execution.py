@@ -8,6 +8,7 @@ error paths must be identical.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from datetime import UTC, datetime
 
@@ -33,12 +34,25 @@ class Point:
 
 @strawberry.type
 class Row:
+    """Plain leaves beside resolver fields (sync, async, failing): the mixed path."""
+
     key: str
     calls: int
 
     @strawberry.field
     def doubled(self) -> int:
         return self.calls * 2
+
+    @strawberry.field
+    async def later(self) -> int:
+        await asyncio.sleep(0)
+        return self.calls + 1
+
+    @strawberry.field
+    def broken(self) -> int | None:
+        if self.calls == 1:
+            raise ValueError("row 1 is broken")
+        return self.calls
 
 
 def _points(kind: str) -> list[Point]:
@@ -69,8 +83,11 @@ class Query:
         return _points(kind)  # type: ignore[return-value]
 
     @strawberry.field
-    def rows(self) -> list[Row]:
-        return [Row(key=f"k{i}", calls=i) for i in range(3)]
+    def rows(self, kind: str = "ok") -> list[Row]:
+        rows = [Row(key=f"k{i}", calls=i) for i in range(3)]
+        if kind == "null":
+            rows[2].calls = None  # type: ignore[assignment]
+        return rows
 
 
 DOCUMENTS = [
@@ -87,6 +104,17 @@ DOCUMENTS = [
     '{ maybePoints(kind: "null") { calls label } }',
     '{ points(kind: "not-a-point") { calls } }',
     "{ points { calls } rows { key } maybePoints { start } }",
+    "{ rows { key doubled calls } }",
+    '{ rows(kind: "null") { key calls doubled } }',
+    '{ rows(kind: "null") { key broken } }',
+    "{ rows { k: key broken calls key } }",
+]
+#: Documents with an async resolver among plain leaves (run with ``schema.execute``).
+ASYNC_DOCUMENTS = [
+    "{ rows { key later calls } }",
+    '{ rows(kind: "null") { later key calls } }',
+    "{ rows { broken later k: key } }",
+    "{ rows { later doubled } points { calls } }",
 ]
 
 
@@ -101,6 +129,32 @@ def test_fast_execution_answers_like_graphql_core(document: str) -> None:
     plain = strawberry.Schema(query=Query)
     fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
     assert _answer(fast, document) == _answer(plain, document)
+
+
+@pytest.mark.parametrize("document", ASYNC_DOCUMENTS)
+async def test_fast_execution_answers_like_graphql_core_when_async(document: str) -> None:
+    plain = strawberry.Schema(query=Query)
+    fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
+    answers = []
+    for schema in (fast, plain):
+        result = await schema.execute(document)
+        answers.append((result.data, [(e.message, e.path) for e in result.errors or []]))
+    assert answers[0] == answers[1]
+
+
+async def test_the_async_mixed_answers_keep_the_selection_order() -> None:
+    fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
+    result = await fast.execute("{ rows { later k: key calls } }")
+    assert result.errors is None
+    assert [list(row) for row in result.data["rows"]] == [["later", "k", "calls"]] * 3  # type: ignore[index]
+
+
+def test_the_mixed_answers_keep_the_selection_order() -> None:
+    fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
+    result = fast.execute_sync("{ rows { doubled k: key calls broken key } }")
+    assert [list(row) for row in result.data["rows"]] == [  # type: ignore[index]
+        ["doubled", "k", "calls", "broken", "key"]] * 3
+    assert [e.path for e in result.errors or []] == [["rows", 1, "broken"]]
 
 
 def test_the_failure_cases_really_fail() -> None:
@@ -123,6 +177,23 @@ def test_the_fast_path_is_taken_for_plain_objects() -> None:
     result = schema.execute_sync("{ points { start calls label colour } }")
     assert result.errors is None and len(result.data["points"]) == 5
     assert calls["general"] == 1  # only `points` itself; its five objects took the fast path
+
+
+def test_only_the_resolver_fields_of_a_mixed_object_run_in_graphql_core() -> None:
+    executed: list[str] = []
+
+    class Counting(FastExecutionContext):
+        def execute_field(self, parent_type, source, field_details_list, *rest):  # type: ignore[no-untyped-def]
+            executed.append(field_details_list[0].node.name.value)
+            return super().execute_field(parent_type, source, field_details_list, *rest)
+
+    schema = strawberry.Schema(query=Query, execution_context_class=Counting)
+    result = schema.execute_sync('{ rows(kind: "null") { key calls doubled } }')
+    assert result.data is None  # row 2's non-null `calls` is null: graphql-core says so
+    assert [e.path for e in result.errors or []] == [["rows", 2, "calls"]]
+    # `key` and `calls` read directly, except row 2's null `calls`, handed back (whose
+    # error ends the row before its `doubled`, as in graphql-core).
+    assert executed == ["rows", "doubled", "doubled", "calls"]
 
 
 def test_a_plain_list_is_completed_in_one_step() -> None:
