@@ -24,6 +24,7 @@ from strawberry.types.unset import UNSET
 from gql_usage.alerts.delivery import DeliveryConfig, alert_delivery
 from gql_usage.auth import AuthError, Viewer, load_viewer
 from gql_usage.faults import DatabaseFaults, has_unavailable_error
+from gql_usage.gc_tuning import tune_for_serving
 from gql_usage.graphql.context import Context, Loaders
 from gql_usage.graphql.errors import BAD_USER_INPUT
 from gql_usage.graphql.limits.rate_limit import Clock, rate_limit_headers, viewer_key
@@ -206,6 +207,8 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
             await init_db(settings.database_url, replica_url=settings.replica_database_url,
                           migrate=migrate)
         await limiter.check()  # an unreachable Redis is logged now, and served fail-open
+        if manage_db:  # a serving process: start-up done, tune its collector
+            tune_for_serving()
         try:
             async with contextlib.AsyncExitStack() as background:
                 if manage_db:  # folds pending events into the cube (gql_usage.storage.cube)

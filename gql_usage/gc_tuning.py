@@ -1,0 +1,37 @@
+"""The garbage collector of a serving process, tuned once its start-up is done.
+
+A request makes tens of thousands of short-lived objects (a batch of 1,000 events, a page
+of 50 keys' usage), nearly all freed by reference counting. With Python's defaults the
+collector still ran a young collection every 700 net allocations and, every hundredth of
+those, a full one over every object of the process: the GraphQL schema, the ORM's
+models, the pool, all made at start-up and alive until exit. Measured on one worker
+(``gc.callbacks`` timing every collection): ingesting 630,000 dense events, 2.9 s of the
+server's 26.6 s of CPU were collections, 1.6 s of it 24 full ones.
+
+``tune_for_serving`` moves what start-up made out of the collector's sight
+(``gc.freeze``: full collections no longer walk it) and collects the young generation
+after ``YOUNG_THRESHOLD`` net allocations instead of 700. Measured against the previous
+commit, the server started alternately with each: dense ingestion on one worker (630,000
+events, 4 senders, twice each) 29,500 -> 32,200 events/s; server CPU per dashboard page
+(one client, 300k events, 3 rounds of 60 varied ranges) 20.8 -> 17.6 ms for 30 days and
+28.1 -> 24.4 ms for 365 days. The cost: cyclic garbage lives up to 10,000 allocations
+longer, and what start-up made is never collected (it lives as long as the process
+anyway).
+"""
+
+from __future__ import annotations
+
+import gc
+
+#: Net allocations between two young collections (Python's default: 700).
+YOUNG_THRESHOLD = 10_000
+
+
+def tune_for_serving() -> None:
+    """Collect once, freeze everything alive (start-up's objects), and collect the young
+    generation every ``YOUNG_THRESHOLD`` net allocations; the older generations keep
+    their thresholds."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
