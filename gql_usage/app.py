@@ -190,12 +190,15 @@ def delivery_config(settings: Settings) -> DeliveryConfig | None:
 
 
 def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = True,
-               clock: Clock = time.time, ide_token: str | None = None) -> ASGIApp:
+               clock: Clock = time.time, ide_token: str | None = None,
+               tune_gc: bool = False) -> ASGIApp:
     """The application; with ``manage_db`` it connects on start-up (migrating first unless
     ``migrate`` is false: ``gql-usage serve --workers N`` migrates once, in the parent).
     ``clock`` (Unix seconds) drives the GraphQL rate-limit windows and is the "now" of
     the credit pool's forecast. ``ide_token`` pre-fills GraphiQL's token field: only
-    ``gql-usage serve --demo`` passes one (the page is public)."""
+    ``gql-usage serve --demo`` passes one (the page is public). ``tune_gc``: the process
+    is a server's, whose collector start-up tunes (``gql_usage.gc_tuning``; never a test
+    process's)."""
     settings.require("jwt_secret", "service_token")
     delivery = delivery_config(settings)
     service = ServiceApi(settings, Ingestor(max_future_seconds=settings.max_future_seconds,
@@ -207,7 +210,7 @@ def create_app(settings: Settings, *, manage_db: bool = True, migrate: bool = Tr
             await init_db(settings.database_url, replica_url=settings.replica_database_url,
                           migrate=migrate)
         await limiter.check()  # an unreachable Redis is logged now, and served fail-open
-        if manage_db:  # a serving process: start-up done, tune its collector
+        if tune_gc:  # a server's process: start-up done, tune its collector
             tune_for_serving()
         try:
             async with contextlib.AsyncExitStack() as background:

@@ -50,7 +50,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         "proxy_headers": args.proxy_headers, "forwarded_allow_ips": args.forwarded_allow_ips}
     if args.workers == 1:
         server.install(settings)
-        uvicorn.run(create_app(settings, migrate=False, ide_token=ide_token), **options)
+        uvicorn.run(create_app(settings, migrate=False, ide_token=ide_token, tune_gc=True),
+                    **options)
     else:
         # Worker processes are spawned and read their settings from the environment:
         # hand them what --demo generated.
@@ -76,7 +77,8 @@ def serve_app() -> ASGIApp:
     settings = load_settings()
     logs.configure(settings.log_format, settings.log_level)
     server.install(settings)  # the limits of gql_usage.http.server.PROTOCOL in this worker
-    return create_app(settings, migrate=False, ide_token=os.environ.get(DEMO_IDE_TOKEN_ENV))
+    return create_app(settings, migrate=False, ide_token=os.environ.get(DEMO_IDE_TOKEN_ENV),
+                      tune_gc=True)
 
 
 def _positive_int(text: str) -> int:

@@ -7,6 +7,11 @@ object that also selects other fields (an API key's ``id name usage(...)``), the
 leaves are read directly and only the others go through graphql-core. Anything else, or
 any surprise, takes the general path. It also checks ``@guarded_type`` rules on every
 object completed, however reached. See README, 'Architecture' (Access).
+
+One rule follows for resolvers: a resolver must not change the object it resolves on.
+The plain leaves of a mixed object are read before its resolvers run, where graphql-core
+reads fields in selection order (``{ bump calls }`` with a ``bump`` that increments
+``calls`` would answer the old ``calls``). None of ours does.
 """
 
 from __future__ import annotations
