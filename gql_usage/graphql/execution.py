@@ -176,38 +176,41 @@ def _own_output(named: Any) -> _Own | None:
 
 
 def _plain_values(leaves: _LeafFields, source: Any) -> dict[str, Any] | None:
-    """The object's fields read as ``leaves`` says, or None to take the general path."""
-    results: dict[str, Any] = {}
-    for leaf in leaves:
-        value = _plain_value(leaf, source)
-        if value is _MISSING:
-            return None
-        results[leaf[0]] = value
-    return results
-
-
-def _plain_value(leaf: _Leaf, source: Any) -> Any:
-    """One plain leaf's output value, or ``_MISSING`` to take the general path.
+    """The object's fields read as ``leaves`` says, or None to take the general path.
 
     A value that is exactly an ``int`` in the scalar's range (32-bit for ``Int``,
     ±(2^53 − 1) for ``SafeInt``) or a ``str`` (for ``String``) is its own output value;
     anything else goes through the scalar's own coercion, and anything that fails it
-    takes the general path, which reports the error as it always does."""
-    _, attribute, named, non_null, own = leaf
-    try:
-        value: Any = getattr(source, attribute)
-        if value is None:
-            # A null in a non-null field: the general path raises the error.
-            return _MISSING if non_null else None
-        kind = type(value)
-        if own is not None and kind is own[0] and (kind is str or own[1] <= value <= own[2]):
-            return value
-        coerced = named.coerce_output_value(value)
-    except Exception:  # noqa: BLE001 - the general path reports it
-        return _MISSING
-    if coerced is Undefined or coerced is None:
-        return _MISSING
-    return coerced
+    takes the general path, which reports the error as it always does. One loop, no call
+    per field: it runs for every point of a series."""
+    results: dict[str, Any] = {}
+    for response_name, attribute, named, non_null, own in leaves:
+        try:
+            value: Any = getattr(source, attribute)
+            if value is None:
+                if non_null:
+                    return None  # let the general path raise the non-null error
+                results[response_name] = None
+                continue
+            kind = type(value)
+            if own is not None and kind is own[0] and (
+                    kind is str or own[1] <= value <= own[2]):
+                results[response_name] = value
+                continue
+            coerced = named.coerce_output_value(value)
+        except Exception:  # noqa: BLE001 - the general path reports it
+            return None
+        if coerced is Undefined or coerced is None:
+            return None
+        results[response_name] = coerced
+    return results
+
+
+def _plain_value(leaf: _Leaf, source: Any) -> Any:
+    """One plain leaf's output value (``_plain_values``'s rules), or ``_MISSING`` to take
+    the general path."""
+    results = _plain_values((leaf,), source)
+    return _MISSING if results is None else results[leaf[0]]
 
 
 def _in_order(grouped_field_set: Any, plain: dict[str, Any],
