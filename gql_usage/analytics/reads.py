@@ -9,6 +9,7 @@ exactly ``[from, to)``. See README, 'Architecture' (Exactness), and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -49,11 +50,38 @@ def split(query: UsageQuery, cut_points_us: Sequence[int] = (),
 
     A unit is used only if no cut point (a bucket or offset boundary) lies strictly inside
     it, so each unit falls wholly into one bucket; between two cut points the coarsest
-    units that fit are taken, then finer ones, then the raw events for what is left.
+    units that fit are taken, then finer ones, then the raw events for what is left
+    (``_cover``).
     """
     start, end = query.start_us, query.end_us
     cuts = sorted({c for c in cut_points_us if start < c < end})
+    grains = tuple(grains)
     units: dict[int, list[tuple[int, int]]] = {g: [] for g in grains}
+    raw: list[tuple[int, int]] = []
+    bounds = [start, *cuts, end]
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        piece_units, piece_raw = _cover(lo, hi, grains)
+        for grain, first, last in piece_units:
+            units[grain].append((first, last))
+        raw += piece_raw
+    raw = merge(raw)
+    if len(raw) > MAX_RAW_PIECES:
+        return Reads({}, [(start, end)])
+    return Reads({g: merge(r) for g, r in units.items() if r}, raw)
+
+
+#: Intervals between cut points remembered by ``_cover``: a series' inner buckets are
+#: the same from one request to the next (the same midnights), only its two edges move.
+#: An entry is a few hundred bytes: a few MB at most.
+COVER_CACHE_SIZE = 16_384
+
+
+@functools.lru_cache(maxsize=COVER_CACHE_SIZE)
+def _cover(lo: int, hi: int, grains: tuple[int, ...]
+           ) -> tuple[tuple[tuple[int, int, int], ...], tuple[tuple[int, int], ...]]:
+    """One interval between cut points (microseconds): the ``(grain, first_s, last_s)``
+    runs of whole units, coarsest first, and the raw ``[lo_us, hi_us)`` pieces left."""
+    units: list[tuple[int, int, int]] = []
     raw: list[tuple[int, int]] = []
 
     def cover(lo: int, hi: int, level: int) -> None:
@@ -67,17 +95,12 @@ def split(query: UsageQuery, cut_points_us: Sequence[int] = (),
         if first >= last:
             cover(lo, hi, level + 1)
             return
-        units[grains[level]].append((first // US, last // US))
+        units.append((grains[level], first // US, last // US))
         cover(lo, first, level + 1)
         cover(last, hi, level + 1)
 
-    bounds = [start, *cuts, end]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
-        cover(lo, hi, 0)
-    raw = merge(raw)
-    if len(raw) > MAX_RAW_PIECES:
-        return Reads({}, [(start, end)])
-    return Reads({g: merge(r) for g, r in units.items() if r}, raw)
+    cover(lo, hi, 0)
+    return tuple(units), tuple(raw)
 
 
 def _needed_dims(query: UsageQuery, spec: Spec) -> int:

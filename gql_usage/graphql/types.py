@@ -303,17 +303,10 @@ class UsageReport:
         points = await _load(info, self._query, SeriesSpec(granularity))
         assert isinstance(points, list)
         tz = self._query.tz
-        # A bucket's end is the next one's start: each instant is converted once.
-        instants: dict[int, datetime] = {}
-
-        def at(us: int) -> datetime:
-            value = instants.get(us)
-            if value is None:
-                value = instants[us] = calendar.from_us(us, tz)
-            return value
-
-        return [UsageBucket(start=at(p.start_us), end=at(p.end_us), calls=SafeInt(p.calls),
-                            credits=SafeInt(p.credits)) for p in points]
+        at = calendar.bucket_edge  # a bucket's end is the next one's start: both cached
+        return [UsageBucket(start=at(p.start_us, tz), end=at(p.end_us, tz),
+                            calls=SafeInt(p.calls), credits=SafeInt(p.credits))
+                for p in points]
 
     @strawberry.field(description="Rows by credits, then calls (descending), then key; rows "
                       "without calls are left out; `limit` keeps the top rows.")
@@ -376,7 +369,8 @@ class UsageReport:
 
 
 def _bucket(p: SeriesPoint | spike_method.Point, tz: ZoneInfo) -> UsageBucket:
-    return UsageBucket(start=calendar.from_us(p.start_us, tz), end=calendar.from_us(p.end_us, tz),
+    return UsageBucket(start=calendar.bucket_edge(p.start_us, tz),
+                       end=calendar.bucket_edge(p.end_us, tz),
                        calls=SafeInt(p.calls), credits=SafeInt(p.credits))
 
 

@@ -9,6 +9,7 @@ events for what is left.
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 from gql_usage.analytics.dimensions import Dimension
@@ -217,6 +218,40 @@ def test_pieces_cover_the_range_exactly_once():
                               ("Pacific/Chatham", Granularity.DAY)):
         start, end = us(2026, 3, 27, 7, 3, 1), us(2026, 4, 9, 11, 59)
         got, _ = reads(start, end, SeriesSpec(granularity), zone)
+        pieces = sorted([(lo * 1_000_000, hi * 1_000_000)
+                         for ranges in got.units.values() for lo, hi in ranges]
+                        + got.raw_pieces)
+        assert pieces[0][0] == start and pieces[-1][1] == end
+        assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:], strict=False))
+
+
+def test_random_ranges_tile_with_aligned_units_that_no_bucket_edge_cuts():
+    """300 random ranges (seeded), zones with DST, half- and quarter-hour offsets, every
+    granularity, asked twice (the second time the intervals between bucket edges are
+    remembered): the same reads; units aligned to their grain; no bucket or offset edge
+    strictly inside a unit; units and raw pieces tile [from, to) exactly."""
+    rng = random.Random(14)
+    zones = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kathmandu",
+             "Australia/Lord_Howe", "Pacific/Chatham")
+    base = us(2026, 1, 1)
+    for _ in range(300):
+        zone = rng.choice(zones)
+        granularity = rng.choice(list(Granularity))
+        span = rng.choice((3_600, 86_400, 30 * 86_400, 200 * 86_400))
+        start = base + rng.randrange(400 * 86_400) * 1_000_000 + rng.randrange(1_000_000)
+        end = start + rng.randrange(1, span) * 1_000_000 + rng.randrange(1_000_000)
+        if granularity is Granularity.HOUR and end - start > 80 * 86_400 * 1_000_000:
+            continue  # past 2,000 buckets
+        spec = SeriesSpec(granularity)
+        got, _ = reads(start, end, spec, zone)
+        assert reads(start, end, spec, zone)[0] == got
+        query = UsageQuery(account_id=1, start_us=start, end_us=end, time_zone=zone)
+        edges = series_layout(query, granularity).cut_points()
+        for grain, ranges in got.units.items():
+            for lo, hi in ranges:
+                assert lo % grain == 0 and hi % grain == 0 and lo < hi
+                assert not [e for e in edges if lo * 1_000_000 < e < hi * 1_000_000
+                            and e % (grain * 1_000_000)]
         pieces = sorted([(lo * 1_000_000, hi * 1_000_000)
                          for ranges in got.units.values() for lo, hi in ranges]
                         + got.raw_pieces)

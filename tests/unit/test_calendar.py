@@ -5,7 +5,7 @@ zone's published rules; ``us`` only turns that text into microseconds."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -315,3 +315,32 @@ def test_kept_block_segments_equal_a_scan_of_the_range_itself(name: str) -> None
             assert got == calendar._scan_segments(tz, lo // US, -(-hi // US))
             assert all(a.end_s == b.start_s and a.offset_s != b.offset_s
                        for a, b in zip(got, got[1:], strict=False))
+
+
+def test_bucket_edges_write_the_zone_offset_text_written_by_hand() -> None:
+    """``bucket_edge`` keeps each edge's text: New York's repeated 01:00 on 2026-11-01
+    is written with each of its two offsets, Kathmandu's with +05:45, a fraction of a
+    second with its microseconds; the same instant twice is one remembered object."""
+    cases = [
+        (us("2026-11-01T05:00:00Z"), NEW_YORK, "2026-11-01T01:00:00-04:00"),
+        (us("2026-11-01T06:00:00Z"), NEW_YORK, "2026-11-01T01:00:00-05:00"),
+        (us("2026-03-08T07:00:00Z"), NEW_YORK, "2026-03-08T03:00:00-04:00"),
+        (us("2026-01-01T00:00:00Z"), KATHMANDU, "2026-01-01T05:45:00+05:45"),
+        (us("2026-01-01T00:00:00Z") + 250_001, UTC_ZONE, "2026-01-01T00:00:00.250001+00:00"),
+    ]
+    for value, tz, text in cases:
+        edge = calendar.bucket_edge(value, tz)
+        assert edge.isoformat() == text
+        assert edge == calendar.from_us(value, tz) and edge.fold == calendar.from_us(value, tz).fold
+        assert calendar.bucket_edge(value, tz) is edge
+    repeated = calendar.bucket_edge(us("2026-11-01T06:00:00Z"), NEW_YORK)
+    assert repeated.isoformat(" ") == "2026-11-01 01:00:00-05:00"
+    assert repeated.isoformat(timespec="hours") == "2026-11-01T01-05:00"
+
+
+def test_a_datetime_made_from_a_bucket_edge_writes_its_own_time() -> None:
+    """Arithmetic and ``replace`` may return the subclass, without the edge's text."""
+    edge = calendar.bucket_edge(us("2026-11-01T04:00:00Z"), NEW_YORK)  # 00:00-04:00
+    assert (edge + timedelta(hours=2)).isoformat() == "2026-11-01T02:00:00-05:00"
+    assert edge.replace(hour=3).isoformat() == "2026-11-01T03:00:00-05:00"
+    assert (edge - timedelta(days=1)).isoformat() == "2026-10-31T00:00:00-04:00"
