@@ -4,8 +4,10 @@ A usage series is hundreds of plain objects, and graphql-core's per-field execut
 most of the GraphQL layer's time: ``FastExecutionContext`` completes an object in one step
 when every selected field is a plain leaf (no resolver, arguments or extension). In an
 object that also selects other fields (an API key's ``id name usage(...)``), the plain
-leaves are read directly and only the others go through graphql-core. Anything else, or
-any surprise, takes the general path. It also checks ``@guarded_type`` rules on every
+leaves are read directly and only the others go through graphql-core. A list whose
+objects select plain leaves and ``@batched`` fields (each API key's ``usage``) has each
+batched field computed once for the whole list (``gql_usage.graphql.batched``). Anything
+else, or any surprise, takes the general path. It also checks ``@guarded_type`` rules on every
 object completed, however reached. See README, 'Architecture' (Access).
 
 One rule follows for resolvers: a resolver must not change the object it resolves on.
@@ -17,19 +19,22 @@ reads fields in selection order (``{ bump calls }`` with a ``bump`` that increme
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, NamedTuple
 
 from graphql import (
+    GraphQLField,
     GraphQLInt,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLString,
     is_leaf_type,
 )
+from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, Undefined
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.field import StrawberryField
 
-from gql_usage.graphql import scalars
+from gql_usage.graphql import batched, scalars
 from gql_usage.graphql.directives import enforce
 from gql_usage.graphql.guards import object_type_rules
 
@@ -46,6 +51,22 @@ _LeafFields = tuple[_Leaf, ...]
 _MixedFields = tuple[_Leaf | None, ...]
 #: What a group of fields is: all plain leaves, some (mixed), or none worth a shortcut.
 _Plan = tuple[_LeafFields | None, _MixedFields | None]
+
+
+class _Batched(NamedTuple):
+    """A batched field of a list's objects (``gql_usage.graphql.batched``)."""
+
+    response_name: str
+    details: Any  # graphql-core's field details list
+    field_def: GraphQLField
+    field: StrawberryField
+    batch: batched.Batch
+    leaves: _LeafFields  # of the object it returns
+    non_null: bool
+
+
+#: How to complete a list's objects: per selected field, its ``_Leaf`` or ``_Batched``.
+_BatchPlan = tuple[_Leaf | _Batched, ...]
 _MISSING = object()
 
 
@@ -55,6 +76,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Per request: field groups are shared by all objects of one list, so each
         # group is examined once. The group is kept alive with its answer (ids are keys).
         self._plan_by_group: dict[int, tuple[object, _Plan]] = {}
+        self._batch_plans: dict[tuple[str, int], tuple[object, _BatchPlan | None]] = {}
 
     def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any,
                        path: Path | None, grouped_field_set: Any,
@@ -101,6 +123,10 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         completed = self._plain_list(item_type, field_details_list, info, path, items)
         if completed is not None:
             return completed
+        batched_list = self._batched_list(item_type, field_details_list, info, path, items,
+                                          position_context)
+        if batched_list is not None:
+            return batched_list
         return super().complete_iterable_value(item_type, field_details_list, info, path,
                                                items, position_context)
 
@@ -139,6 +165,112 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return None
             completed.append(values)
         return completed
+
+    def _batched_list(self, item_type: Any, field_details_list: Any, info: Any, path: Path,
+                      items: Any, position_context: Any) -> Awaitable[list[Any]] | None:
+        """A list of objects whose selection is plain leaves and ``@batched`` fields
+        (``gql_usage.graphql.batched``): each batched field computed once for the list;
+        None if the list is not of that kind."""
+        named = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
+        if (not isinstance(items, list) or not items or any(item is None for item in items)
+                or not isinstance(named, GraphQLObjectType)
+                or self.get_stream_usage(field_details_list, path) is not None):
+            return None
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(named,
+                                                                          field_details_list)
+        if new_defer_usages:
+            return None
+        plan = self._batch_plan(named, grouped_field_set)
+        if plan is None:
+            return None
+        # What complete_object_value checks for each item (Strawberry gives a type with
+        # interfaces an ``is_type_of``): anything but True goes the general way.
+        is_type_of = named.is_type_of
+        if is_type_of is not None and not all(is_type_of(item, info) is True
+                                              for item in items):
+            return None
+        rules = object_type_rules(named)
+        if rules:
+            enforce(rules, info)  # what complete_object_value checks for each item
+
+        async def general() -> list[Any]:
+            result: Any = super(FastExecutionContext, self).complete_iterable_value(
+                item_type, field_details_list, info, path, items, position_context)
+            return await result if self.is_awaitable(result) else result
+
+        async def complete() -> list[Any]:
+            answers = await self._batch_answers(named, plan, path.add_key(0))
+            if answers is None:
+                return await general()
+            completed = _batched_values(plan, answers, items)
+            return await general() if completed is None else completed
+        return complete()
+
+    async def _batch_answers(self, parent_type: GraphQLObjectType, plan: _BatchPlan,
+                             item_path: Path) -> dict[str, Any] | None:
+        """Each batched field's per-object answer function, or None (a refused
+        permission, an error) to take the general path, which reports it per object."""
+        answers: dict[str, Any] = {}
+        for entry in plan:
+            if not isinstance(entry, _Batched):
+                continue
+            response_name, details, field_def, field, batch, _, _ = entry
+            first = details[0]
+            raw_info = self.build_resolve_info(field_def, [d.node for d in details],
+                                               parent_type, item_path.add_key(response_name))
+            info = self.schema._strawberry_schema.config.info_class(  # type: ignore[attr-defined]
+                _raw_info=raw_info, _field=field)
+            try:
+                if not batched.permitted(field, info):
+                    return None
+                coerced = get_argument_values(field_def, first.node, self.variable_values,
+                                              first.fragment_variable_values,
+                                              self.hide_suggestions)
+                kwargs = batched.arguments(field, coerced, self.schema, info)
+                answers[response_name] = await batch(info, **kwargs)
+            except Exception:  # noqa: BLE001 - the general path reports it, per object
+                return None
+        return answers
+
+    def _batch_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any
+                    ) -> _BatchPlan | None:
+        """Per field, its plain leaf or its batch (at least one batch), examined once per
+        group; None if some field is neither."""
+        key = ("batch", id(grouped_field_set))
+        cached = self._batch_plans.get(key)
+        if cached is not None and cached[0] is grouped_field_set:
+            return cached[1]
+        plan: _BatchPlan | None = None
+        middleware = self.middleware_manager
+        if middleware is None or not middleware.middlewares:
+            entries: list[_Leaf | _Batched] = []
+            for response_name, details in grouped_field_set.items():
+                entry = (_plain_leaf(self, parent_type, response_name, details)
+                         or self._batched_field(parent_type, response_name, details))
+                if entry is None:
+                    break
+                entries.append(entry)
+            else:
+                if any(isinstance(entry, _Batched) for entry in entries):
+                    plan = tuple(entries)
+        self._batch_plans[key] = (grouped_field_set, plan)
+        return plan
+
+    def _batched_field(self, parent_type: GraphQLObjectType, response_name: str,
+                       details: Any) -> _Batched | None:
+        field_def = self.schema.get_field(parent_type, details[0].node.name.value)
+        if field_def is None:
+            return None
+        found = batched.batch_of(field_def)
+        returned = batched.object_type(field_def)
+        if found is None or returned is None or object_type_rules(returned[0]):
+            return None
+        sub_fields, new_defer_usages, _ = self.collect_subfields(returned[0], details)
+        leaves, _ = self._plan(returned[0], sub_fields)
+        if new_defer_usages or leaves is None:
+            return None
+        return _Batched(response_name, details, field_def, found[0], found[1], leaves,
+                        returned[1])
 
     def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan:
         """(the group's fields if all are plain leaves, else None; each field's leaf or
@@ -211,6 +343,34 @@ def _plain_value(leaf: _Leaf, source: Any) -> Any:
     the general path."""
     results = _plain_values((leaf,), source)
     return _MISSING if results is None else results[leaf[0]]
+
+
+def _batched_values(plan: _BatchPlan, answers: dict[str, Any], items: list[Any]
+                    ) -> list[dict[str, Any]] | None:
+    """Each object's answer: its plain leaves read, each batched field's object from the
+    batch read as plain leaves; None (a surprise) to take the general path."""
+    completed = []
+    for item in items:
+        values: dict[str, Any] = {}
+        for entry in plan:
+            if not isinstance(entry, _Batched):
+                value = _plain_value(entry, item)
+                if value is _MISSING:
+                    return None
+                values[entry[0]] = value
+                continue
+            answer = answers[entry.response_name](item)
+            if answer is None:
+                if entry.non_null:
+                    return None
+                values[entry.response_name] = None
+                continue
+            fields = _plain_values(entry.leaves, answer)
+            if fields is None:
+                return None
+            values[entry.response_name] = fields
+        completed.append(values)
+    return completed
 
 
 def _in_order(grouped_field_set: Any, plain: dict[str, Any],

@@ -39,6 +39,7 @@ from gql_usage.analytics.specs import (
 )
 from gql_usage.calendar import Granularity
 from gql_usage.graphql import ids
+from gql_usage.graphql.batched import batched
 from gql_usage.graphql.context import Context
 from gql_usage.graphql.directives import ADMIN_ONLY, ADMIN_OR_SELF, PAID_PLAN, guarded, guarded_type
 from gql_usage.graphql.errors import BadUserInput
@@ -87,6 +88,21 @@ async def _group_totals(info: Info, f: UsageFilter, dim: Dimension, item_id: int
     assert isinstance(by_id, dict)
     t = by_id.get(item_id, Totals())
     return UsageTotals(calls=SafeInt(t.calls), credits=SafeInt(t.credits))
+
+
+def _usage_batch(dim: Dimension) -> Callable[..., Awaitable[Callable[[Any], UsageTotals]]]:
+    """``_group_totals`` for a whole list of items (``gql_usage.graphql.batched``): one
+    breakdown by ``dim``, each item's row read from it by its ``_pk``."""
+    async def batch(info: Info, filter: UsageFilter) -> Callable[[Any], UsageTotals]:
+        query = await resolve_filter(info, filter)
+        by_id = await _load(info, query, GroupSpec(dim))
+        assert isinstance(by_id, dict)
+
+        def answer(item: Any) -> UsageTotals:
+            t = by_id.get(item._pk, Totals())
+            return UsageTotals(calls=SafeInt(t.calls), credits=SafeInt(t.credits))
+        return answer
+    return batch
 
 
 @strawberry.type(description="An API key's credits per billing period.")
@@ -166,6 +182,7 @@ class ApiKey(Node):
     @strawberry.field(description="This key's usage (batched with every other key's).",
                       graphql_type=UsageTotals | None,
                       extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    @batched(_usage_batch(Dimension.API_KEY))
     def usage(self, info: Info, filter: UsageFilter) -> Awaitable[UsageTotals]:
         return _group_totals(info, filter, Dimension.API_KEY, self._pk)
 
@@ -192,6 +209,7 @@ class Endpoint:
     @strawberry.field(description="This endpoint's usage (batched with every other's).",
                       graphql_type=UsageTotals | None,
                       extensions=[guarded(ADMIN_ONLY, PAID_PLAN)])
+    @batched(_usage_batch(Dimension.ENDPOINT))
     def usage(self, info: Info, filter: UsageFilter) -> Awaitable[UsageTotals]:
         return _group_totals(info, filter, Dimension.ENDPOINT, self._pk)
 
