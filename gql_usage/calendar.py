@@ -123,7 +123,9 @@ class BucketEdge(datetime):
     """A bucket edge: a datetime that keeps its ISO 8601 text, which ``isoformat()``
     (no arguments: how the ``DateTime`` scalar and the exports write it) returns. An
     aware datetime looks its offset up in the zone each time it is formatted (~2 µs);
-    a 365-day series writes 732 edges, the same from one request to the next."""
+    a 365-day series writes 732 edges, the same from one request to the next. Edges are
+    shared by every request (``bucket_edge``): never set ``_iso`` elsewhere. orjson does
+    not write datetime subclasses: write an edge with ``isoformat()``."""
 
     __slots__ = ("_iso",)
     _iso: str

@@ -69,7 +69,7 @@ def batch_of(field_def: GraphQLField) -> tuple[StrawberryField, Batch] | None:
 def permitted(field: StrawberryField, info: Any) -> bool:
     """Whether every rule guarding ``field`` lets the viewer read it (viewer rules:
     ``source`` plays no part)."""
-    return all(permission.has_permission(None, info)
+    return all(permission.has_permission(None, info) is True
                for extension in field.extensions
                if isinstance(extension, PermissionExtension)
                for permission in extension.permissions)

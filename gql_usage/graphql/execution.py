@@ -18,6 +18,8 @@ reads fields in selection order (``{ bump calls }`` with a ``bump`` that increme
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
@@ -51,6 +53,10 @@ _LeafFields = tuple[_Leaf, ...]
 _MixedFields = tuple[_Leaf | None, ...]
 #: What a group of fields is: all plain leaves, some (mixed), or none worth a shortcut.
 _Plan = tuple[_LeafFields | None, _MixedFields | None]
+
+
+class _Refused(Exception):
+    """A batched field's rule refuses the viewer: the general path reports it."""
 
 
 class _Batched(NamedTuple):
@@ -209,28 +215,44 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     async def _batch_answers(self, parent_type: GraphQLObjectType, plan: _BatchPlan,
                              item_path: Path) -> dict[str, Any] | None:
         """Each batched field's per-object answer function, or None (a refused
-        permission, an error) to take the general path, which reports it per object."""
-        answers: dict[str, Any] = {}
-        for entry in plan:
-            if not isinstance(entry, _Batched):
-                continue
-            response_name, details, field_def, field, batch, _, _ = entry
-            first = details[0]
-            raw_info = self.build_resolve_info(field_def, [d.node for d in details],
-                                               parent_type, item_path.add_key(response_name))
-            info = self.schema._strawberry_schema.config.info_class(  # type: ignore[attr-defined]
-                _raw_info=raw_info, _field=field)
-            try:
-                if not batched.permitted(field, info):
-                    return None
-                coerced = get_argument_values(field_def, first.node, self.variable_values,
+        permission, an error) to take the general path, which reports it per object.
+        The batches start together (in one loop turn, as the resolvers would: their
+        loads share one dispatch)."""
+        started: dict[str, Awaitable[Any]] = {}
+        try:
+            for entry in plan:
+                if not isinstance(entry, _Batched):
+                    continue
+                first = entry.details[0]
+                raw_info = self.build_resolve_info(
+                    entry.field_def, [d.node for d in entry.details], parent_type,
+                    item_path.add_key(entry.response_name))
+                info = self.schema._strawberry_schema.config.info_class(  # type: ignore[attr-defined]
+                    _raw_info=raw_info, _field=entry.field)
+                if not batched.permitted(entry.field, info):
+                    raise _Refused
+                coerced = get_argument_values(entry.field_def, first.node,
+                                              self.variable_values,
                                               first.fragment_variable_values,
                                               self.hide_suggestions)
-                kwargs = batched.arguments(field, coerced, self.schema, info)
-                answers[response_name] = await batch(info, **kwargs)
+                kwargs = batched.arguments(entry.field, coerced, self.schema, info)
+                started[entry.response_name] = entry.batch(info, **kwargs)
+        except Exception:  # noqa: BLE001 - the general path reports it, per object
+            for pending in started.values():
+                if inspect.iscoroutine(pending):
+                    pending.close()
+            return None
+        names = list(started)
+        if len(names) == 1:
+            try:
+                results: list[Any] = [await started[names[0]]]
             except Exception:  # noqa: BLE001 - the general path reports it, per object
                 return None
-        return answers
+        else:
+            results = await asyncio.gather(*started.values(), return_exceptions=True)
+        if not all(callable(r) and not isinstance(r, BaseException) for r in results):
+            return None
+        return dict(zip(names, results, strict=True))
 
     def _batch_plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any
                     ) -> _BatchPlan | None:
@@ -359,7 +381,10 @@ def _batched_values(plan: _BatchPlan, answers: dict[str, Any], items: list[Any]
                     return None
                 values[entry[0]] = value
                 continue
-            answer = answers[entry.response_name](item)
+            try:
+                answer = answers[entry.response_name](item)
+            except Exception:  # noqa: BLE001 - the general path reports it, per object
+                return None
             if answer is None:
                 if entry.non_null:
                     return None

@@ -23,7 +23,10 @@ from gql_usage.graphql.execution import FastExecutionContext
 from gql_usage.storage.models import Plan, Role
 
 CALLS: dict[str, int] = {"batch": 0, "resolver": 0}
+EVENTS: list[str] = []  # when batches start and end
 UNLUCKY = 13  # a scale whose computation fails
+NOT_A_FUNCTION = 7  # a scale whose batch returns something not callable
+ITEM_2_FAILS = 8  # a scale at which item 2's usage alone fails
 
 
 @strawberry.type
@@ -36,13 +39,19 @@ def _totals(n: int, scale: int) -> Totals | None:
     """An item's usage at ``scale`` (``None`` for item 4: "no usage")."""
     if scale == UNLUCKY:
         raise ValueError(f"scale {UNLUCKY} cannot be computed")
+    if scale == ITEM_2_FAILS and n == 2:
+        raise ValueError("no usage for item 2")
     return None if n == 4 else Totals(calls=n * scale, credits=n * scale * 10)
 
 
 async def _batch(info: Any, scale: int = 1) -> Callable[[Any], Totals | None]:
     CALLS["batch"] += 1
+    EVENTS.append(f"start {scale}")
     await asyncio.sleep(0)
+    EVENTS.append(f"end {scale}")
     _totals(0, scale)  # fails as a whole for the unlucky scale
+    if scale == NOT_A_FUNCTION:
+        return {"not": "callable"}  # type: ignore[return-value]
     return lambda item: _totals(item.n, scale)
 
 
@@ -99,6 +108,8 @@ DOCUMENTS = [
     "{ items { usage { calls } usage { credits } } }",  # one field, merged selections
     "{ items { usage @include(if: false) { calls } n } }",
     "{ items(upto: 0) { usage { calls } } }",
+    "{ items { n usage(scale: 7) { calls } } }",  # the batch returns no function
+    "{ items { n usage(scale: 8) { calls } } }",  # item 2's answer fails
 ]
 
 
@@ -134,6 +145,9 @@ async def test_the_comparisons_include_errors_and_nulls() -> None:
     data, _ = await _answer(plain, DOCUMENTS[4], "admin, paid")
     assert [row["usage"] for row in data["items"]] == [  # type: ignore[index]
         {"calls": 0}, {"calls": 1}, {"calls": 2}, {"calls": 3}, None, {"calls": 5}]
+    data, errors = await _answer(plain, DOCUMENTS[13], "admin, paid")
+    assert errors == [("no usage for item 2", ["items", 2, "usage"])]
+    assert data["items"][3] == {"n": 3, "usage": {"calls": 24}}  # type: ignore[index]
     data, errors = await _answer(plain, DOCUMENTS[0], "member, paid")
     assert len(errors) == 4 and errors[0][0].startswith("Only admins")
     data, errors = await _answer(plain, DOCUMENTS[0], "admin, free")
@@ -150,13 +164,23 @@ async def test_a_batched_field_is_computed_once_per_list_and_argument() -> None:
     assert CALLS == {"batch": 2, "resolver": 0}  # one batch per alias, no resolver
 
 
+async def test_the_batches_of_one_list_start_together() -> None:
+    """As the resolvers would: loads made in one loop turn share a loader dispatch."""
+    fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
+    EVENTS.clear()
+    _, errors = await _answer(fast, DOCUMENTS[1], "admin, paid")
+    assert errors == [] and EVENTS == ["start 2", "start 3", "end 2", "end 3"]
+
+
 async def test_what_the_batch_cannot_answer_runs_the_resolvers() -> None:
     fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
     for document, viewer, calls in (
             (DOCUMENTS[0], "member, paid", {"batch": 0, "resolver": 0}),  # refused per item
             (DOCUMENTS[5], "admin, paid", {"batch": 1, "resolver": 4}),  # the batch failed
             (DOCUMENTS[6], "admin, paid", {"batch": 1, "resolver": 6}),  # a non-null null
-            (DOCUMENTS[8], "admin, paid", {"batch": 0, "resolver": 4})):  # __typename
+            (DOCUMENTS[8], "admin, paid", {"batch": 0, "resolver": 4}),  # __typename
+            (DOCUMENTS[12], "admin, paid", {"batch": 1, "resolver": 4}),  # not a function
+            (DOCUMENTS[13], "admin, paid", {"batch": 1, "resolver": 4})):  # item 2 failed
         CALLS.update(batch=0, resolver=0)
         await _answer(fast, document, viewer)
         assert CALLS == calls, document
