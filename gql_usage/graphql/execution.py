@@ -2,7 +2,8 @@
 
 A usage series is hundreds of plain objects, and graphql-core's per-field execution was
 most of the GraphQL layer's time: ``FastExecutionContext`` completes an object in one step
-when every selected field is a plain leaf (no resolver, arguments or extension). In an
+when every selected field is a plain leaf (no resolver, arguments or extension; or
+``__typename``, which clients such as Apollo add to every selection). In an
 object that also selects other fields (an API key's ``id name usage(...)``), the plain
 leaves are read directly and only the others go through graphql-core. A list whose
 objects select plain leaves and ``@batched`` fields (each API key's ``usage``) has each
@@ -45,8 +46,9 @@ _BACKREF = "strawberry-definition"
 #: an int) is its own output value.
 _Own = tuple[type, int, int]
 #: How to read a plain leaf field: (response name, attribute name, named leaf type,
-#: non-null?, own output or None).
-_Leaf = tuple[str, str, Any, bool, _Own | None]
+#: non-null?, own output or None); ``__typename`` is (response name, None, the type's
+#: name, True, None).
+_Leaf = tuple[str, str | None, Any, bool, _Own | None]
 #: How to read each field of an object selected only with plain leaves.
 _LeafFields = tuple[_Leaf, ...]
 #: A group with both kinds: each field's ``_Leaf``, or None for a field graphql-core runs.
@@ -339,6 +341,9 @@ def _plain_values(leaves: _LeafFields, source: Any) -> dict[str, Any] | None:
     per field: it runs for every point of a series."""
     results: dict[str, Any] = {}
     for response_name, attribute, named, non_null, own in leaves:
+        if attribute is None:  # __typename: the object type's name
+            results[response_name] = named
+            continue
         try:
             value: Any = getattr(source, attribute)
             if value is None:
@@ -416,6 +421,8 @@ def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
 def _plain_leaf(context: FastExecutionContext, parent_type: GraphQLObjectType,
                 response_name: str, field_details_list: Any) -> _Leaf | None:
     node = field_details_list[0].node
+    if node.name.value == "__typename":  # what graphql-core answers: the object's type
+        return (response_name, None, parent_type.name, True, None)
     field_def = context.schema.get_field(parent_type, node.name.value)
     if (field_def is None or field_def.args or node.arguments
             or not getattr(field_def.resolve, "_is_default", False)):

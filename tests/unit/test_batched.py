@@ -34,6 +34,11 @@ class Totals:
     calls: int
     credits: int
 
+    @strawberry.field
+    def per_call(self) -> float:
+        """A resolver field: not a plain leaf."""
+        return self.credits / self.calls if self.calls else 0.0
+
 
 def _totals(n: int, scale: int) -> Totals | None:
     """An item's usage at ``scale`` (``None`` for item 4: "no usage")."""
@@ -104,12 +109,13 @@ DOCUMENTS = [
     "{ items { usage(scale: 13) { calls } } }",  # the computation fails
     "{ items(upto: 6) { strict { calls } } }",  # a null in a non-null field
     "{ items { strict(scale: 2) { calls credits } name } }",
-    "{ items { usage { calls __typename } } }",  # not plain leaves: the general path
+    "{ items { usage { calls perCall } } }",  # not plain leaves: the general path
     "{ items { usage { calls } usage { credits } } }",  # one field, merged selections
     "{ items { usage @include(if: false) { calls } n } }",
     "{ items(upto: 0) { usage { calls } } }",
     "{ items { n usage(scale: 7) { calls } } }",  # the batch returns no function
     "{ items { n usage(scale: 8) { calls } } }",  # item 2's answer fails
+    "{ items { __typename usage { __typename calls } } }",
 ]
 
 
@@ -164,6 +170,16 @@ async def test_a_batched_field_is_computed_once_per_list_and_argument() -> None:
     assert CALLS == {"batch": 2, "resolver": 0}  # one batch per alias, no resolver
 
 
+async def test_typename_keeps_the_batch() -> None:
+    fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
+    CALLS.update(batch=0, resolver=0)
+    data, errors = await _answer(fast, DOCUMENTS[14], "admin, paid")
+    assert errors == [] and data == {"items": [
+        {"__typename": "Item", "usage": {"__typename": "Totals", "calls": n}}
+        for n in range(4)]}
+    assert CALLS == {"batch": 1, "resolver": 0}
+
+
 async def test_the_batches_of_one_list_start_together() -> None:
     """As the resolvers would: loads made in one loop turn share a loader dispatch."""
     fast = strawberry.Schema(query=Query, execution_context_class=FastExecutionContext)
@@ -178,7 +194,7 @@ async def test_what_the_batch_cannot_answer_runs_the_resolvers() -> None:
             (DOCUMENTS[0], "member, paid", {"batch": 0, "resolver": 0}),  # refused per item
             (DOCUMENTS[5], "admin, paid", {"batch": 1, "resolver": 4}),  # the batch failed
             (DOCUMENTS[6], "admin, paid", {"batch": 1, "resolver": 6}),  # a non-null null
-            (DOCUMENTS[8], "admin, paid", {"batch": 0, "resolver": 4}),  # __typename
+            (DOCUMENTS[8], "admin, paid", {"batch": 0, "resolver": 4}),  # a resolver
             (DOCUMENTS[12], "admin, paid", {"batch": 1, "resolver": 4}),  # not a function
             (DOCUMENTS[13], "admin, paid", {"batch": 1, "resolver": 4})):  # item 2 failed
         CALLS.update(batch=0, resolver=0)

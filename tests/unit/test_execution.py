@@ -108,6 +108,8 @@ DOCUMENTS = [
     '{ rows(kind: "null") { key calls doubled } }',
     '{ rows(kind: "null") { key broken } }',
     "{ rows { k: key broken calls key } }",
+    "{ rows { __typename key doubled t: __typename } maybePoints { calls __typename } }",
+    '{ maybePoints(kind: "null-item") { __typename calls } }',
 ]
 #: Documents with an async resolver among plain leaves (run with ``schema.execute``).
 ASYNC_DOCUMENTS = [
@@ -177,6 +179,23 @@ def test_the_fast_path_is_taken_for_plain_objects() -> None:
     result = schema.execute_sync("{ points { start calls label colour } }")
     assert result.errors is None and len(result.data["points"]) == 5
     assert calls["general"] == 1  # only `points` itself; its five objects took the fast path
+
+
+def test_typename_is_read_as_a_plain_leaf() -> None:
+    """Apollo adds ``__typename`` to every selection: the fast path must stay."""
+    calls = {"general": 0}
+
+    class Counting(FastExecutionContext):
+        def execute_field(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            calls["general"] += 1
+            return super().execute_field(*args, **kwargs)
+
+    schema = strawberry.Schema(query=Query, execution_context_class=Counting)
+    result = schema.execute_sync("{ points { __typename calls kind: __typename } }")
+    assert result.errors is None
+    assert result.data == {"points": [{"__typename": "Point", "calls": i, "kind": "Point"}
+                                      for i in range(5)]}
+    assert calls["general"] == 1  # only `points` itself
 
 
 def test_only_the_resolver_fields_of_a_mixed_object_run_in_graphql_core() -> None:
