@@ -44,8 +44,12 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
 class Server:
     """``gql-usage serve`` on 127.0.0.1 in a child process; ``peak_rss_mib`` sampled."""
 
-    def __init__(self, database_url: str, *, workers: int = 1, env: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(self, database_url: str, *, workers: int = 1, env: dict[str, str] | None = None,
+                 source: Path | None = None) -> None:
+        """``source``: a directory holding the ``gql_usage`` package to run (its working
+        directory and ``PYTHONPATH``: ``python -m`` puts the working directory first on
+        the path); default: the installed package, from the current directory."""
+        self.source = source
         self.database_url = database_url
         self.workers = workers
         self.port = free_port()
@@ -64,13 +68,15 @@ class Server:
                # One viewer sends every benchmark query: lift the per-viewer budget.
                "GQL_USAGE_RATE_LIMIT_POINTS": str(10**12),
                **self.extra_env}
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source)
         cmd = [sys.executable, "-m", "gql_usage.cli", "serve", "--host", "127.0.0.1",
                "--port", str(self.port)]
         if self.workers != 1:
             cmd += ["--workers", str(self.workers)]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
-                cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+                cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.source)
         sampler = asyncio.create_task(self._sample())
         try:
             await self._wait_ready()

@@ -91,3 +91,24 @@ def test_the_store_cost_benchmark_runs_at_its_smallest_size() -> None:
         assert line.startswith("ingest statement ") and line.endswith(
             "3 account(s) per batch, " + ("one statement per account" if form
                                           else "one statement")), line
+
+
+def test_the_comparison_runs_at_its_smallest_size() -> None:
+    """``python -m bench.compare`` starts the baseline's server (here HEAD's own code,
+    from ``git archive``) beside this tree's, checks they answer alike, and reports both
+    servers' CPU and latency per range."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--baseline", "HEAD", "--events", "3000",
+         "--requests", "4", "--days", "30,365"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["baseline"] == "HEAD" and result["candidate"] is None
+    assert result["requests"] == 4
+    assert set(result["ranges"]) == {"30", "365"}
+    for figures in result["ranges"].values():
+        for side in ("baseline", "candidate"):
+            assert figures[side]["cpu_ms"] > 0
+            assert 0 < figures[side]["p50_ms"] <= figures[side]["p99_ms"]
+        assert figures["cpu_change"] == pytest.approx(
+            figures["candidate"]["cpu_ms"] / figures["baseline"]["cpu_ms"] - 1, abs=0.001)
