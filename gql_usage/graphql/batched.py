@@ -4,7 +4,7 @@ is its row of one breakdown by key).
 
 A dashboard lists 50 keys with their usage. Run field by field, each key's ``usage``
 paid for Strawberry's argument conversion, its permission check, a coroutine, a task
-and a loader future: about 130 µs per key, more than the rest of the list. For a list
+and a loader future: about 140 µs per key, more than the rest of the list. For a list
 whose selection is plain leaves and batched fields only, the fast execution
 (``gql_usage.graphql.execution``) converts each batched field's arguments once, checks
 its rules once, awaits its batch function once and reads each object's answer from it;

@@ -3,18 +3,15 @@
 A usage series is hundreds of plain objects, and graphql-core's per-field execution was
 most of the GraphQL layer's time: ``FastExecutionContext`` completes an object in one step
 when every selected field is a plain leaf (no resolver, arguments or extension; or
-``__typename``, which clients such as Apollo add to every selection). In an
-object that also selects other fields (an API key's ``id name usage(...)``), the plain
-leaves are read directly and only the others go through graphql-core. A list whose
+``__typename``, which clients such as Apollo add to every selection). A list whose
 objects select plain leaves and ``@batched`` fields (each API key's ``usage``) has each
 batched field computed once for the whole list (``gql_usage.graphql.batched``). Anything
-else, or any surprise, takes the general path. It also checks ``@guarded_type`` rules on every
-object completed, however reached. See README, 'Architecture' (Access).
+else, or any surprise, takes the general path. It also checks ``@guarded_type`` rules on
+every object completed, however reached. See README, 'Architecture' (Access).
 
-One rule follows for resolvers: a resolver must not change the object it resolves on.
-The plain leaves of a mixed object are read before its resolvers run, where graphql-core
-reads fields in selection order (``{ bump calls }`` with a ``bump`` that increments
-``calls`` would answer the old ``calls``). None of ours does.
+(Objects mixing plain leaves with other fields once had the leaves read here and only
+the others executed by graphql-core; measured with ``bench.compare``, it bought nothing,
+and it was removed: docs/performance.md, round 5.)
 """
 
 from __future__ import annotations
@@ -51,10 +48,6 @@ _Own = tuple[type, int, int]
 _Leaf = tuple[str, str | None, Any, bool, _Own | None]
 #: How to read each field of an object selected only with plain leaves.
 _LeafFields = tuple[_Leaf, ...]
-#: A group with both kinds: each field's ``_Leaf``, or None for a field graphql-core runs.
-_MixedFields = tuple[_Leaf | None, ...]
-#: What a group of fields is: all plain leaves, some (mixed), or none worth a shortcut.
-_Plan = tuple[_LeafFields | None, _MixedFields | None]
 
 
 class _Refused(Exception):
@@ -83,46 +76,19 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         super().__init__(*args, **kwargs)
         # Per request: field groups are shared by all objects of one list, so each
         # group is examined once. The group is kept alive with its answer (ids are keys).
-        self._plan_by_group: dict[int, tuple[object, _Plan]] = {}
+        self._plan_by_group: dict[int, tuple[object, _LeafFields | None]] = {}
         self._batch_plans: dict[tuple[str, int], tuple[object, _BatchPlan | None]] = {}
 
     def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any,
                        path: Path | None, grouped_field_set: Any,
                        position_context: Any) -> Any:
-        leaves, mixed = self._plan(parent_type, grouped_field_set)
+        leaves = self._plan(parent_type, grouped_field_set)
         if leaves is not None:
             results = _plain_values(leaves, source_value)
             if results is not None:
                 return results
-        elif mixed is not None:
-            return self._execute_mixed(parent_type, source_value, path, grouped_field_set,
-                                       position_context, mixed)
         return super().execute_fields(parent_type, source_value, path, grouped_field_set,
                                       position_context)
-
-    def _execute_mixed(self, parent_type: GraphQLObjectType, source_value: Any,
-                       path: Path | None, grouped_field_set: Any, position_context: Any,
-                       mixed: _MixedFields) -> Any:
-        """The plain leaves read directly; every other field (and a plain leaf with a
-        surprising value) executed by graphql-core, in one call; the answer in the
-        selection's order."""
-        plain: dict[str, Any] = {}
-        rest: dict[str, Any] = {}
-        for (response_name, field_details_list), leaf in zip(grouped_field_set.items(), mixed,
-                                                             strict=True):
-            value = _MISSING if leaf is None else _plain_value(leaf, source_value)
-            if value is _MISSING:
-                rest[response_name] = field_details_list
-            else:
-                plain[response_name] = value
-        executed = super().execute_fields(parent_type, source_value, path, rest,
-                                          position_context)
-        if isinstance(executed, dict):
-            return _in_order(grouped_field_set, plain, executed)
-
-        async def merged(awaited: Awaitable[dict[str, Any]]) -> dict[str, Any]:
-            return _in_order(grouped_field_set, plain, await awaited)
-        return merged(executed)
 
     def complete_iterable_value(self, item_type: Any, field_details_list: Any, info: Any,
                                 path: Path, items: Any, position_context: Any) -> Any:
@@ -163,7 +129,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                                                                           field_details_list)
         if new_defer_usages:
             return None
-        leaves, _ = self._plan(named, grouped_field_set)
+        leaves = self._plan(named, grouped_field_set)
         if leaves is None:
             return None
         completed = []
@@ -290,27 +256,27 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         if found is None or returned is None or object_type_rules(returned[0]):
             return None
         sub_fields, new_defer_usages, _ = self.collect_subfields(returned[0], details)
-        leaves, _ = self._plan(returned[0], sub_fields)
+        leaves = self._plan(returned[0], sub_fields)
         if new_defer_usages or leaves is None:
             return None
         return _Batched(response_name, details, field_def, found[0], found[1], leaves,
                         returned[1])
 
-    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any) -> _Plan:
-        """(the group's fields if all are plain leaves, else None; each field's leaf or
-        None if some but not all are), examined once per group."""
+    def _plan(self, parent_type: GraphQLObjectType, grouped_field_set: Any
+              ) -> _LeafFields | None:
+        """The group's fields if all are plain leaves, else None; examined once per
+        group."""
         key = id(grouped_field_set)
         cached = self._plan_by_group.get(key)
         if cached is not None and cached[0] is grouped_field_set:
             return cached[1]
         middleware = self.middleware_manager  # a schema middleware must see every field
-        plan: _Plan = (None, None)
+        plan: _LeafFields | None = None
         if middleware is None or not middleware.middlewares:
-            fields = _plain_leaves(self, parent_type, grouped_field_set)
+            fields = [_plain_leaf(self, parent_type, response_name, field_details_list)
+                      for response_name, field_details_list in grouped_field_set.items()]
             if all(leaf is not None for leaf in fields):
-                plan = (tuple(leaf for leaf in fields if leaf is not None), None)
-            elif any(leaf is not None for leaf in fields):
-                plan = (None, fields)
+                plan = tuple(leaf for leaf in fields if leaf is not None)
         self._plan_by_group[key] = (grouped_field_set, plan)
         return plan
 
@@ -401,21 +367,6 @@ def _batched_values(plan: _BatchPlan, answers: dict[str, Any], items: list[Any]
             values[entry.response_name] = fields
         completed.append(values)
     return completed
-
-
-def _in_order(grouped_field_set: Any, plain: dict[str, Any],
-              executed: dict[str, Any]) -> dict[str, Any]:
-    """The two parts of an object's answer, in the selection's order."""
-    return {name: plain[name] if name in plain else executed[name]
-            for name in grouped_field_set if name in plain or name in executed}
-
-
-def _plain_leaves(context: FastExecutionContext, parent_type: GraphQLObjectType,
-                  grouped_field_set: Any) -> _MixedFields:
-    """Each field's ``_Leaf`` if it is a plain leaf (no resolver, arguments or
-    extension), else None."""
-    return tuple(_plain_leaf(context, parent_type, response_name, field_details_list)
-                 for response_name, field_details_list in grouped_field_set.items())
 
 
 def _plain_leaf(context: FastExecutionContext, parent_type: GraphQLObjectType,

@@ -34,7 +34,8 @@ class Point:
 
 @strawberry.type
 class Row:
-    """Plain leaves beside resolver fields (sync, async, failing): the mixed path."""
+    """Plain leaves beside resolver fields (sync, async, failing): the general path, in
+    selection order."""
 
     key: str
     calls: int
@@ -167,7 +168,8 @@ def test_the_failure_cases_really_fail() -> None:
         assert errors and data is None, kind
 
 
-def test_the_fast_path_is_taken_for_plain_objects() -> None:
+def _general_fields(document: str) -> tuple[object, int]:
+    """The answer of ``document`` and how many fields graphql-core executed itself."""
     calls = {"general": 0}
 
     class Counting(FastExecutionContext):
@@ -176,43 +178,23 @@ def test_the_fast_path_is_taken_for_plain_objects() -> None:
             return super().execute_field(*args, **kwargs)
 
     schema = strawberry.Schema(query=Query, execution_context_class=Counting)
-    result = schema.execute_sync("{ points { start calls label colour } }")
-    assert result.errors is None and len(result.data["points"]) == 5
-    assert calls["general"] == 1  # only `points` itself; its five objects took the fast path
+    result = schema.execute_sync(document)
+    assert result.errors is None
+    return result.data, calls["general"]
+
+
+def test_the_fast_path_is_taken_for_plain_objects() -> None:
+    data, general = _general_fields("{ points { start calls label colour } }")
+    assert len(data["points"]) == 5  # type: ignore[index]
+    assert general == 1  # only `points` itself; its five objects took the fast path
 
 
 def test_typename_is_read_as_a_plain_leaf() -> None:
     """Apollo adds ``__typename`` to every selection: the fast path must stay."""
-    calls = {"general": 0}
-
-    class Counting(FastExecutionContext):
-        def execute_field(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-            calls["general"] += 1
-            return super().execute_field(*args, **kwargs)
-
-    schema = strawberry.Schema(query=Query, execution_context_class=Counting)
-    result = schema.execute_sync("{ points { __typename calls kind: __typename } }")
-    assert result.errors is None
-    assert result.data == {"points": [{"__typename": "Point", "calls": i, "kind": "Point"}
-                                      for i in range(5)]}
-    assert calls["general"] == 1  # only `points` itself
-
-
-def test_only_the_resolver_fields_of_a_mixed_object_run_in_graphql_core() -> None:
-    executed: list[str] = []
-
-    class Counting(FastExecutionContext):
-        def execute_field(self, parent_type, source, field_details_list, *rest):  # type: ignore[no-untyped-def]
-            executed.append(field_details_list[0].node.name.value)
-            return super().execute_field(parent_type, source, field_details_list, *rest)
-
-    schema = strawberry.Schema(query=Query, execution_context_class=Counting)
-    result = schema.execute_sync('{ rows(kind: "null") { key calls doubled } }')
-    assert result.data is None  # row 2's non-null `calls` is null: graphql-core says so
-    assert [e.path for e in result.errors or []] == [["rows", 2, "calls"]]
-    # `key` and `calls` read directly, except row 2's null `calls`, handed back (whose
-    # error ends the row before its `doubled`, as in graphql-core).
-    assert executed == ["rows", "doubled", "doubled", "calls"]
+    data, general = _general_fields("{ points { __typename calls kind: __typename } }")
+    assert data == {"points": [{"__typename": "Point", "calls": i, "kind": "Point"}
+                               for i in range(5)]}
+    assert general == 1  # only `points` itself
 
 
 def test_a_plain_list_is_completed_in_one_step() -> None:
