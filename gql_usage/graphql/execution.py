@@ -77,7 +77,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Per request: field groups are shared by all objects of one list, so each
         # group is examined once. The group is kept alive with its answer (ids are keys).
         self._plan_by_group: dict[int, tuple[object, _LeafFields | None]] = {}
-        self._batch_plans: dict[tuple[str, int], tuple[object, _BatchPlan | None]] = {}
+        self._batch_plans: dict[int, tuple[object, _BatchPlan | None]] = {}
 
     def execute_fields(self, parent_type: GraphQLObjectType, source_value: Any,
                        path: Path | None, grouped_field_set: Any,
@@ -226,7 +226,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                     ) -> _BatchPlan | None:
         """Per field, its plain leaf or its batch (at least one batch), examined once per
         group; None if some field is neither."""
-        key = ("batch", id(grouped_field_set))
+        key = id(grouped_field_set)
         cached = self._batch_plans.get(key)
         if cached is not None and cached[0] is grouped_field_set:
             return cached[1]
