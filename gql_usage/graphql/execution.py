@@ -68,7 +68,6 @@ class _Batched(NamedTuple):
 
 #: How to complete a list's objects: per selected field, its ``_Leaf`` or ``_Batched``.
 _BatchPlan = tuple[_Leaf | _Batched, ...]
-_MISSING = object()
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -115,19 +114,33 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return super().complete_object_value(return_type, field_details_list, info, path,
                                              result, position_context)
 
-    def _plain_list(self, item_type: Any, field_details_list: Any, info: Any, path: Path,
-                    items: Any) -> list[dict[str, Any]] | None:
+    def _object_list(self, item_type: Any, field_details_list: Any, path: Path,
+                     items: Any) -> GraphQLObjectType | None:
+        """The item type of a list of objects that ``@stream`` leaves alone, else None."""
         named = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
         if (not isinstance(items, list) or not isinstance(named, GraphQLObjectType)
-                or named.is_type_of is not None
                 or self.get_stream_usage(field_details_list, path) is not None):
+            return None
+        return named
+
+    def _subfields(self, parent_type: GraphQLObjectType, field_details_list: Any
+                   ) -> Any | None:
+        """The fields selected on objects of ``parent_type``, or None if ``@defer``
+        splits them (the general path delivers those)."""
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(parent_type,
+                                                                          field_details_list)
+        return None if new_defer_usages else grouped_field_set
+
+    def _plain_list(self, item_type: Any, field_details_list: Any, info: Any, path: Path,
+                    items: Any) -> list[dict[str, Any]] | None:
+        named = self._object_list(item_type, field_details_list, path, items)
+        if named is None or named.is_type_of is not None:
             return None
         rules = object_type_rules(named)
         if rules and items:
             enforce(rules, info)  # what complete_object_value checks for each item
-        grouped_field_set, new_defer_usages, _ = self.collect_subfields(named,
-                                                                          field_details_list)
-        if new_defer_usages:
+        grouped_field_set = self._subfields(named, field_details_list)
+        if grouped_field_set is None:
             return None
         leaves = self._plan(named, grouped_field_set)
         if leaves is None:
@@ -145,14 +158,11 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         """A list of objects whose selection is plain leaves and ``@batched`` fields
         (``gql_usage.graphql.batched``): each batched field computed once for the list;
         None if the list is not of that kind."""
-        named = item_type.of_type if isinstance(item_type, GraphQLNonNull) else item_type
-        if (not isinstance(items, list) or not items or any(item is None for item in items)
-                or not isinstance(named, GraphQLObjectType)
-                or self.get_stream_usage(field_details_list, path) is not None):
+        named = self._object_list(item_type, field_details_list, path, items)
+        if named is None or not items or any(item is None for item in items):
             return None
-        grouped_field_set, new_defer_usages, _ = self.collect_subfields(named,
-                                                                          field_details_list)
-        if new_defer_usages:
+        grouped_field_set = self._subfields(named, field_details_list)
+        if grouped_field_set is None:
             return None
         plan = self._batch_plan(named, grouped_field_set)
         if plan is None:
@@ -255,9 +265,9 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         returned = batched.object_type(field_def)
         if found is None or returned is None or object_type_rules(returned[0]):
             return None
-        sub_fields, new_defer_usages, _ = self.collect_subfields(returned[0], details)
-        leaves = self._plan(returned[0], sub_fields)
-        if new_defer_usages or leaves is None:
+        sub_fields = self._subfields(returned[0], details)
+        leaves = None if sub_fields is None else self._plan(returned[0], sub_fields)
+        if leaves is None:
             return None
         return _Batched(response_name, details, field_def, found[0], found[1], leaves,
                         returned[1])
@@ -331,26 +341,20 @@ def _plain_values(leaves: _LeafFields, source: Any) -> dict[str, Any] | None:
     return results
 
 
-def _plain_value(leaf: _Leaf, source: Any) -> Any:
-    """One plain leaf's output value (``_plain_values``'s rules), or ``_MISSING`` to take
-    the general path."""
-    results = _plain_values((leaf,), source)
-    return _MISSING if results is None else results[leaf[0]]
-
-
 def _batched_values(plan: _BatchPlan, answers: dict[str, Any], items: list[Any]
                     ) -> list[dict[str, Any]] | None:
     """Each object's answer: its plain leaves read, each batched field's object from the
     batch read as plain leaves; None (a surprise) to take the general path."""
+    leaves = tuple(entry for entry in plan if not isinstance(entry, _Batched))
     completed = []
     for item in items:
-        values: dict[str, Any] = {}
+        plain = _plain_values(leaves, item)
+        if plain is None:
+            return None
+        values: dict[str, Any] = {}  # in the selection's order
         for entry in plan:
             if not isinstance(entry, _Batched):
-                value = _plain_value(entry, item)
-                if value is _MISSING:
-                    return None
-                values[entry[0]] = value
+                values[entry[0]] = plain[entry[0]]
                 continue
             try:
                 answer = answers[entry.response_name](item)

@@ -86,6 +86,11 @@ async def _group_totals(info: Info, f: UsageFilter, dim: Dimension, item_id: int
     query = await resolve_filter(info, f)
     by_id = await _load(info, query, GroupSpec(dim))
     assert isinstance(by_id, dict)
+    return _item_totals(by_id, item_id)
+
+
+def _item_totals(by_id: dict[int, Totals], item_id: int) -> UsageTotals:
+    """One item's row of a breakdown (zero when the item has no calls)."""
     t = by_id.get(item_id, Totals())
     return UsageTotals(calls=SafeInt(t.calls), credits=SafeInt(t.credits))
 
@@ -98,10 +103,7 @@ def _usage_batch(dim: Dimension) -> Callable[..., Awaitable[Callable[[Any], Usag
         by_id = await _load(info, query, GroupSpec(dim))
         assert isinstance(by_id, dict)
 
-        def answer(item: Any) -> UsageTotals:
-            t = by_id.get(item._pk, Totals())
-            return UsageTotals(calls=SafeInt(t.calls), credits=SafeInt(t.credits))
-        return answer
+        return lambda item: _item_totals(by_id, item._pk)
     return batch
 
 
