@@ -10,11 +10,11 @@ server's 26.6 s of CPU were collections, 1.6 s of it 24 full ones.
 
 ``tune_for_serving`` moves what start-up made out of the collector's sight
 (``gc.freeze``: full collections no longer walk it) and collects the young generation
-after ``YOUNG_THRESHOLD`` net allocations instead of 700. Measured against the previous
-commit, the server started alternately with each: dense ingestion on one worker (630,000
-events, 4 senders, twice each) 29,500 -> 32,200 events/s; server CPU per dashboard page
-(one client, 300k events, 3 rounds of 60 varied ranges) 20.8 -> 17.6 ms for 30 days and
-28.1 -> 24.4 ms for 365 days. The cost: cyclic garbage lives up to 10,000 allocations
+after ``YOUNG_THRESHOLD`` net allocations instead of 700. Dense ingestion on one worker
+(630,000 events, 4 senders, two runs each) 29,500 -> 32,200 events/s; server CPU per
+dashboard page against the commit before (``python -m bench.compare``, 300k events, 200
+interleaved requests per server) 13.94 -> 12.35 ms for 30 days and 19.69 -> 15.96 ms for
+365 days (docs/performance.md, round 5). The cost: cyclic garbage lives up to 10,000 allocations
 longer, and an object start-up made that later becomes cyclic garbage (a pooled
 connection replaced after a database restart, say) is never collected: a bounded loss,
 as only what existed at the freeze can leak. Only ``gql-usage serve``'s processes are
